@@ -1,0 +1,94 @@
+"""From Hydra's composed config to a validated PointConfig; where the config tree lives; compose API."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from energybench.config import ConfigError, PointConfig, from_mapping
+
+GROUPS = ("model", "dataset", "cluster", "experiment")
+
+
+def conf_dir() -> Path:
+    """The config tree: packaged beside the code when installed, else the checkout's top-level conf/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"energybench config tree not found next to {here}; reinstall the package")
+
+
+def to_point_config(cfg: DictConfig) -> PointConfig:
+    """Resolve the composed config (without its `hydra` node) and validate it into a PointConfig."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+    return from_mapping(PointConfig, data)  # type: ignore[arg-type]
+
+
+def compose(overrides: Sequence[str] = ()) -> PointConfig:
+    """The PointConfig that `python -m energybench.sweep <overrides>` would run (one point, no sweep)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    check_group_choices(overrides)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        return to_point_config(hydra_compose("config", overrides=list(overrides)))
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _check_key(key: str) -> None:
+    """`key` (dotted) names a field of PointConfig, a config group, or Hydra's own settings."""
+    parts = key.split("@")[0].split(".")
+    if parts[0] in ("hydra", "experiment") or (len(parts) == 1 and parts[0] in GROUPS):
+        return
+    cls: Any = PointConfig
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return  # inside a free-form mapping (cluster.additional_parameters)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            prefix = ".".join(parts[:depth])
+            known = ", ".join(f"{prefix}.{n}" if prefix else n for n in fields)
+            raise ConfigError(f"unknown key {key}; known keys: {known}")
+        cls = typing.get_type_hints(cls)[part]
+
+
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """One-line errors for unknown keys (foo=1) and config-group choices (model=70b), before Hydra
+    composes anything (Hydra's own messages for these run over several lines)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
+    except Exception as e:  # Hydra's own grammar errors are clear enough; let Hydra report them
+        del e
+        return
+    for override in parsed:
+        group = override.key_or_group.lstrip("+~")
+        if not (override.is_add() or override.is_force_add()):  # `+key=value` is validated after composition
+            _check_key(group)
+        if group not in GROUPS or override.is_delete():
+            continue
+        options = group_options(group)
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        for value in values:
+            if value not in options and not (group == "experiment" and value == "null"):
+                raise ConfigError(f"{group}={value}: unknown {group}; choose one of {', '.join(options)}")

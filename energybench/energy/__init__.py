@@ -1,0 +1,1 @@
+"""Energy measurement: named windows, GPU counters, samplers."""

@@ -1,0 +1,1 @@
+"""LLaMA on fairscale model-parallel layers: architecture, weights, tokenizer."""

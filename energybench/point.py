@@ -1,0 +1,270 @@
+"""One grid point, end to end; owns the order: load -> shard -> warm up -> measure -> write.
+
+Runs on every rank of the point (SPMD). Rank 0 writes the point's files; every file is written
+whole and renamed into place, so a killed job leaves only complete ones.
+
+    python -m energybench.point [--config point=<id>/config.yaml | <overrides>...]
+
+runs one point in this process with the rank taken from the environment (torchrun or srun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import yaml
+
+import energybench
+from energybench.config import ConfigError, PointConfig, from_mapping, to_mapping
+from energybench.data import Sample, load_workload
+from energybench.distributed import DistEnv, model_parallel
+from energybench.energy.meter import Meter, Reading
+from energybench.engine import BatchStats, Sampling, make_engine
+from energybench.model.build import build_model
+from energybench.progress import Progress, setup_logging
+from energybench.results.columns import config_columns
+from energybench.results.layout import point_dir, point_id
+from energybench.results.metrics import ratio, run_metrics, sum_or_none
+from energybench.results.schema import BATCHES, RUN, table
+from energybench.results.store import read_status, write_parquet, write_status, write_text
+
+log = logging.getLogger("energybench.point")
+
+
+@dataclass(frozen=True)
+class PointOutcome:
+    point_id: str
+    state: str  # done | failed
+    reason: str | None = None
+    row: dict | None = None  # the run.parquet row (rank 0 of a done point)
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGINT arrived (Slurm preemption, time limit, scancel, Ctrl-C)."""
+
+
+def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
+    """Measure one point on this rank; rank 0 records status, tables and the failure reason if any."""
+    env = env or DistEnv.single()
+    setup_logging(env.rank)
+    pid, pdir = point_id(cfg), point_dir(cfg)
+    if env.rank == 0:
+        write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), pdir / "config.yaml")
+        write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id)
+    try:
+        with _signals_raise():
+            row = _measure(cfg, env, pdir)
+    except Exception as e:  # the point fails, the sweep goes on
+        reason = _reason(e)
+        log.error("point %s failed: %s", pid, reason)
+        log.debug("%s", traceback.format_exc())
+        if env.rank == 0:
+            write_status(pdir, "failed", reason)
+        else:
+            write_text(reason + "\n", pdir / "errors" / f"rank-{env.rank}.txt")
+        return PointOutcome(pid, "failed", reason)
+    if env.rank == 0:
+        write_status(pdir, "done")
+    return PointOutcome(pid, "done", None, row)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return f"CUDA out of memory: {str(e).splitlines()[0]}"
+    return f"{type(e).__name__}: {e}".strip()
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into an exception so every `finally` (files, power limits) runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(f"received {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def pick_device(name: str, env: DistEnv) -> torch.device:
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device=cuda: no CUDA device is visible; use device=cpu or device=auto")
+    count = torch.cuda.device_count()
+    if count >= env.local_world_size:
+        return torch.device("cuda", env.local_rank)
+    if count == 1:  # one GPU per task, as srun --gpus-per-task=1 gives
+        return torch.device("cuda", 0)
+    raise ConfigError(f"{env.local_world_size} ranks on this node but {count} GPUs are visible; "
+                      f"use shards <= {count} per node")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
+    device = pick_device(cfg.device, env)
+    dtype = pick_dtype(cfg.dtype, device)
+    started_at = dt.datetime.now(dt.timezone.utc)
+    with model_parallel(env, device):
+        t0 = time.perf_counter()
+        tokenizer = None
+        if cfg.model.tokenizer:
+            from energybench.model.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer(cfg.model.tokenizer)
+        workload = load_workload(cfg.dataset, cfg.samples, cfg.seed, cfg.model.vocab_size, tokenizer)
+        batches = [_prepare(b, cfg) for b in workload.batches(cfg.batch)]
+        model = build_model(cfg.model, device, dtype, cfg.seed)
+        longest = max(len(p) for prompts, _ in batches for p in prompts)
+        model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator)
+        load_s = time.perf_counter() - t0
+        log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
+                 point_id(cfg), len(workload.samples), len(batches), load_s, device)
+
+        meter = Meter(env, device, counters=None)
+        attempt = (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0
+        batch_log = BatchLog(pdir / "batches.parquet", point_id(cfg), attempt, enabled=env.rank == 0)
+        for w in range(cfg.warmup_batches):  # burn-in, then measure
+            prompts, limits = batches[w % len(batches)]
+            batch_log.add(w, True, *_generate(engine, meter, f"warmup{w}", prompts, limits))
+        progress = Progress(len(batches), point_id(cfg), enabled=env.rank == 0)
+        meter.begin("generation")
+        for i, (prompts, limits) in enumerate(batches):
+            stats, readings, started = _generate(engine, meter, f"batch{i}", prompts, limits)
+            batch_log.add(i, False, stats, readings, started)
+            progress.update(stats.tokens, stats.duration_s)
+        generation = meter.end("generation")
+        progress.close()
+        batch_log.flush()
+        if env.rank != 0:
+            return None
+        assert generation is not None
+        row = {
+            **config_columns(cfg),
+            "status": "done",
+            "dataset_source": workload.source,
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": device.type,
+            "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "gpus": env.world_size if device.type == "cuda" else 0,
+            "nodes": env.num_nodes,
+            "hostnames": ",".join(env.nodelist),
+            "slurm_job_id": env.slurm_job_id,
+            "attempt": attempt,
+            "started_at": started_at,
+            "finished_at": dt.datetime.now(dt.timezone.utc),
+            "load_s": load_s,
+            "energy_method": "nvml_counter" if generation.energy_j else None,
+            "energybench_version": energybench.__version__,
+            **run_metrics(batch_log.measured_rows(), generation.duration_s, generation.total_energy_j, None),
+        }
+        write_parquet(table([row], RUN), pdir / "run.parquet")
+        return row
+
+
+def _prepare(samples: list[Sample], cfg: PointConfig) -> tuple[list[list[int]], list[int]]:
+    """Prompt ids (kept within the context window) and each response's token limit."""
+    room = cfg.model.max_seq_len - cfg.max_tokens
+    prompts = [list(s.prompt_ids) if len(s.prompt_ids) <= room else [s.prompt_ids[0], *s.prompt_ids[-(room - 1):]]
+               for s in samples]
+    if cfg.length == "oracle":
+        limits = [max(1, min(s.reference_tokens, cfg.max_tokens)) for s in samples]
+    else:
+        limits = [cfg.max_tokens] * len(samples)
+    return prompts, limits
+
+
+def _generate(engine, meter: Meter, name: str, prompts: list[list[int]],
+              limits: list[int]) -> tuple[BatchStats, dict[str, Reading], dt.datetime]:
+    started = dt.datetime.now(dt.timezone.utc)
+    hooks = meter.phase_hooks(name)
+    stats = engine.generate(prompts, limits, hooks)
+    return stats, hooks.readings, started
+
+
+class BatchLog:
+    """Batch rows of a point, rewritten to batches.parquet (whole file, renamed) at most every `every_s`."""
+
+    def __init__(self, path: Path, pid: str, attempt: int, enabled: bool, every_s: float = 5.0) -> None:
+        self.path, self.pid, self.attempt, self.enabled, self.every_s = path, pid, attempt, enabled, every_s
+        self.rows: list[dict] = []
+        self._written = time.monotonic()
+
+    def add(self, index: int, warmup: bool, stats: BatchStats, readings: dict[str, Reading],
+            started: dt.datetime) -> None:
+        if not self.enabled:
+            return
+        prefill, decode = readings["prefill"], readings["decode"]
+        duration_s = prefill.duration_s + decode.duration_s
+        decode_steps = stats.steps - stats.prefill_steps
+        self.rows.append({
+            "point_id": self.pid, "batch_index": index, "warmup": warmup, "attempt": self.attempt,
+            "started_at": started, "responses": stats.responses, "prompt_tokens": stats.prompt_tokens,
+            "max_prompt_tokens": stats.max_prompt_tokens, "tokens": stats.tokens,
+            "wasted_tokens": stats.wasted_tokens, "eos_stops": stats.eos_stops, "steps": stats.steps,
+            "prefill_steps": stats.prefill_steps, "prefill_s": prefill.duration_s,
+            "decode_s": decode.duration_s, "duration_s": duration_s, "ttft_s": prefill.duration_s,
+            "tpot_s": decode.duration_s / decode_steps if decode_steps else None,
+            "tokens_per_s": ratio(stats.tokens, duration_s),
+            "energy_j": sum_or_none([prefill.total_energy_j, decode.total_energy_j]),
+            "prefill_energy_j": prefill.total_energy_j, "decode_energy_j": decode.total_energy_j,
+            "step_times_s": stats.step_times_s,
+        })
+        if time.monotonic() - self._written >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.enabled and self.rows:
+            write_parquet(table(self.rows, BATCHES), self.path)
+            self._written = time.monotonic()
+
+    def measured_rows(self) -> list[dict]:
+        return [r for r in self.rows if not r["warmup"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m energybench.point", description="Run one point on this rank.")
+    ap.add_argument("--config", type=Path, help="a point's config.yaml (instead of overrides)")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, as for energybench.sweep (no sweeps)")
+    args = ap.parse_args(argv)
+    try:
+        if args.config:
+            cfg = from_mapping(PointConfig, yaml.safe_load(args.config.read_text()))
+        else:
+            from energybench.confload import compose
+
+            cfg = compose(args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    outcome = run_point(cfg, DistEnv.from_environ())
+    return 0 if outcome.state == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

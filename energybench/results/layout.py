@@ -1,0 +1,34 @@
+"""Where a point's files live: <out_dir>/<sweep>/point=<id>/ (hive-style, so one dataset call reads a sweep)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from energybench.config import PointConfig, to_mapping
+
+# Keys that say where or how a point is dispatched, not what it measures: they stay out of its id,
+# so a re-run with another partition or time limit still finds (and resumes) the same points.
+_DISPATCH_KEYS = ("out_dir", "sweep", "resume")
+_CLUSTER_KEYS_KEPT = ("name", "gpu_type")
+
+
+def point_id(cfg: PointConfig) -> str:
+    """Readable, stable id: the main axes, then a hash of everything that defines the measurement."""
+    data = to_mapping(cfg)
+    for key in _DISPATCH_KEYS:
+        data.pop(key)
+    data["cluster"] = {k: data["cluster"][k] for k in _CLUSTER_KEYS_KEPT}
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+    cap = "none" if cfg.power_cap is None else f"{cfg.power_cap:g}W"
+    return (f"{cfg.model.name}-{cfg.dataset.name}-b{cfg.batch}-t{cfg.max_tokens}-s{cfg.shards}"
+            f"-p{cap}-{cfg.engine}-{digest}")
+
+
+def sweep_dir(cfg: PointConfig) -> Path:
+    return Path(cfg.out_dir).expanduser() / cfg.sweep
+
+
+def point_dir(cfg: PointConfig) -> Path:
+    return sweep_dir(cfg) / f"point={point_id(cfg)}"

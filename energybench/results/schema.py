@@ -1,0 +1,46 @@
+"""Parquet schemas of a point's tables. Units live in column names; a null means "not measured", never 0."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STR, I64, F64, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+TS = pa.timestamp("us", tz="UTC")
+
+# run.parquet: one row per point -- its configuration, then the metrics (definitions in results.metrics).
+RUN = pa.schema([
+    ("sweep", STR), ("point_id", STR), ("status", STR), ("reason", STR),
+    ("model", STR), ("dataset", STR), ("dataset_source", STR), ("batch", I64), ("max_tokens", I64),
+    ("shards", I64), ("power_cap_w", F64), ("enforced_limit_w", F64), ("samples", I64),
+    ("temperature", F64), ("top_p", F64), ("seed", I64), ("engine", STR), ("length", STR),
+    ("dtype", STR), ("device", STR), ("weights", STR), ("cluster", STR),
+    ("gpu_name", STR), ("gpus", I64), ("nodes", I64), ("hostnames", STR), ("slurm_job_id", STR),
+    ("attempt", I64), ("started_at", TS), ("finished_at", TS), ("load_s", F64),
+    ("responses", I64), ("prompt_tokens", I64), ("tokens", I64), ("wasted_tokens", I64), ("batches", I64),
+    ("duration_s", F64), ("prefill_s", F64), ("decode_s", F64), ("tokens_per_s", F64),
+    ("ttft_s", F64), ("tpot_s", F64), ("latency_s", F64),
+    ("energy_j", F64), ("net_energy_j", F64), ("idle_power_w", F64),
+    ("prefill_energy_j", F64), ("decode_energy_j", F64), ("cpu_energy_j", F64), ("dram_energy_j", F64),
+    ("energy_per_token_j", F64), ("energy_per_response_j", F64), ("power_w", F64),
+    ("gpu_util_pct", F64), ("gpu_mem_used_frac", F64), ("counter_vs_integral", F64),
+    ("energy_method", STR), ("energybench_version", STR),
+])
+
+# batches.parquet: one row per generate call, warm-up batches included and flagged.
+BATCHES = pa.schema([
+    ("point_id", STR), ("batch_index", I64), ("warmup", BOOL), ("attempt", I64), ("started_at", TS),
+    ("responses", I64), ("prompt_tokens", I64), ("max_prompt_tokens", I64), ("tokens", I64),
+    ("wasted_tokens", I64), ("eos_stops", I64), ("steps", I64), ("prefill_steps", I64),
+    ("prefill_s", F64), ("decode_s", F64), ("duration_s", F64), ("ttft_s", F64), ("tpot_s", F64),
+    ("tokens_per_s", F64), ("energy_j", F64), ("prefill_energy_j", F64), ("decode_energy_j", F64),
+    ("step_times_s", pa.list_(F64)),
+])
+
+
+def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts; missing keys become null) as a table of exactly `schema`; unknown keys are an error."""
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        assert not extra, f"columns not in the schema: {sorted(extra)}"
+    return pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows], schema=schema)

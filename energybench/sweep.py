@@ -1,0 +1,43 @@
+"""`python -m energybench.sweep [-m] key=value ...`: the Hydra entry point; every point runs through here.
+
+The energybench sweeper (hydra_plugins/energybench_plugins) expands the grid, validates and
+pre-flights every point, skips finished ones and prints the summary; the launcher chosen by
+`cluster` then calls `main` once per point (in this process, or inside a Slurm job).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from energybench.config import ConfigError
+from energybench.confload import check_group_choices, conf_dir, to_point_config
+from energybench.point import PointOutcome
+
+
+@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
+def main(dcfg: DictConfig) -> PointOutcome:
+    cfg = to_point_config(dcfg)
+    if cfg.cluster.launcher == "slurm":
+        from energybench.distributed import DistEnv
+        from energybench.point import run_point
+
+        return run_point(cfg, DistEnv.from_environ())
+    from energybench.launch import run_local
+
+    return run_local(cfg)
+
+
+def cli() -> None:
+    try:
+        check_group_choices([a for a in sys.argv[1:] if not a.startswith("-")])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,74 @@
+"""Hydra sweeper of energybench: Hydra's grid expansion, then energybench's checks before launching."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, List
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+
+log = logging.getLogger("energybench.sweep")
+
+
+class EnergybenchSweeper(BasicSweeper):
+    """Validates every point before any is launched (a bad value exits 2 with nothing written), skips
+    finished and impossible points, launches the rest, prints a summary and exits 1 if any failed."""
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from energybench.config import ConfigError
+        from energybench.confload import to_point_config
+        from energybench.plan import plan_sweep
+
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        batches = self.split_arguments(parser.parse_overrides([*self._parse_config(), *arguments]), None)
+        jobs = [list(job) for batch in batches for job in batch]
+        try:
+            configs = [to_point_config(self.hydra_context.config_loader.load_sweep_config(self.config, job))
+                       for job in jobs]
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        plan = plan_sweep(list(zip(jobs, configs)))
+        for cfg, why in plan.skipped:
+            log.info("skip %s: %s", _pid(cfg), why)
+        returns = self.launcher.launch([o for o, _ in plan.todo], initial_job_idx=0) if plan.todo else []
+        rows = [_outcome_row(cfg, ret) for (_, cfg), ret in zip(plan.todo, returns)]
+        rows += [{"point_id": _pid(cfg), "status": "skipped"} for cfg, _ in plan.skipped]
+        _report(rows)
+        if any(r["status"] == "failed" for r in rows):
+            sys.exit(1)
+        return [returns]
+
+
+def _pid(cfg: Any) -> str:
+    from energybench.results.layout import point_id
+
+    return point_id(cfg)
+
+
+def _outcome_row(cfg: Any, ret: Any) -> dict:
+    if ret.status == JobStatus.COMPLETED and ret.return_value is not None:
+        outcome = ret.return_value
+        return {**(outcome.row or {}), "point_id": outcome.point_id, "status": outcome.state,
+                "reason": outcome.reason}
+    reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
+    from energybench.results.layout import point_dir
+    from energybench.results.store import write_status
+
+    write_status(point_dir(cfg), "failed", reason)
+    return {"point_id": _pid(cfg), "status": "failed", "reason": reason}
+
+
+def _report(rows: list[dict]) -> None:
+    from energybench.results.summary import format_table
+
+    print("\n" + format_table(rows))
+    for r in rows:
+        if r["status"] == "failed":
+            print(f"failed {r['point_id']}: {r.get('reason')}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "skipped")}
+    print(f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped")
