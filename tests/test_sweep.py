@@ -1,0 +1,83 @@
+"""End to end on this machine: `python -m energybench.sweep` from the command line to Parquet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import energybench.results as results
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_COLUMNS = ["model", "dataset", "batch", "max_tokens", "shards", "power_cap_w", "samples", "responses",
+               "prompt_tokens", "tokens", "duration_s", "tokens_per_s", "energy_j", "energy_per_token_j",
+               "energy_per_response_j", "power_w"]
+
+
+def sweep(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "energybench.sweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_two_point_multirun_writes_two_done_points(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = sweep("-m", "experiment=quickstart", "samples=8", "max_tokens=8", "batch=2,4", f"out_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 done, 0 failed, 0 skipped" in proc.stdout
+    points = results.load(out)
+    assert sorted(points["batch"]) == [2, 4]
+    assert set(points["status"]) == {"done"}
+    for column in RUN_COLUMNS:
+        assert column in points.columns, column
+    assert (points["tokens"] == 8 * 8).all()  # sampled length: every response runs to max_tokens
+    assert points["energy_j"].isna().all()  # no meter on a CPU: null, never 0
+    assert (points["tokens_per_s"] > 0).all()
+    for point_dir in results.point_dirs(out):
+        assert {p.name for p in point_dir.iterdir()} >= {"config.yaml", "status.json", "run.parquet",
+                                                         "batches.parquet"}
+        batches = pq.read_table(point_dir / "batches.parquet").to_pandas()
+        measured = batches[~batches["warmup"]]
+        assert batches["warmup"].sum() == 1
+        assert measured["tokens"].sum() == 64
+        assert len(measured) == 8 // int(point_dir.name.split("-b")[1].split("-")[0])
+
+
+def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # passes validation, fails when the point loads its tokenizer
+    proc = sweep("-m", "experiment=quickstart", "samples=4", "max_tokens=4", f"out_dir={out}",
+                 "model.tokenizer=null,/nonexistent/tokenizer.model")
+    assert proc.returncode == 1
+    assert "1 done, 1 failed, 0 skipped" in proc.stdout
+    points = results.load(out)
+    assert sorted(points["status"]) == ["done", "failed"]
+    reason = points.loc[points["status"] == "failed", "reason"].item()
+    assert "/nonexistent/tokenizer.model" in reason
+
+
+def test_rerun_skips_done_points(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("-m", "experiment=quickstart", "samples=4", "max_tokens=4", f"out_dir={out}")
+    assert sweep(*args).returncode == 0
+    again = sweep(*args)
+    assert again.returncode == 0 and "0 done, 0 failed, 1 skipped" in again.stdout
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("batch=-1", "error: batch=-1: must be > 0"),
+    ("model=70b", "error: model=70b: unknown model"),
+    ("batch=abc", "error: batch='abc': expected an integer"),
+    ("batch=2,-3", "error: batch=-3: must be > 0"),
+])
+def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path: Path, override: str, message: str) -> None:
+    out = tmp_path / "out"
+    proc = sweep("-m", "experiment=quickstart", f"out_dir={out}", override, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(message)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
