@@ -19,6 +19,8 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 WEIGHT_SOURCES = ("random", "meta", "hf")
 DATASETS = ("alpaca", "gsm8k", "synthetic")
+DATASET_FIELDS = {"alpaca": ("instruction", "input", "output"), "gsm8k": ("question", "answer")}  # record fields
+GSM8K_SPLITS = ("train", "test")
 GPU_METERS = ("auto", "nvml", "none")
 CPU_METERS = ("auto", "rapl", "none")
 POWER_BACKENDS = ("nvml", "command", "none")
@@ -72,7 +74,7 @@ class DatasetConfig:
     name: str  # alpaca | gsm8k | synthetic
     path: str | None = None  # local file; else $ENERGYBENCH_DATA_DIR, the user cache, then `url`
     url: str | None = None  # canonical public download URL
-    sha256: str | None = None  # expected checksum of the downloaded file
+    sha256: str | None = None  # expected sha256 of the download; None: the known checksums of a canonical URL
     files: tuple[str, ...] = ()  # names looked up under $ENERGYBENCH_DATA_DIR and the cache; the first is the download's
     split: str | None = None  # gsm8k: train | test
     template: str | None = None  # prompt template; None: the dataset's own default
@@ -249,6 +251,23 @@ def _check_DatasetConfig(d: DatasetConfig, prefix: str) -> None:
     _choice(prefix + "name", d.name, DATASETS)
     if d.name == "synthetic":
         _choice(prefix + "like", d.like, ("alpaca", "gsm8k"))
+    if d.name == "gsm8k":
+        _choice(prefix + "split", d.split, GSM8K_SPLITS)
+    if d.template is not None and d.name in DATASET_FIELDS:
+        _check_template(prefix + "template", d.template, d.name)
+
+
+def _check_template(key: str, template: str, dataset: str) -> None:
+    fields = DATASET_FIELDS[dataset]
+    try:
+        template.format(**{f: "" for f in fields})
+        return
+    except KeyError as e:
+        problem = f"{{{e.args[0]}}} is not a field of {dataset} records"
+    except (IndexError, ValueError, AttributeError) as e:
+        problem = f"not a valid template ({e})"
+    raise ConfigError(f"{key}={template!r}: {problem}; use placeholders "
+                      f"{', '.join('{' + f + '}' for f in fields)} (and {{{{ }}}} for literal braces)")
 
 
 def _check_MeterConfig(m: MeterConfig, prefix: str) -> None:

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+
+
+def _shared() -> Path:
+    """../shared beside the checkout (CI, /work/main); from a worktree one level deeper, the nearest parent's."""
+    for parent in REPO.parents:
+        if (parent / "shared" / "datasets").is_dir():
+            return parent / "shared"
+    return REPO.parent / "shared"
+
+
+SHARED = _shared()
 
 
 def _gpu_reason() -> str | None:

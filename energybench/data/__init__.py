@@ -8,7 +8,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from energybench.config import DatasetConfig
+from energybench.config import DATASET_FIELDS, DatasetConfig
 from energybench.data.records import DataError, read_records
 from energybench.data.source import resolve
 from energybench.data.templates import alpaca_prompt, gsm8k_prompt
@@ -19,17 +19,23 @@ __all__ = ["DataError", "Sample", "Workload", "load_workload", "draw_indices"]
 
 
 class TextTokenizer(Protocol):
+    """What load_workload needs of a tokenizer (energybench.model.tokenizer.Tokenizer is one)."""
+
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]: ...
 
 
 @dataclass(frozen=True)
 class Sample:
+    """One prompt, tokenized, and the token length of the answer the dataset gives for it."""
+
     prompt_ids: tuple[int, ...]  # BOS + prompt tokens
     reference_tokens: int  # token length of the dataset's reference answer (what length=oracle generates)
 
 
 @dataclass(frozen=True)
 class Workload:
+    """The prompts of one point, in the order they are batched, and where they came from."""
+
     dataset: str  # alpaca | gsm8k | synthetic
     source: str  # recorded as dataset_source: file and sha256, download URL, or synthetic lengths
     samples: tuple[Sample, ...]
@@ -41,17 +47,26 @@ class Workload:
 
 
 def draw_indices(n_records: int, samples: int, seed: int) -> tuple[np.ndarray, bool]:
-    """`samples` record indices, without replacement unless the dataset is smaller; deterministic by seed."""
+    """`samples` record indices, without replacement unless the dataset is smaller; deterministic by seed.
+
+    Returns (indices, with_replacement); drawing with replacement logs a warning.
+    """
     rng = np.random.default_rng(seed)
     if samples <= n_records:
         return rng.choice(n_records, size=samples, replace=False), False
-    log.warning("dataset has %d records, fewer than samples=%d: drawing with replacement", n_records, samples)
+    log.warning("dataset has %d records, fewer than samples=%d: drawing with replacement (prompts repeat)",
+                n_records, samples)
     return rng.choice(n_records, size=samples, replace=True), True
 
 
 def load_workload(cfg: DatasetConfig, samples: int, seed: int, vocab_size: int,
                   tokenizer: TextTokenizer | None, environ: Mapping[str, str] | None = None) -> Workload:
-    """Draw `samples` prompts of dataset `cfg`, tokenized, with their reference answers' token lengths."""
+    """Draw `samples` prompts of dataset `cfg`, tokenized, with their reference answers' token lengths.
+
+    Real datasets are found by `source.resolve` (path, $ENERGYBENCH_DATA_DIR, cache, download), drawn
+    by `draw_indices` and tokenized with `tokenizer` (BOS + prompt; the reference without BOS/EOS);
+    dataset=synthetic needs no tokenizer. Raises DataError for a missing or malformed file.
+    """
     if cfg.name == "synthetic":
         from energybench.data.synthetic import synthetic_workload
 
@@ -71,7 +86,7 @@ def load_workload(cfg: DatasetConfig, samples: int, seed: int, vocab_size: int,
     return _maybe_sorted(Workload(cfg.name, source.describe(), tuple(drawn), replaced), cfg)
 
 
-FIELDS = {"alpaca": ("instruction", "input", "output"), "gsm8k": ("question", "answer")}
+FIELDS = DATASET_FIELDS  # the fields every record must have, per dataset
 
 
 def prompts_and_references(cfg: DatasetConfig, records: list[dict]) -> list[tuple[str, str]]:

@@ -1,8 +1,8 @@
 """Synthetic workload: random token ids whose prompt and answer lengths follow a real dataset's.
 
 The joint (prompt, reference) length histograms in lengths.json were measured with the LLaMA
-tokenizer on the real files by scripts/measure_lengths.py; nothing here needs a network, a dataset
-or a tokenizer.
+tokenizer on the real files by scripts/measure_lengths.py (Alpaca: the 5,000-record sample; GSM8K:
+the train split, dataset=gsm8k's default); nothing here needs a network, a dataset or a tokenizer.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def draw_lengths(like: str, samples: int, seed: int) -> np.ndarray:
 
 
 def synthetic_workload(like: str, samples: int, seed: int, vocab_size: int) -> Workload:
+    """`samples` prompts of random token ids in [3, vocab_size) after BOS, with (prompt, reference)
+    lengths drawn jointly from `like`'s measured histogram; deterministic by seed."""
     lengths = draw_lengths(like, samples, seed)
     rng = np.random.default_rng([seed, 1])
     drawn = []
