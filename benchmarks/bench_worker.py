@@ -14,8 +14,9 @@ import torch.distributed as dist
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
 from energybench.engine import NoHooks, Sampling, make_engine
+from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
-from engine import now_utc, reps_for
+from engine import now_utc
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 WARMUP_TOKENS = 8
@@ -53,7 +54,11 @@ def run_worker(args: argparse.Namespace, t_process: float) -> int:
         bench.model_ready()
         for name in [e for e in engines if e in ("reference", "fast")]:
             t0 = time.perf_counter()
-            engine = make_engine(name, model, SAMPLING, torch.Generator(device=device).manual_seed(1))
+            generator = torch.Generator(device=device).manual_seed(1)
+            if name == "fast" and args.no_compile:
+                engine, name = FastEngine(model, SAMPLING, generator, compile=False), "fast-eager"
+            else:
+                engine = make_engine(name, model, SAMPLING, generator)
             bench.sync()
             ready_s = time.perf_counter() - t0
             for batch in batches:
@@ -109,20 +114,17 @@ class Bench:
                 run: Run) -> None:
         """Warm up, then meter whole generate calls; `run(new_tokens)` returns (tokens, wasted)."""
         new = self.args.new_tokens
-        self.sync()
-        t0 = time.perf_counter()
         run(WARMUP_TOKENS)  # burn-in, then measure
         self.sync()
-        step_s = (time.perf_counter() - t0) / WARMUP_TOKENS
-        reps = int(self.total(reps_for(step_s, new, self.args.min_window_s)) // self.env.world_size)
-        self.sync()
         e0, t0 = self.total(self.energy.read_j() if self.energy else 0.0), time.perf_counter()
-        tokens = wasted = 0
+        tokens = wasted = reps = 0
         extra: dict = {}
-        for _ in range(reps):
+        while True:  # whole generate calls until the window is long enough for the counter (~100 ms steps)
             got, lost, extra = run(new)
-            tokens, wasted = tokens + got, wasted + lost
-        self.sync()
+            tokens, wasted, reps = tokens + got, wasted + lost, reps + 1
+            self.sync()
+            if self.total(float(time.perf_counter() - t0 < self.args.min_window_s)) == 0:  # every rank agrees
+                break
         duration_s = time.perf_counter() - t0
         energy_j = self.total(self.energy.read_j() if self.energy else 0.0) - e0
         if self.env.rank != 0:

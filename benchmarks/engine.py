@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import subprocess
 import sys
@@ -39,6 +38,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prompt-tokens", type=int, default=100)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--min-window-s", type=float, default=3.0, help="shortest energy window per measurement")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="fast engine without torch.compile (CUDA graphs of the eager step), recorded as fast-eager")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: plumbing check with model tiny
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # model preset, run as one rank
@@ -88,6 +89,7 @@ def launch(args: argparse.Namespace, model: str, command: str) -> int:
                 "--engines", args.engines, "--batches", args.batches, "--shards", str(args.shards),
                 "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
                 "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device]
+        argv += ["--no-compile"] if args.no_compile else []
         procs.append(subprocess.Popen(argv, env=env))
     codes = [p.wait() for p in procs]
     return next((c for c in codes if c != 0), 0)
@@ -125,11 +127,6 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
     return "" if v is None else str(v)
-
-
-def reps_for(step_s: float, steps: int, min_window_s: float) -> int:
-    """Whole generate calls needed to fill the energy window."""
-    return max(1, math.ceil(min_window_s / max(step_s * steps, 1e-6)))
 
 
 def now_utc() -> str:

@@ -91,9 +91,8 @@ class FastEngine:
 
     @torch.inference_mode()
     def _capture_all(self) -> None:
-        """Compile and capture every (batch, span) step now, so no generate call pays for it.
-
-        Warm-up and capture run the step on the current (zero) inputs: they only write cache slot 0,
+        """Compile and capture every (batch, span) step now, and compile the prefill, so no generate
+        call pays for it. Warm-up and capture run on zero inputs: they only write cache slots 0 and 1,
         which every prefill overwrites."""
         self.tok.zero_()
         self.pos.zero_()
@@ -101,6 +100,8 @@ class FastEngine:
             for b in self.batches:  # ascending: compiles for batch 1, then once for every larger batch
                 for s in self.spans:
                     self._capture(b, s)
+            for b in sorted({1, min(2, self.max_batch)}):  # compile the prefill (batch 1, batch > 1) too
+                self._prefill_logits([[0, 0]] * b, [2] * b)
         torch.cuda.synchronize(self.device)
         log.info("fast engine: %d decode graphs captured (batch %s x span %s)",
                  len(self.graphs), self.batches, self.spans)
@@ -184,6 +185,9 @@ class FastEngine:
 
     def _prefill(self, prompts: list[list[int]], lens: list[int]) -> torch.Tensor:
         """One forward over every prompt; returns each sequence's first generated token [B]."""
+        return sample(self._prefill_logits(prompts, lens), self.sampling, self.generator)
+
+    def _prefill_logits(self, prompts: list[list[int]], lens: list[int]) -> torch.Tensor:
         bsz, width = len(prompts), max(lens)
         tokens = torch.zeros((bsz, width), dtype=torch.long)
         for row, ids in enumerate(prompts):
@@ -194,8 +198,9 @@ class FastEngine:
         if width > 1:
             mask = torch.full((1, 1, width, width), float("-inf"), device=self.device, dtype=self.dtype).triu_(1)
         last = torch.tensor(lens, device=self.device) - 1
-        logits = self.model(tokens, positions, n_slots=width, mask=mask, logits_at=last, fused=True)
-        return sample(logits, self.sampling, self.generator)
+        with _dynamic_shapes():
+            return self.model(tokens, positions, n_slots=width, mask=mask, logits_at=last, fused=True,
+                              layers=self.layers)
 
     def _compact(self, rows: _Rows, n_alive: int, span: int) -> int:
         """Move the live rows (tokens, positions, cache slots [0, span)) to the front; returns the new bucket."""
