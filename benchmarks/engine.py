@@ -25,8 +25,9 @@ from pathlib import Path
 T_PROCESS = time.time()  # before torch is imported
 REPO = Path(__file__).resolve().parents[1]
 KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
-COLUMNS = ("engine", "model", "shards", "batch", "tokens_per_s", "energy_per_token_j", "power_w", "startup_s",
-           "engine_ready_s", "gpu")
+COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_w", "decode_step_ms",
+           "prefill_s", "startup_s", "engine_ready_s", "gpu")
+ENGINE_ORDER = {"reference": 0, "fast": 1, "fast-eager": 2, "transformers": 3}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         from bench_worker import run_worker  # imports torch
 
-        return run_worker(args, T_PROCESS)
+        code = run_worker(args, T_PROCESS)  # its records are written and closed by now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip interpreter teardown: NCCL and graph destructors can hang a rank there
     args.out.mkdir(parents=True, exist_ok=True)
     records_path = args.out / "records.jsonl"
     started = records_path.stat().st_size if records_path.exists() else 0
@@ -101,7 +105,7 @@ def write_docs(out: Path, new: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else []
     keys = {tuple(r[k] for k in KEY) for r in new}
     records = [r for r in old if tuple(r.get(k) for k in KEY) not in keys] + new
-    records.sort(key=lambda r: (r["gpu"], r["shards"], r["model"], r["engine"], r["batch"]))
+    records.sort(key=_order)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1) + "\n")
     tmp.replace(path)
@@ -113,6 +117,11 @@ def write_docs(out: Path, new: list[dict]) -> None:
     lines += [f"- {gpu}, {date}: `{cmd}`" for gpu, date, cmd in runs]
     lines += ["", table(records), ""]
     (out / "engine.md").write_text("\n".join(lines))
+
+
+def _order(r: dict) -> tuple:
+    size = "".join(c for c in r["model"] if c.isdigit())
+    return (r["gpu"], r["shards"], int(size or 0), r["model"], ENGINE_ORDER.get(r["engine"], 9), r["batch"])
 
 
 def table(records: list[dict]) -> str:
