@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -128,7 +128,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
     started_at = dt.datetime.now(dt.timezone.utc)
-    with model_parallel(env, device):
+    with model_parallel(env, device), ExitStack() as cleanup:  # cleanup runs before the group is torn down
         t0 = time.perf_counter()
         tokenizer = None
         if cfg.model.tokenizer:
@@ -142,6 +142,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator)
+        cleanup.callback(engine.close)  # frees CUDA graphs while NCCL is still up
         load_s = time.perf_counter() - t0
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
                  point_id(cfg), len(workload.samples), len(batches), load_s, device)

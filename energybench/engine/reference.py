@@ -23,6 +23,9 @@ class ReferenceEngine:
         self.generator = generator
         self.device = model.output.weight.device
 
+    def close(self) -> None:
+        """Nothing to free: the reference engine holds no graphs."""
+
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], limits: list[int], hooks: PhaseHooks) -> BatchStats:
         bsz = len(prompts)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from fairscale.nn.model_parallel import initialize as fs_init
 from fairscale.nn.model_parallel.layers import ColumnParallelLinear, ParallelEmbedding, RowParallelLinear
@@ -13,9 +15,27 @@ from torch import nn
 from energybench.config import ModelConfig
 
 
+CACHE_ALIGN = 64  # KV cache lengths are multiples of this (fused attention wants aligned masks)
+
+
 def _keep(x: torch.Tensor) -> torch.Tensor:
     """fairscale init hook that leaves the tensor alone: weights are filled after construction."""
     return x
+
+
+def _call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return layer(x)
+
+
+def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tensor) -> torch.Tensor:
+    """What `layer(x)` computes in inference (no gather_output), without fairscale's autograd wrappers,
+    which torch.compile cannot trace: the local matmul, then the sum over ranks for row-parallel layers."""
+    y = F.linear(x, layer.weight)
+    if isinstance(layer, RowParallelLinear) and dist.is_initialized():
+        group = fs_init.get_model_parallel_group()
+        if dist.get_world_size(group) > 1:
+            dist.all_reduce(y, group=group)  # torch.compile traces it as a functional collective
+    return y
 
 
 class RMSNorm(nn.Module):
@@ -39,9 +59,18 @@ def precompute_freqs_cis(head_dim: int, end: int, theta: float, device: torch.de
 
 
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels.  x: [B, S, H, D]; freqs_cis: [B or 1, S, D // 2]"""
+    """Rotate pairs of channels (Meta's complex form).  x: [B, S, H, D]; freqs_cis: [B or 1, S, D // 2]"""
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # [B, S, H, D/2]
     out = torch.view_as_real(xc * freqs_cis.unsqueeze(2)).flatten(3)
+    return out.type_as(x)
+
+
+def apply_rotary_emb_real(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """The same rotation in real arithmetic, which torch.compile fuses.  freqs: [B or 1, S, D // 2, 2] (cos, sin)"""
+    xr = x.float().reshape(*x.shape[:-1], -1, 2)  # [B, S, H, D/2, 2]
+    x0, x1 = xr[..., 0], xr[..., 1]
+    cos, sin = freqs[..., 0].unsqueeze(2), freqs[..., 1].unsqueeze(2)  # [B, S, 1, D/2]
+    out = torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(3)
     return out.type_as(x)
 
 
@@ -70,14 +99,18 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+                mask: torch.Tensor | None, fused: bool = False) -> torch.Tensor:
         """x: [B, S, dim]; positions: [B, S] cache slots written; attends to slots [0, n_slots) through
-        the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible)."""
+        the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible). fused=False is Meta's
+        arithmetic; fused=True computes the same function with real-valued rotary embeddings (freqs_cis
+        then [B, S, D/2, 2]) and one scaled_dot_product_attention kernel reading the cache in place."""
         bsz, seqlen, _ = x.shape
-        q = self.wq(x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        k = self.wk(x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        v = self.wv(x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
+        proj = fused_linear if fused else _call
+        q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+        k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+        v = proj(self.wv, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+        rotate = apply_rotary_emb_real if fused else apply_rotary_emb
+        q, k = rotate(q, freqs_cis), rotate(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
         rows = torch.arange(bsz, device=x.device).unsqueeze(1)  # [B, 1]
         self.cache.k[rows, positions] = k
@@ -85,6 +118,9 @@ class Attention(nn.Module):
         keys = self.cache.k[:bsz, :n_slots].transpose(1, 2)  # [B, H, T, D]
         values = self.cache.v[:bsz, :n_slots].transpose(1, 2)
         q = q.transpose(1, 2)  # [B, H, S, D]
+        if fused:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B, H, S, D]
+            return fused_linear(self.wo, out.transpose(1, 2).reshape(bsz, seqlen, -1))
         scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(self.head_dim)  # [B, H, S, T]
         if mask is not None:
             scores = scores + mask
@@ -101,8 +137,9 @@ class FeedForward(nn.Module):
         self.w2 = RowParallelLinear(hidden, cfg.dim, bias=False, input_is_parallel=True, init_method=_keep)
         self.w3 = ColumnParallelLinear(cfg.dim, hidden, bias=False, gather_output=False, init_method=_keep)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        proj = fused_linear if fused else _call
+        return proj(self.w2, F.silu(proj(self.w1, x)) * proj(self.w3, x))
 
 
 class TransformerBlock(nn.Module):
@@ -114,9 +151,9 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask)
-        return h + self.feed_forward(self.ffn_norm(h))
+                mask: torch.Tensor | None, fused: bool = False) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused)
+        return h + self.feed_forward(self.ffn_norm(h), fused)
 
 
 class Transformer(nn.Module):
@@ -131,35 +168,52 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         # logits split along the vocabulary, gathered so every rank samples the same token
         self.output = ColumnParallelLinear(cfg.dim, cfg.vocab_size, bias=False, gather_output=True, init_method=_keep)
-        self.freqs_cis: torch.Tensor | None = None
+        self.freqs_cis: torch.Tensor | None = None  # [2 * max_seq_len, D/2] complex64
+        self.freqs_real: torch.Tensor | None = None  # the same as (cos, sin) pairs [2 * max_seq_len, D/2, 2]
 
     def setup_caches(self, max_batch: int, max_seq: int) -> None:
-        """Allocate the KV cache for `max_batch` sequences of `max_seq` positions on the weights' device."""
+        """Allocate the KV cache for `max_batch` sequences of at least `max_seq` positions on the weights'
+        device. The length is rounded up to a multiple of CACHE_ALIGN so fused attention kernels can read
+        any aligned prefix of it in place."""
         weight = self.output.weight
+        max_seq = -(-max_seq // CACHE_ALIGN) * CACHE_ALIGN
         for layer in self.layers:
             attn = layer.attention
+            attn.cache = None  # free the old cache before allocating the new one
             attn.cache = KVCache(max_batch, max_seq, attn.n_local_heads, attn.head_dim, weight.dtype, weight.device)
-        self.freqs_cis = precompute_freqs_cis(self.cfg.head_dim, self.cfg.max_seq_len * 2,
+        self.freqs_cis = precompute_freqs_cis(self.cfg.head_dim, max(self.cfg.max_seq_len, max_seq) * 2,
                                               self.cfg.rope_theta, weight.device)
+        self.freqs_real = torch.view_as_real(self.freqs_cis).contiguous()
 
     @property
     def max_batch(self) -> int:
         cache = self.layers[0].attention.cache
         return 0 if cache is None else cache.k.shape[0]
 
+    @property
+    def max_seq(self) -> int:
+        """Positions the KV cache holds per sequence (0 before setup_caches)."""
+        cache = self.layers[0].attention.cache
+        return 0 if cache is None else cache.k.shape[1]
+
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, n_slots: int,
-                mask: torch.Tensor | None = None, last_only: bool = True) -> torch.Tensor:
+                mask: torch.Tensor | None = None, last_only: bool = True, *,
+                logits_at: torch.Tensor | None = None, fused: bool = False,
+                layers: Sequence[nn.Module] | None = None) -> torch.Tensor:
         """tokens, positions: [B, S]; attends to cache slots [0, n_slots) through the additive mask
         [B or 1, 1, S, n_slots] (None: all of them). Returns float32 logits [B, vocab] of the last
-        position, or [B, S, vocab] with last_only=False."""
-        assert self.freqs_cis is not None, "call setup_caches() before forward"
+        position (or of position logits_at[b] of row b), or [B, S, vocab] with last_only=False.
+        fused: see Attention.forward; layers: callables standing in for self.layers (compiled copies)."""
+        assert self.freqs_cis is not None and self.freqs_real is not None, "call setup_caches() before forward"
         assert tokens.shape[0] <= self.max_batch, (tokens.shape[0], self.max_batch)
         h = self.tok_embeddings(tokens)  # [B, S, dim]
-        freqs_cis = self.freqs_cis[positions]  # [B, S, D/2]
-        for layer in self.layers:
-            h = layer(h, positions, n_slots, freqs_cis, mask)
-        h = self.norm(h)
-        if last_only:
+        freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
+        for layer in self.layers if layers is None else layers:
+            h = layer(h, positions, n_slots, freqs, mask, fused)
+        if logits_at is not None:
+            h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
+        elif last_only:
             h = h[:, -1, :]
+        h = self.norm(h)
         return self.output(h).float()

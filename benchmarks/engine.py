@@ -1,0 +1,146 @@
+"""Engine benchmark: tokens/s and J/token of `reference`, `fast` and HF `transformers` on real GPUs.
+
+    python benchmarks/engine.py                          # one GPU: 7b and 13b, three engines, batch 1/16/64
+    python benchmarks/engine.py --shards 4 --models 65b  # four GPUs of one host: 65b, reference and fast
+
+Random fp16 weights, prompts of 100 random tokens, 128 new tokens (temperature 0.8, top-p 0.95). Each
+model runs in fresh processes (one per shard), so `startup_s` is process start to model ready. Energy is
+the NVML total-energy counter of every GPU used, read after synchronizing the device, over a window of
+whole generate calls (at least --min-window-s). Records go to <out>/engine.json and a table to
+<out>/engine.md (merged with earlier records of other cards or models); <out>/records.jsonl grows as
+each measurement ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+T_PROCESS = time.time()  # before torch is imported
+REPO = Path(__file__).resolve().parents[1]
+KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
+COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_w", "decode_step_ms",
+           "prefill_s", "startup_s", "engine_ready_s", "gpu")
+ENGINE_ORDER = {"reference": 0, "fast": 1, "fast-eager": 2, "transformers": 3}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=None, help="comma list of presets (default: 7b,13b; 65b with --shards > 1)")
+    ap.add_argument("--engines", default="reference,fast,transformers")
+    ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--prompt-tokens", type=int, default=100)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--min-window-s", type=float, default=3.0, help="shortest energy window per measurement")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="fast engine without torch.compile (CUDA graphs of the eager step), recorded as fast-eager")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: plumbing check with model tiny
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # model preset, run as one rank
+    args = ap.parse_args(argv)
+    args.models = args.models or ("7b,13b" if args.shards == 1 else "65b")
+    return args
+
+
+# ---- parent: one set of rank processes per model, then the tables -----------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.worker:
+        from bench_worker import run_worker  # imports torch
+
+        code = run_worker(args, T_PROCESS)  # its records are written and closed by now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # skip interpreter teardown: NCCL and graph destructors can hang a rank there
+    args.out.mkdir(parents=True, exist_ok=True)
+    records_path = args.out / "records.jsonl"
+    started = records_path.stat().st_size if records_path.exists() else 0
+    command = "python benchmarks/engine.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    failed = []
+    for model in args.models.split(","):
+        code = launch(args, model, command)
+        if code != 0:
+            failed.append(f"{model} (exit {code})")
+    with records_path.open() if records_path.exists() else open(os.devnull) as f:
+        f.seek(started)
+        new = [json.loads(line) for line in f if line.strip()]
+    write_docs(args.out, new)
+    print(table(new))
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def launch(args: argparse.Namespace, model: str, command: str) -> int:
+    """Start `shards` ranks of this script for `model` and wait for them all."""
+    port = 29500 + os.getpid() % 1000
+    procs = []
+    for rank in range(args.shards):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.shards), "LOCAL_RANK": str(rank),
+               "LOCAL_WORLD_SIZE": str(args.shards), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "NCCL_NVLS_ENABLE": "0", "EB_COMMAND": command,
+               "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
+        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", model, "--models", model,
+                "--engines", args.engines, "--batches", args.batches, "--shards", str(args.shards),
+                "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
+                "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device]
+        argv += ["--no-compile"] if args.no_compile else []
+        procs.append(subprocess.Popen(argv, env=env))
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c != 0), 0)
+
+
+def write_docs(out: Path, new: list[dict]) -> None:
+    """Merge `new` into engine.json (replacing records with the same key) and rewrite engine.md."""
+    path = out / "engine.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    keys = {tuple(r[k] for k in KEY) for r in new}
+    records = [r for r in old if tuple(r.get(k) for k in KEY) not in keys] + new
+    records.sort(key=_order)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(records, indent=1) + "\n")
+    tmp.replace(path)
+    runs = sorted({(r["gpu"], r["date"][:10], r["command"]) for r in records})
+    lines = ["# Engine benchmark", "",
+             "LLaMA, random fp16 weights, prompt 100 tokens, 128 new tokens, temperature 0.8, top-p 0.95.",
+             "Energy from the NVML total-energy counter of every GPU used (device synchronized before each",
+             "read). Written by `benchmarks/engine.py`; see docs/engine.md.", "", "Runs:", ""]
+    lines += [f"- {gpu}, {date}: `{cmd}`" for gpu, date, cmd in runs]
+    lines += ["", table(records), ""]
+    (out / "engine.md").write_text("\n".join(lines))
+
+
+def _order(r: dict) -> tuple:
+    size = "".join(c for c in r["model"] if c.isdigit())
+    return (r["gpu"], r["shards"], int(size or 0), r["model"], ENGINE_ORDER.get(r["engine"], 9), r["batch"])
+
+
+def table(records: list[dict]) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |"
+    rows = [head, "|" + "---|" * len(COLUMNS)]
+    for r in records:
+        rows.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+    return "" if v is None else str(v)
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""The fast engine: the reference engine's model and sampling, with finished sequences stopped early,
+a static KV cache and the decode step compiled and replayed as CUDA graphs on GPU."""
+
+from __future__ import annotations
+
+import logging
+from typing import ContextManager
+
+import torch
+import torch.fx.experimental._config as fx_config
+
+from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
+from energybench.engine.sampling import Sampling, sample
+from energybench.model.llama import CACHE_ALIGN, Transformer
+
+log = logging.getLogger(__name__)
+
+MAX_SLOT_BUCKETS = 16  # attention spans captured per batch size (multiples of CACHE_ALIGN)
+
+
+def batch_buckets(max_batch: int) -> list[int]:
+    """Batch sizes a decode step is built for: powers of two below max_batch, then max_batch."""
+    sizes, b = [], 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return sizes + [max_batch]
+
+
+def slot_buckets(max_seq: int) -> list[int]:
+    """Attention spans (cache slots read) a decode step is built for, ending at the cache length."""
+    step = CACHE_ALIGN * max(1, -(-max_seq // (CACHE_ALIGN * MAX_SLOT_BUCKETS)))
+    return sorted({min(s, max_seq) for s in range(step, max_seq + step, step)})
+
+
+def _dynamic_shapes() -> ContextManager:
+    """Compile batch size and span as symbols, without tying them to equal static sizes (duck shaping):
+    one compiled layer serves every (batch > 1, span < cache length) step."""
+    return fx_config.patch(use_duck_shape=False)
+
+
+def _fit(buckets: list[int], n: int) -> int:
+    return next(b for b in buckets if b >= n)
+
+
+class FastEngine:
+    """Same function as ReferenceEngine, computed with as little waste as the hardware allows.
+
+    Prefill: one forward over all prompts (right-padded; the causal mask keeps pads out of every real
+    position), logits taken at each prompt's last token. Decode: one token per live sequence per step;
+    row r sits at its own position; attention reads the first `s` cache slots through a mask of the
+    row's positions. When the live sequences fit a smaller batch bucket, their cache rows are moved to
+    the front (`_compact`) and the step runs at that size. On GPU each (batch, span) step is built once
+    (layers torch.compiled, whole step captured as a CUDA graph, collectives included) and replayed.
+    """
+
+    def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
+                 compile: bool | None = None, graphs: bool | None = None) -> None:
+        self.model = model
+        self.sampling = sampling
+        self.generator = generator
+        self.device = model.output.weight.device
+        self.dtype = model.output.weight.dtype
+        assert model.max_batch > 0, "call model.setup_caches() before building the engine"
+        cuda = self.device.type == "cuda"
+        self.use_graphs = cuda if graphs is None else graphs
+        self.max_batch, self.max_seq = model.max_batch, model.max_seq
+        self.batches = batch_buckets(self.max_batch)
+        self.spans = slot_buckets(self.max_seq)
+        self.room = min(model.cfg.max_seq_len, self.max_seq)  # positions a sequence may use
+        # static inputs of the decode step: the step for batch size b reads rows [:b]
+        self.tok = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
+        self.pos = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
+        self.slot_ids = torch.arange(self.max_seq, device=self.device)
+        self.layers = list(model.layers)
+        if cuda if compile is None else compile:
+            self.layers = [torch.compile(layer, dynamic=True) for layer in model.layers]
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pool = None
+        if self.use_graphs:
+            self._capture_all()
+
+    # ---- one decode step -------------------------------------------------------------------------
+
+    def _decode(self, b: int, s: int) -> torch.Tensor:
+        """Logits [b, vocab] for tokens self.tok[:b] at positions self.pos[:b], attending to slots [0, s)."""
+        pos = self.pos[:b]
+        hidden = self.slot_ids[:s].view(1, 1, 1, s) > pos.view(b, 1, 1, 1)  # [b, 1, 1, s] slots in the future
+        mask = torch.zeros((b, 1, 1, s), dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
+        return self.model(self.tok[:b], pos, n_slots=s, mask=mask, fused=True, layers=self.layers)
+
+    @torch.inference_mode()
+    def _capture_all(self) -> None:
+        """Compile and capture every (batch, span) step now, and compile the prefill, so no generate
+        call pays for it. Warm-up and capture run on zero inputs: they only write cache slots 0 and 1,
+        which every prefill overwrites."""
+        self.tok.zero_()
+        self.pos.zero_()
+        with _dynamic_shapes():
+            for b in self.batches:  # ascending: compiles for batch 1, then once for every larger batch
+                for s in self.spans:
+                    self._capture(b, s)
+            for b in sorted({1, min(2, self.max_batch)}):  # compile the prefill (batch 1, batch > 1) too
+                self._prefill_logits([[0, 0]] * b, [2] * b)
+        torch.cuda.synchronize(self.device)
+        log.info("fast engine: %d decode graphs captured (batch %s x span %s)",
+                 len(self.graphs), self.batches, self.spans)
+
+    def _capture(self, b: int, s: int) -> None:
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # compile (first call of a shape) and settle lazy initialisation
+                self._decode(b, s)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            logits = self._decode(b, s)
+        self._pool = graph.pool()
+        self.graphs[(b, s)] = (graph, logits)
+
+    def _step(self, b: int, s: int) -> torch.Tensor:
+        if not self.use_graphs:
+            with _dynamic_shapes():
+                return self._decode(b, s)
+        graph, logits = self.graphs[(b, s)]
+        graph.replay()
+        return logits
+
+    # ---- generation ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], limits: list[int], hooks: PhaseHooks) -> BatchStats:
+        bsz, lens = len(prompts), [len(p) for p in prompts]
+        assert 0 < bsz <= self.max_batch, (bsz, self.max_batch)
+        assert max(lens) < self.room, (max(lens), self.room)
+        limits = [max(1, min(lim, self.room - n)) for n, lim in zip(lens, limits)]
+        dev = self.device
+        clock = StepClock(dev)
+        hooks.phase_start("prefill")
+        clock.mark()
+        first = self._prefill(prompts, lens)
+        out = torch.full((bsz + 1, max(limits)), -1, dtype=torch.long, device=dev)  # row bsz: scratch
+        out[:bsz, 0] = first
+        limit_t = torch.tensor(limits, device=dev)
+        rows = _Rows(self.max_batch, bsz, dev)
+        rows.limit[:bsz] = limit_t
+        rows.alive[:bsz] = (first != EOS_ID) & (limit_t > 1)
+        self.tok.zero_()
+        self.pos.zero_()
+        self.tok[:bsz, 0] = first
+        self.pos[:bsz, 0] = torch.tensor(lens, device=dev)  # the first new token sits right after its prompt
+        clock.mark()
+        hooks.phase_end("prefill")
+        hooks.phase_start("decode")
+        computed = bsz  # token positions sampled, counted or not
+        n_alive, t = int(rows.alive.sum()), 1
+        b = _fit(self.batches, bsz)
+        while n_alive > 0:
+            # positions fed this step are below min(max(lens) + t, room): a row stops before room
+            if _fit(self.batches, n_alive) < b:
+                b = self._compact(rows, n_alive, span=_fit(self.spans, min(max(lens) + t - 1, self.room)))
+            logits = self._step(b, _fit(self.spans, min(max(lens) + t, self.room)))
+            nxt = sample(logits, self.sampling, self.generator)  # [b]
+            alive = rows.alive[:b]
+            out[rows.seq[:b], t] = torch.where(alive, nxt, -1)
+            alive &= (nxt != EOS_ID) & (t + 1 < rows.limit[:b])
+            self.tok[:b, 0] = nxt
+            self.pos[:b, 0] += alive  # finished rows stay put (their writes land on their own last slot)
+            computed += b
+            t += 1
+            clock.mark()
+            n_alive = int(alive.sum())
+        hooks.phase_end("decode")
+        intervals = clock.intervals_s()
+        generated = [[x for x in row if x >= 0] for row in out[:bsz].tolist()]
+        kept, eos_stops = count_generated(generated, limits)
+        counted = sum(len(k) for k in kept)
+        return BatchStats(
+            responses=bsz, prompt_tokens=sum(lens), max_prompt_tokens=max(lens), tokens=counted,
+            wasted_tokens=computed - counted, steps=len(intervals), prefill_steps=1,
+            prefill_s=intervals[0], decode_s=sum(intervals[1:]), step_times_s=intervals,
+            eos_stops=eos_stops, outputs=kept,
+        )
+
+    def _prefill(self, prompts: list[list[int]], lens: list[int]) -> torch.Tensor:
+        """One forward over every prompt; returns each sequence's first generated token [B]."""
+        return sample(self._prefill_logits(prompts, lens), self.sampling, self.generator)
+
+    def _prefill_logits(self, prompts: list[list[int]], lens: list[int]) -> torch.Tensor:
+        bsz, width = len(prompts), max(lens)
+        tokens = torch.zeros((bsz, width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        tokens = tokens.to(self.device)
+        positions = torch.arange(width, device=self.device).expand(bsz, width)
+        mask = None
+        if width > 1:
+            mask = torch.full((1, 1, width, width), float("-inf"), device=self.device, dtype=self.dtype).triu_(1)
+        last = torch.tensor(lens, device=self.device) - 1
+        with _dynamic_shapes():
+            return self.model(tokens, positions, n_slots=width, mask=mask, logits_at=last, fused=True,
+                              layers=self.layers)
+
+    def _compact(self, rows: _Rows, n_alive: int, span: int) -> int:
+        """Move the live rows (tokens, positions, cache slots [0, span)) to the front; returns the new bucket."""
+        keep = rows.alive.nonzero().squeeze(1)  # [n_alive], ascending
+        n = keep.numel()
+        assert n == n_alive, (n, n_alive)
+        for layer in self.model.layers:
+            cache = layer.attention.cache
+            cache.k[:n, :span] = cache.k[keep, :span]
+            cache.v[:n, :span] = cache.v[keep, :span]
+        for buf in (self.tok, self.pos, rows.seq, rows.limit):
+            buf[:n] = buf[keep]
+        rows.alive[:n] = True
+        rows.alive[n:] = False
+        rows.seq[n:] = rows.scratch
+        self.pos[n:] = 0  # spare rows write slot 0 of spare cache rows
+        return _fit(self.batches, n)
+
+    def close(self) -> None:
+        """Free the captured graphs (and their memory pool) while the process group still exists."""
+        if self.use_graphs:
+            torch.cuda.synchronize(self.device)
+        for graph, _ in self.graphs.values():
+            graph.reset()
+        self.graphs.clear()
+        self._pool = None
+        self.layers = list(self.model.layers)
+
+
+class _Rows:
+    """Bookkeeping of the physical batch rows during decode (all on the device)."""
+
+    def __init__(self, max_batch: int, bsz: int, device: torch.device) -> None:
+        self.scratch = bsz  # output row that spare rows write to
+        self.seq = torch.full((max_batch,), bsz, dtype=torch.long, device=device)  # sequence in each row
+        self.seq[:bsz] = torch.arange(bsz, device=device)
+        self.limit = torch.zeros(max_batch, dtype=torch.long, device=device)  # token limit of each row
+        self.alive = torch.zeros(max_batch, dtype=torch.bool, device=device)  # still generating

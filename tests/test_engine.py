@@ -1,0 +1,134 @@
+"""Generation: KV-cache decoding, sampling rules, and the reference and fast engines against each other."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from energybench.engine import NoHooks, Sampling, make_engine
+from energybench.engine.base import EOS_ID
+from energybench.engine.sampling import sample
+from energybench.model.build import build_model
+from tiny import CPU, TINY, one_process, prompts_of
+
+GREEDY = Sampling(temperature=0.0, top_p=0.95)
+PAPER = Sampling(temperature=0.8, top_p=0.95)
+
+
+@pytest.fixture
+def model():
+    with one_process():
+        m = build_model(TINY, CPU, torch.float32, seed=7)
+        m.setup_caches(8, 64)
+        yield m
+
+
+def causal(width: int) -> torch.Tensor:
+    return torch.full((1, 1, width, width), float("-inf")).triu_(1)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kv_cache_decoding_equals_full_recomputation(model, fused: bool) -> None:
+    tokens = torch.tensor(prompts_of([20, 20], TINY.vocab_size, seed=1))
+    positions = torch.arange(20).expand(2, 20)
+    full = model(tokens, positions, n_slots=20, mask=causal(20), last_only=False)  # [2, 20, V]
+    prefill = 6
+    model(tokens[:, :prefill], positions[:, :prefill], n_slots=prefill, mask=causal(prefill), fused=fused)
+    for cur in range(prefill, 20):  # one position at a time through the cache
+        step = model(tokens[:, cur : cur + 1], positions[:, cur : cur + 1], n_slots=cur + 1, fused=fused)
+        assert (step - full[:, cur]).abs().max().item() <= 1e-5, cur
+
+
+def test_top_p_never_samples_outside_the_nucleus() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, generator=gen)
+    sampling = Sampling(temperature=0.8, top_p=0.6)
+    probs, order = torch.softmax(logits / 0.8, dim=-1).sort(dim=-1, descending=True)
+    before = probs.cumsum(-1) - probs  # mass strictly before each token
+    nucleus = [set(order[r, before[r] <= 0.6].tolist()) for r in range(3)]
+    drawn = torch.stack([sample(logits, sampling, gen) for _ in range(500)])  # [500, 3]
+    for r in range(3):
+        seen = set(drawn[:, r].tolist())
+        assert seen <= nucleus[r], seen - nucleus[r]
+        assert len(seen) > 1  # a real distribution, not argmax
+
+
+def test_temperature_zero_is_argmax() -> None:
+    logits = torch.randn(5, 100, generator=torch.Generator().manual_seed(1))
+    got = sample(logits, Sampling(temperature=0.0, top_p=0.95), torch.Generator().manual_seed(2))
+    assert torch.equal(got, logits.argmax(-1))
+
+
+LENGTHS, LIMITS = [3, 12, 7, 1, 9], [5, 20, 3, 9, 1]
+
+
+def run(model, name: str, sampling: Sampling, seed: int = 0):
+    engine = make_engine(name, model, sampling, torch.Generator().manual_seed(seed))
+    stats = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
+    engine.close()
+    return stats
+
+
+def test_reference_and_fast_give_identical_greedy_tokens(model) -> None:
+    ref, fast = run(model, "reference", GREEDY), run(model, "fast", GREEDY)
+    assert [len(o) for o in ref.outputs] == LIMITS  # no EOS among these: every response runs to its limit
+    assert fast.outputs == ref.outputs
+    assert ref.tokens == fast.tokens == sum(LIMITS)
+    # the reference runs every row from the shortest prompt to the longest prompt + limit
+    assert ref.steps == max(n + lim for n, lim in zip(LENGTHS, LIMITS)) - min(LENGTHS)
+    assert ref.wasted_tokens == sum(max(n + lim for n, lim in zip(LENGTHS, LIMITS)) - n for n in LENGTHS) - ref.tokens
+    # the fast engine stops rows as they finish: one prefill, then steps until the longest limit
+    assert fast.steps == max(LIMITS) and fast.prefill_steps == 1
+    assert fast.wasted_tokens < ref.wasted_tokens
+
+
+def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:
+    before = run(model, "reference", GREEDY)
+    # make EOS win where sequence 1 would emit its 4th token: EOS's output row := that token's, scaled up
+    token = before.outputs[1][3]
+    with torch.no_grad():
+        model.output.weight[EOS_ID] = model.output.weight[token] * 1.5
+    ref, fast = run(model, "reference", GREEDY), run(model, "fast", GREEDY)
+    assert fast.outputs == ref.outputs
+    assert ref.outputs[1][-1] == EOS_ID and len(ref.outputs[1]) <= 4
+    assert ref.eos_stops == fast.eos_stops >= 1
+    assert fast.steps < ref.steps
+
+
+@pytest.mark.parametrize("name", ["reference", "fast"])
+def test_same_seed_same_tokens(model, name: str) -> None:
+    a, b, c = run(model, name, PAPER, seed=3), run(model, name, PAPER, seed=3), run(model, name, PAPER, seed=4)
+    assert a.outputs == b.outputs
+    assert a.outputs != c.outputs
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def phase_start(self, phase: str) -> None:
+        self.events.append(f"start {phase}")
+
+    def phase_end(self, phase: str) -> None:
+        self.events.append(f"end {phase}")
+
+
+@pytest.mark.parametrize("name", ["reference", "fast"])
+def test_engines_report_phases_and_times(model, name: str) -> None:
+    hooks = Recorder()
+    engine = make_engine(name, model, PAPER, torch.Generator().manual_seed(0))
+    stats = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, hooks)
+    assert hooks.events == ["start prefill", "end prefill", "start decode", "end decode"]
+    assert stats.prompt_tokens == sum(LENGTHS) and stats.max_prompt_tokens == max(LENGTHS)
+    assert len(stats.step_times_s) == stats.steps and all(t > 0 for t in stats.step_times_s)
+    assert stats.prefill_s > 0 and stats.decode_s > 0
+    assert stats.tokens == sum(len(o) for o in stats.outputs) <= sum(LIMITS)
+
+
+def test_llama_tokenizer_ids(llama_tokenizer_path) -> None:
+    from energybench.model.tokenizer import Tokenizer
+
+    tok = Tokenizer(llama_tokenizer_path)
+    assert (tok.bos_id, tok.eos_id, tok.vocab_size) == (1, 2, 32000)
+    ids = tok.encode("Hello world", bos=True, eos=True)
+    assert ids[0] == 1 and ids[-1] == 2 and tok.decode(ids[1:-1]) == "Hello world"
