@@ -105,6 +105,7 @@ class FakeGpu:
     temperature_c: int = 45
     sm_clock_mhz: int = 1980
     energy_mj: float = 1.0e9  # counter at "boot"
+    errors: dict[str, int] = field(default_factory=dict)  # API function name -> NVML error code it raises
     _t: float = field(default=0.0, repr=False)
 
 
@@ -219,6 +220,8 @@ def _api(fn: Callable) -> Callable:
         _S.calls.append((fn.__name__, args))
         if fn.__name__ not in ("nvmlInit", "nvmlInitWithFlags") and _S.inits == 0:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        if args and isinstance(args[0], _Handle) and fn.__name__ in _gpu(args[0]).errors:
+            raise NVMLError(_gpu(args[0]).errors[fn.__name__])
         return fn(*args)
 
     wrapper.__name__ = fn.__name__

@@ -67,7 +67,7 @@ def test_power_cap_sweep_fills_energy_columns_and_samples(tmp_path: Path, fake_e
         assert set(samples["gpu_uuid"]) == {C} and len(samples) >= 20
         assert {"idle", "warmup0/prefill", "batch0/prefill"} <= set(samples["window"])
         assert (samples["power_cap_w"] == gpus["power_cap_w"][0]).all()
-        assert samples["energy_mj"].is_monotonic_increasing
+        assert samples["energy_mj"].dropna().is_monotonic_increasing and samples["energy_mj"].notna().sum() >= 2
         assert not (point_dir / "power-state").exists() or not any((point_dir / "power-state").iterdir())
     assert limits_w(fake_env) == FOUND  # every limit put back
 

@@ -11,11 +11,13 @@ from energybench.results.schema import SAMPLES_FILE, table
 from energybench.results.store import write_parquet
 
 
-def read_gpu(gpu: Gpu) -> dict:
+def read_gpu(gpu: Gpu, energy: bool = True) -> dict:
     """One timeline row's GPU fields (schema SAMPLES); a field the GPU does not support is None.
 
     `power_w` is the instant field where the GPU has it (else nvmlDeviceGetPowerUsage), `power_avg_w`
-    NVML's 1 s average field. Raises NvmlFault on any other NVML error.
+    NVML's 1 s average field. `energy=False` skips the energy counter (energy_mj None): it is the one
+    slow read (about 4 ms on an H100, where every other field takes microseconds). Raises NvmlFault on
+    any NVML error other than unsupported or refused fields.
     """
     lib = gpu.lib
     instant_w, average_w = gpu.power_fields_w()
@@ -24,7 +26,7 @@ def read_gpu(gpu: Gpu) -> dict:
     limit_mw = gpu.optional("nvmlDeviceGetEnforcedPowerLimit")
     return {
         "gpu_uuid": gpu.uuid, "gpu_index": gpu.index,
-        "energy_mj": gpu.energy_mj() if gpu.has_energy_counter else None,
+        "energy_mj": gpu.energy_mj() if energy and gpu.has_energy_counter else None,
         "power_w": instant_w if instant_w is not None else gpu.power_usage_w(),
         "power_avg_w": average_w,
         "gpu_util_pct": None if util is None else float(util.gpu),
@@ -42,16 +44,18 @@ def read_gpu(gpu: Gpu) -> dict:
 class WindowStats:
     """One GPU over one window, from its samples: counter energy vs the power integral, mean utilization.
 
-    Both energies span the first to the last sample inside the window, so they cover the same time.
+    The cross-check compares the counter's growth between its first and last reading inside the window
+    with the integral of the power samples between the same two moments.
     """
 
     samples: int = 0
-    t_first: float = 0.0
     t_last: float = 0.0
-    e_first_mj: float | None = None
-    e_last_mj: float | None = None
     p_last_w: float | None = None
-    integral_j: float = 0.0
+    integral_j: float = 0.0  # trapezoid integral of power since the window's first sample
+    e_first_mj: float | None = None  # first and last counter readings, with the integral at each
+    i_first_j: float = 0.0
+    e_last_mj: float | None = None
+    i_last_j: float = 0.0
     counter_broken: bool = False  # went backwards inside the window
     util_sum: float = 0.0
     util_n: int = 0
@@ -60,15 +64,16 @@ class WindowStats:
 
     def add(self, t: float, row: dict) -> None:
         e, p = row["energy_mj"], row["power_w"]
-        if self.samples == 0:
-            self.t_first, self.e_first_mj = t, e
-        else:
-            if p is not None and self.p_last_w is not None:
-                self.integral_j += (p + self.p_last_w) / 2 * (t - self.t_last)  # trapezoid
-            if e is not None and self.e_last_mj is not None and e < self.e_last_mj:
+        if self.samples and p is not None and self.p_last_w is not None:
+            self.integral_j += (p + self.p_last_w) / 2 * (t - self.t_last)
+        if e is not None:
+            if self.e_first_mj is None:
+                self.e_first_mj, self.i_first_j = e, self.integral_j
+            elif self.e_last_mj is not None and e < self.e_last_mj:
                 self.counter_broken = True
+            self.e_last_mj, self.i_last_j = e, self.integral_j
         self.samples += 1
-        self.t_last, self.e_last_mj, self.p_last_w = t, e, p
+        self.t_last, self.p_last_w = t, p if p is not None else self.p_last_w
         if row["gpu_util_pct"] is not None:
             self.util_sum += row["gpu_util_pct"]
             self.util_n += 1
@@ -76,19 +81,15 @@ class WindowStats:
             self.mem_sum += row["mem_used_bytes"] / row["mem_total_bytes"]
             self.mem_n += 1
 
-    @property
-    def counter_j(self) -> float | None:
-        if self.counter_broken or self.e_first_mj is None or self.e_last_mj is None or self.samples < 2:
-            return None
-        return (self.e_last_mj - self.e_first_mj) / 1e3
-
     def summary(self) -> dict:
-        """gpu_util_pct, gpu_mem_used_frac (means), counter_j, integral_j over the sampled span, samples."""
+        """gpu_util_pct, gpu_mem_used_frac (means); counter_j and integral_j between the first and last counter
+        readings (None unless there were two, with no counter restart between); samples."""
+        spanned = self.e_first_mj is not None and self.i_last_j > self.i_first_j and not self.counter_broken
         return {
             "gpu_util_pct": self.util_sum / self.util_n if self.util_n else None,
             "gpu_mem_used_frac": self.mem_sum / self.mem_n if self.mem_n else None,
-            "counter_j": self.counter_j,
-            "integral_j": self.integral_j if self.samples >= 2 else None,
+            "counter_j": (self.e_last_mj - self.e_first_mj) / 1e3 if spanned else None,  # type: ignore[operator]
+            "integral_j": self.i_last_j - self.i_first_j if spanned else None,
             "samples": self.samples,
         }
 

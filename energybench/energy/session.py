@@ -61,7 +61,8 @@ class Measurement:
         if self.env.rank != 0:
             return None
         idle = next((r for r in self.meter.readings if r.name == "idle"), None)
-        rows = [gpu_row(g, report["node"], generation, self.meter.readings, idle) | {"point_id": pid, "attempt": attempt}
+        ids = {"point_id": pid, "attempt": attempt}
+        rows = [gpu_row(g, report["node"], generation, self.meter.readings, idle) | ids
                 for report in reports if report for g in report["gpus"]]
         energy_notes = [n for report in reports if report for n in report["notes"]]
         power_notes = [n for report in reports if report for n in report["power_notes"]]
@@ -158,7 +159,8 @@ def measurement(cfg: MeterConfig, env: DistEnv, device: torch.device, node: Node
     and gpus.parquet rows, `fields` (point_id, attempt) on every sample row."""
     rapl, notes, error = open_rapl(cfg.cpu, env.hostname) if env.is_node_leader else (None, [], None)
     agree(env, error)
-    m = Measurement(cfg, env, device, node, limits, power_notes, rapl, notes, pdir / "samples" / f"node={env.hostname}", fields)
+    samples_dir = pdir / "samples" / f"node={env.hostname}"
+    m = Measurement(cfg, env, device, node, limits, power_notes, rapl, notes, samples_dir, fields)
     if m.sampler is not None:
         m.sampler.start()
     try:

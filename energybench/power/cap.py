@@ -85,7 +85,8 @@ def apply(cfg: PowerConfig, cap_w: float | None, gpus: list[Gpu], path: Path, ho
     backend = make_backend(cfg.backend, cfg.command)
     limits = PowerLimits()
     if backend is not None:
-        limits.state = PowerState.new(backend.name, cfg.command, [SavedLimit(g.uuid, g.index, found[g.uuid]) for g in gpus])
+        saved = [SavedLimit(g.uuid, g.index, found[g.uuid]) for g in gpus]
+        limits.state = PowerState.new(backend.name, cfg.command, saved)
         limits.state_file = path
         write_state(limits.state, path)  # before the first change: a SIGKILL from here on can be undone
         try:
