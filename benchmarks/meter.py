@@ -1,11 +1,12 @@
 """The meter on real GPUs: the same point with the sampler off (0 Hz) and on (10 Hz), and NVML facts.
 
-    python benchmarks/meter.py [--shards 1|2] [--out DIR] [--max-s 240] [override ...]
+    python benchmarks/meter.py [--shards 1|2] [--out DIR] [--pairs N | --max-s S] [--control] [override ...]
 
-With one shard: tokens/s overhead of the 10 Hz sampler (pairs of runs, 0 Hz then 10 Hz, while time
-allows), counter_vs_integral, idle power. With --shards 2 (a 2-GPU machine): both GPUs' energy summed,
-one gpus.parquet row per GPU. Prints a table, writes DIR/meter.json and DIR/meter.md (meter-2gpu.* for
---shards 2). Power limits are only read: power.backend=none power.policy=observe.
+With one shard: tokens/s overhead of the 10 Hz sampler (pairs of runs, 0 Hz then 10 Hz: N of them, or
+while time allows), counter_vs_integral, idle power, and what each NVML read costs. With --shards 2
+(a 2-GPU machine; one pair): both GPUs' energy summed, one gpus.parquet row per GPU. Prints a table,
+writes DIR/meter.json and DIR/meter.md (meter-2gpu.* for --shards 2). Power limits are only read:
+power.backend=none power.policy=observe.
 """
 
 from __future__ import annotations
@@ -166,6 +167,12 @@ def save(record: dict, runs: list[dict], out: Path, name: str, shards: int) -> N
           f"- energy counter step: {p['counter_step_s']} s; "
           f"sampler tick with a counter read: {p['sampler_tick_ms_per_gpu']:.3f} ms per GPU\n"
           f"- per-GPU energies sum to the point's energy: {s['per_gpu_energy_sums']}\n")
+    if shards > 1:
+        md += ("\n| sample Hz | GPU | UUID | energy J | idle W | power W | counter/integral |\n"
+               "|---|---|---|---|---|---|---|\n")
+        md += "".join(f"| {r['sample_hz']:g} | {g['gpu_index']} | {g['gpu_uuid']} | {g['energy_j']:.1f} | "
+                      f"{g['idle_power_w']:.1f} | {g['power_w']:.1f} | {g['counter_vs_integral'] or '-'} |\n"
+                      for r in runs for g in r["gpus"])
     (out / f"{name}.md").write_text(md)
 
 

@@ -88,6 +88,19 @@ def test_no_permission_says_how_to_fix_and_leaves_nothing(fake_nvml, tmp_path: P
     nvml.close()
 
 
+def test_a_failed_read_back_restores_and_fails(fake_nvml, tmp_path: Path) -> None:
+    lost = {"nvmlDeviceGetEnforcedPowerLimit": fake_nvml.NVML_ERROR_GPU_IS_LOST}
+    fake_nvml.configure([FAKE_GPUS[0], {**FAKE_GPUS[1], "errors": lost}])
+    nvml = Nvml()
+    gpus = [nvml.gpu(info) for info in nvml.gpus()]
+    with pytest.raises(RankError, match=r"GPU 1 .*nvmlDeviceGetEnforcedPowerLimit failed: NVML error 15"):
+        with power_limits(PowerConfig(backend="nvml"), 250.0, ENV, gpus, tmp_path):
+            pytest.fail("the point must not run")
+    assert fake_nvml.limits_w() == {A: 700.0, B: 700.0}  # both had been set to 250 W: both put back
+    assert len(fake_nvml.calls("nvmlDeviceSetPowerManagementLimit")) == 4
+    nvml.close()
+
+
 def test_command_backend_runs_the_template_without_a_shell(shared, gpus, tmp_path: Path) -> None:
     cfg = PowerConfig(backend="command", command=tuple(SMI))
     with power_limits(cfg, 300.0, ENV, gpus, tmp_path) as limits:

@@ -31,7 +31,7 @@ class Measurement:
 
     def __init__(self, cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
                  power_notes: list[str], rapl: Rapl | None, notes: list[str], samples_dir: Path, fields: dict) -> None:
-        self.cfg, self.env, self.node = cfg, env, node
+        self.cfg, self.env = cfg, env
         self.limits, self.power_notes = limits, power_notes
         self.notes = list(node.notes) + notes  # this node's, for run.parquet's energy_notes
         gpus = node.gpus if node.meter else []
@@ -62,11 +62,11 @@ class Measurement:
             return None
         idle = next((r for r in self.meter.readings if r.name == "idle"), None)
         ids = {"point_id": pid, "attempt": attempt}
-        rows = [gpu_row(g, report["node"], generation, self.meter.readings, idle) | ids
-                for report in reports if report for g in report["gpus"]]
-        energy_notes = [n for report in reports if report for n in report["notes"]]
-        power_notes = [n for report in reports if report for n in report["power_notes"]]
-        columns = run_columns(rows, generation, idle, energy_notes, power_notes)  # takes the cross-check keys
+        reports = [r for r in reports if r]
+        rows = [gpu_row(g, r["node"], generation, self.meter.readings, idle) | ids for r in reports for g in r["gpus"]]
+        spans = [(g["stats"].get("counter_j"), g["stats"].get("integral_j")) for r in reports for g in r["gpus"]]
+        columns = run_columns(rows, spans, generation, idle, [n for r in reports for n in r["notes"]],
+                              [n for r in reports for n in r["power_notes"]])
         if rows:
             write_parquet(table(rows, GPUS), pdir / "gpus.parquet")
         return columns
@@ -108,15 +108,14 @@ def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], id
         "power_cap_w": limit.get("power_cap_w"), "found_limit_w": limit.get("found_limit_w"),
         "enforced_limit_w": limit.get("enforced_limit_w"), "energy_method": g["method"],
         "note": g["note"] if energy_j is not None else "; ".join(filter(None, [g["note"], "energy not measured"])),
-        "_counter_j": stats.get("counter_j"), "_integral_j": stats.get("integral_j"),
     }
 
 
-def run_columns(rows: list[dict], generation: Reading, idle: Reading | None, energy_notes: list[str],
-                power_notes: list[str]) -> dict:
-    """run.parquet's energy columns beyond results.metrics: idle power, RAPL, utilization, cross-check."""
-    pairs = [(r.pop("_counter_j"), r.pop("_integral_j")) for r in rows]
-    pairs = [(c, i) for c, i in pairs if c is not None and i]
+def run_columns(rows: list[dict], spans: list[tuple[float | None, float | None]], generation: Reading,
+                idle: Reading | None, energy_notes: list[str], power_notes: list[str]) -> dict:
+    """run.parquet's energy columns beyond results.metrics: idle power, RAPL, utilization, cross-check.
+    `spans`: per GPU, (counter growth, power integral) over the same span of `generation`, J."""
+    pairs = [(c, i) for c, i in spans if c is not None and i]
     cross = ratio(sum(c for c, _ in pairs), sum(i for _, i in pairs)) if pairs else None
     if cross is not None and abs(cross - 1) > CROSS_CHECK_TOLERANCE:
         log.warning("counter_vs_integral=%.3f: the energy counters and the integral of the power samples differ "

@@ -89,15 +89,16 @@ def apply(cfg: PowerConfig, cap_w: float | None, gpus: list[Gpu], path: Path, ho
         limits.state = PowerState.new(backend.name, cfg.command, saved)
         limits.state_file = path
         write_state(limits.state, path)  # before the first change: a SIGKILL from here on can be undone
-        try:
+    try:
+        if backend is not None:
             for g in gpus:
                 backend.set_limit_w(g, cap_w)
                 log.info("%s: power limit %g W -> %g W", g.label, found[g.uuid], cap_w)
-        except BaseException as e:
-            _raise_with(e, _restore_logged(limits, gpus))
-    for g in gpus:
-        limits.gpus[g.uuid] = GpuLimit(g.uuid, g.index, cap_w, found[g.uuid], g.enforced_limit_w())
-    _check_enforced(cfg, cap_w, gpus, limits, backend)
+        for g in gpus:
+            limits.gpus[g.uuid] = GpuLimit(g.uuid, g.index, cap_w, found[g.uuid], g.enforced_limit_w())
+        _check_enforced(cfg, cap_w, limits, backend)
+    except BaseException as e:  # nothing stays changed: put back what was found, then fail
+        _raise_with(e, _restore_logged(limits, gpus))
     return limits
 
 
@@ -126,8 +127,8 @@ def _no_gpus(cfg: PowerConfig, cap_w: float, host: str) -> PowerLimits:
     raise LimitError(msg + "; run on GPUs with NVML, or use power_cap=null")
 
 
-def _check_enforced(cfg: PowerConfig, cap_w: float, gpus: list[Gpu], limits: PowerLimits,
-                    backend: Backend | None) -> None:
+def _check_enforced(cfg: PowerConfig, cap_w: float, limits: PowerLimits, backend: Backend | None) -> None:
+    """A read-back that differs from the cap: a note under power.policy=observe, else LimitError."""
     off = [lim for lim in limits.gpus.values() if abs(lim.enforced_limit_w - cap_w) > TOLERANCE_W]
     if not off:
         return
@@ -138,10 +139,9 @@ def _check_enforced(cfg: PowerConfig, cap_w: float, gpus: list[Gpu], limits: Pow
         limits.notes.append(msg + " (power.policy=observe: ran anyway)")
         log.warning("%s (power.policy=observe: running anyway)", msg)
         return
-    restore_failure = _restore_logged(limits, gpus) if backend is not None else None
     fix = ("set the limit beforehand, use power.backend=nvml or command, or power.policy=observe to record and run"
            if backend is None else "check the site's power policy, or use power.policy=observe to record and run")
-    _raise_with(LimitError(f"{msg}; {fix}"), restore_failure)
+    raise LimitError(f"{msg}; {fix}")
 
 
 def restore(state: PowerState, gpus: dict[str, Gpu], backend: Backend) -> list[str]:
