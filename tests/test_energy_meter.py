@@ -46,6 +46,26 @@ def test_window_energy_is_the_counter_delta(fake_nvml) -> None:
     nvml.close()
 
 
+def test_prefill_and_decode_share_their_edge(fake_nvml) -> None:
+    clock = Clock()
+    fake_nvml.configure(FAKE_GPUS, clock=clock)
+    nvml = Nvml()
+    gpus = [nvml.gpu(info) for info in nvml.gpus()]
+    meter = Meter(env(), CPU, NodeCounters("node1", gpus, None))
+    hooks = meter.phase_hooks("batch0")
+    reads = len(fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption"))
+    hooks.phase_start("prefill")
+    clock.t += 1
+    hooks.phase_end("prefill")
+    hooks.phase_start("decode")  # the same instant: no second read
+    clock.t += 3
+    hooks.phase_end("decode")
+    assert len(fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption")) - reads == 3 * len(gpus)
+    prefill, decode = hooks.readings["prefill"], hooks.readings["decode"]
+    assert prefill.energy_j[A] == pytest.approx(100, abs=1e-3) and decode.energy_j[A] == pytest.approx(300, abs=1e-3)
+    nvml.close()
+
+
 def test_a_cap_lowers_the_energy_the_fake_counts(fake_nvml) -> None:
     clock = Clock()
     fake_nvml.configure(FAKE_GPUS, clock=clock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from energybench.energy.meter import Count
@@ -27,12 +28,17 @@ class NodeCounters:
         self.integral = integral
         self.notes: list[str] = []
         self._last: dict[str, Count] = {}
+        self._pool = ThreadPoolExecutor(max(1, len(gpus)), thread_name_prefix="energybench-edge")
 
     def read(self) -> dict[str, Count | None]:
-        """Keys 'gpu:<uuid>', 'cpu:<node>', 'dram:<node>' -> cumulative joules (None: unreadable now)."""
+        """Keys 'gpu:<uuid>', 'cpu:<node>', 'dram:<node>' -> cumulative joules (None: unreadable now).
+
+        The GPUs are read in parallel: one energy read takes ~4 ms on an H100 (ctypes releases the GIL).
+        """
         out: dict[str, Count | None] = {}
-        for gpu in self.gpus:
-            out[f"gpu:{gpu.uuid}"] = self._count(f"gpu:{gpu.uuid}", self._gpu_j(gpu), gpu.label)
+        values = list(self._pool.map(self._gpu_j, self.gpus)) if len(self.gpus) > 1 else map(self._gpu_j, self.gpus)
+        for gpu, value_j in zip(self.gpus, values):
+            out[f"gpu:{gpu.uuid}"] = self._count(f"gpu:{gpu.uuid}", value_j, gpu.label)
         if self.rapl is not None:
             try:
                 cpu_j, dram_j = self.rapl.read_j()
@@ -43,6 +49,10 @@ class NodeCounters:
             if self.rapl.dram_note is None:
                 out[f"dram:{self.node}"] = self._count(f"dram:{self.node}", dram_j, f"{self.node} RAPL DRAM")
         return out
+
+    def close(self) -> None:
+        """Stop the reader threads."""
+        self._pool.shutdown()
 
     def _gpu_j(self, gpu: Gpu) -> float | None:
         if not gpu.has_energy_counter:

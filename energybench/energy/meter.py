@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from energybench.distributed import DistEnv
+from energybench.results.metrics import sum_or_none
 
 log = logging.getLogger("energybench.energy")
 
@@ -46,9 +47,8 @@ def delta_j(c0: Count | None, c1: Count | None) -> float | None:
 
 
 def _total(values: list[float | None]) -> float | None:
-    if not values or any(v is None for v in values):
-        return None
-    return sum(values)  # type: ignore[arg-type]
+    """Sum; None when nothing was metered or any part failed."""
+    return sum_or_none(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class Meter:
         self.counters = counters if env.is_node_leader else None
         self._open: dict[str, tuple[float, float, dict[str, Count | None]]] = {}
         self._stack: list[str] = []  # open windows, innermost last (the sampler labels rows with it)
+        self._last_edge: tuple[float, float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
 
     def _edge(self) -> tuple[float, float, dict[str, Count | None]]:
@@ -106,14 +107,17 @@ class Meter:
         """Names of the windows open now, outermost first (safe to call from another thread)."""
         return tuple(self._stack)
 
-    def begin(self, name: str) -> None:
+    def begin(self, name: str, at_last_end: bool = False) -> None:
+        """Open `name`. at_last_end: it starts where the window just closed ended, with nothing run between
+        (prefill -> decode): that edge's reading is reused, saving a sync, a barrier and a counter read."""
         assert name not in self._open, f"window {name!r} is already open"
-        self._open[name] = self._edge()
+        self._open[name] = self._last_edge if at_last_end and self._last_edge else self._edge()
         self._stack.append(name)
 
     def end(self, name: str) -> Reading | None:
         """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None."""
-        t1, _, c1 = self._edge()
+        self._last_edge = edge = self._edge()
+        t1, _, c1 = edge
         self._stack.remove(name)
         t0, wall0, c0 = self._open.pop(name)
         local = {key: delta_j(c0.get(key), count) for key, count in c1.items()}
@@ -147,11 +151,14 @@ class PhaseWindows:
         self.meter = meter
         self.prefix = prefix
         self.readings: dict[str, Reading] = {}
+        self._just_ended = False  # engines start decode right after prefill ends: one edge serves both
 
     def phase_start(self, phase: str) -> None:
-        self.meter.begin(f"{self.prefix}/{phase}")
+        self.meter.begin(f"{self.prefix}/{phase}", at_last_end=self._just_ended)
+        self._just_ended = False
 
     def phase_end(self, phase: str) -> None:
+        self._just_ended = True
         reading = self.meter.end(f"{self.prefix}/{phase}")
         if reading is not None:
             self.readings[phase] = reading

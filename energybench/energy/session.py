@@ -167,3 +167,5 @@ def measurement(cfg: MeterConfig, env: DistEnv, device: torch.device, node: Node
     finally:
         if m.sampler is not None:
             m.sampler.stop()
+        if m.counters is not None:
+            m.counters.close()
