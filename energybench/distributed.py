@@ -8,7 +8,7 @@ import socket
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
@@ -118,3 +118,23 @@ def model_parallel(env: DistEnv, device: torch.device, timeout_s: float = 600.0)
     finally:
         fs_init.destroy_model_parallel()
         dist.destroy_process_group()
+
+
+def gather(env: DistEnv, obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank (a collective: all ranks call it)."""
+    if env.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class RankError(RuntimeError):
+    """A step failed on some rank; every rank raises this so none waits on the others."""
+
+
+def agree(env: DistEnv, error: str | None) -> None:
+    """Collective: raise RankError on every rank if any rank passes an error message (the first one wins)."""
+    errors = [e for e in gather(env, error) if e]
+    if errors:
+        raise RankError(errors[0])

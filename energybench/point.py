@@ -29,10 +29,13 @@ import yaml
 import energybench
 from energybench.config import ConfigError, PointConfig, from_mapping, to_mapping
 from energybench.data import Sample, load_workload
-from energybench.distributed import DistEnv, model_parallel
+from energybench.distributed import DistEnv, gather, model_parallel
+from energybench.energy.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
+from energybench.energy.session import measurement
 from energybench.engine import BatchStats, Sampling, make_engine
 from energybench.model.build import build_model
+from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
 from energybench.results.columns import config_columns
 from energybench.results.layout import point_dir, point_id
@@ -147,24 +150,17 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
                  point_id(cfg), len(workload.samples), len(batches), load_s, device)
 
-        meter = Meter(env, device, counters=None)
-        attempt = (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0
-        batch_log = BatchLog(pdir / "batches.parquet", point_id(cfg), attempt, enabled=env.rank == 0)
-        for w in range(cfg.warmup_batches):  # burn-in, then measure
-            prompts, limits = batches[w % len(batches)]
-            batch_log.add(w, True, *_generate(engine, meter, f"warmup{w}", prompts, limits))
-        progress = Progress(len(batches), point_id(cfg), enabled=env.rank == 0)
-        meter.begin("generation")
-        for i, (prompts, limits) in enumerate(batches):
-            stats, readings, started = _generate(engine, meter, f"batch{i}", prompts, limits)
-            batch_log.add(i, False, stats, readings, started)
-            progress.update(stats.tokens, stats.duration_s)
-        generation = meter.end("generation")
-        progress.close()
-        batch_log.flush()
+        attempt = gather(env, (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0)[0]
+        with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
+                power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
+                measurement(cfg.meter, env, device, node, caps.columns(), caps.notes, pdir,
+                            {"point_id": point_id(cfg), "attempt": attempt}) as m:
+            m.idle()  # the idle baseline, at the point's power cap, before the warm-up
+            generation, batch_log = _run_batches(cfg, env, engine, m.meter, batches, pdir, attempt)
+            energy = m.summary(generation, point_id(cfg), attempt, pdir)
         if env.rank != 0:
             return None
-        assert generation is not None
+        assert generation is not None and energy is not None
         row = {
             **config_columns(cfg),
             "status": "done",
@@ -180,12 +176,37 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
             "started_at": started_at,
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
-            "energy_method": "nvml_counter" if generation.energy_j else None,
             "energybench_version": energybench.__version__,
-            **run_metrics(batch_log.measured_rows(), generation.duration_s, generation.total_energy_j, None),
+            **run_metrics(batch_log.measured_rows(), generation.duration_s, generation.total_energy_j,
+                          energy["idle_power_w"]),
+            **energy,
         }
         write_parquet(table([row], RUN), pdir / "run.parquet")
         return row
+
+
+def _run_batches(cfg: PointConfig, env: DistEnv, engine, meter: Meter, batches: list, pdir: Path,
+                 attempt: int) -> tuple[Reading | None, BatchLog]:
+    """Warm-up batches, then the measured ones inside the `generation` window (rank 0 gets its Reading)."""
+    batch_log = BatchLog(pdir / "batches.parquet", point_id(cfg), attempt, enabled=env.rank == 0)
+    for w in range(cfg.warmup_batches):  # burn-in, then measure
+        prompts, limits = batches[w % len(batches)]
+        batch_log.add(w, True, *_generate(engine, meter, f"warmup{w}", prompts, limits))
+    progress = Progress(len(batches), point_id(cfg), enabled=env.rank == 0)
+    meter.begin("generation")
+    for i, (prompts, limits) in enumerate(batches):
+        stats, readings, started = _generate(engine, meter, f"batch{i}", prompts, limits)
+        batch_log.add(i, False, stats, readings, started)
+        progress.update(stats.tokens, stats.duration_s)
+    generation = meter.end("generation")
+    progress.close()
+    batch_log.flush()
+    return generation, batch_log
+
+
+def _state_dir(cfg: PointConfig, pdir: Path) -> Path:
+    """Where each node's power-state file goes: power.state_dir, else the point's power-state/."""
+    return Path(cfg.power.state_dir).expanduser() if cfg.power.state_dir else pdir / "power-state"
 
 
 def _prepare(samples: list[Sample], cfg: PointConfig) -> tuple[list[list[int]], list[int]]:

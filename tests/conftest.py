@@ -81,3 +81,19 @@ def quick(tmp_path: Path):
                         f"out_dir={tmp_path / 'out'}", *overrides])
 
     return make
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch):
+    """The fake `pynvml` (tests/fake_pynvml.py) in place of the real one, with three scripted H100s
+    (GPU-aaaaaaaa-..., GPU-bbbbbbbb-..., GPU-cccccccc-...); call `.configure(...)` to script others."""
+    import fake_pynvml
+
+    monkeypatch.setenv("ENERGYBENCH_NVML_MODULE", "fake_pynvml")
+    monkeypatch.delenv("FAKE_NVML_SPEC", raising=False)
+    fake_pynvml.configure(FAKE_GPUS)
+    return fake_pynvml
+
+
+FAKE_GPUS = [{"uuid": f"GPU-{c * 8}-1111-2222-3333-{c * 12}", "demand_w": 100.0 * (i + 1)}
+             for i, c in enumerate("abc")]

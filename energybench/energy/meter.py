@@ -1,13 +1,14 @@
-"""Named measurement windows over a point's job: wall time on every rank, GPU energy from counters.
+"""Named measurement windows over a point's job: wall time on every rank, energy from counters on every node.
 
 Every rank calls begin/end at the same places (the engines are SPMD). At each edge every rank
 synchronizes its device and meets the others at a barrier, so the window holds all work of all
-GPUs; then the node leader (local rank 0) reads its node's energy counters. Ends are gathered to
-rank 0, which sums each GPU once.
+GPUs; then each node leader (local rank 0) reads its node's counters (every GPU of the job on the
+node once, RAPL package and DRAM). Ends are gathered to rank 0, which sums each counter once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,14 +18,37 @@ import torch
 import torch.distributed as dist
 
 from energybench.distributed import DistEnv
+from energybench.results.metrics import sum_or_none
+
+log = logging.getLogger("energybench.energy")
 
 
-class EnergyCounters(Protocol):
-    """The node's GPUs, read at window edges (implemented by energy.nvml on the node leader)."""
+@dataclass(frozen=True)
+class Count:
+    """A cumulative counter read at an edge."""
 
-    def read_energy_mj(self) -> dict[str, float]:
-        """Cumulative energy per GPU UUID, millijoules."""
+    value_j: float  # joules since the counter's origin
+    epoch: int = 0  # bumped when the counter went backwards (driver reload): deltas across epochs are invalid
+
+
+class Counters(Protocol):
+    """A node's cumulative counters (energy.counters.NodeCounters on the node leader)."""
+
+    def read(self) -> dict[str, Count | None]:
+        """Keys 'gpu:<uuid>', 'cpu:<node>', 'dram:<node>'; None: unreadable at this edge."""
         ...
+
+
+def delta_j(c0: Count | None, c1: Count | None) -> float | None:
+    """Energy between two reads of one counter; None if either is missing or the counter restarted."""
+    if c0 is None or c1 is None or c0.epoch != c1.epoch or c1.value_j < c0.value_j:
+        return None
+    return c1.value_j - c0.value_j
+
+
+def _total(values: list[float | None]) -> float | None:
+    """Sum; None when nothing was metered or any part failed."""
+    return sum_or_none(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -34,45 +58,75 @@ class Reading:
     name: str
     start_s: float  # time.time() at the opening edge, rank 0
     duration_s: float  # wall time between the synchronized edges, rank 0
-    energy_j: dict[str, float] = field(default_factory=dict)  # per GPU UUID, every node; empty: no meter
+    deltas_j: dict[str, float | None] = field(default_factory=dict)  # per counter key, every node
+
+    def _kind(self, kind: str) -> dict[str, float | None]:
+        return {k.split(":", 1)[1]: v for k, v in self.deltas_j.items() if k.startswith(kind + ":")}
+
+    @property
+    def energy_j(self) -> dict[str, float | None]:
+        """GPU energy per GPU UUID (None: that GPU's counter failed in this window); empty: no GPU meter."""
+        return self._kind("gpu")
 
     @property
     def total_energy_j(self) -> float | None:
-        """Sum over every GPU of the job; None where no meter ran (never 0)."""
-        return sum(self.energy_j.values()) if self.energy_j else None
+        """Sum over every GPU of the job; None where no meter ran or any GPU's reading failed (never 0)."""
+        return _total(list(self.energy_j.values()))
+
+    @property
+    def cpu_energy_j(self) -> float | None:
+        """RAPL package energy, all nodes; None unless every node's RAPL was read."""
+        return _total(list(self._kind("cpu").values()))
+
+    @property
+    def dram_energy_j(self) -> float | None:
+        return _total(list(self._kind("dram").values()))
 
 
 class Meter:
-    def __init__(self, env: DistEnv, device: torch.device, counters: EnergyCounters | None) -> None:
+    """Windows opened and closed by name on every rank; readings on rank 0 (`.readings`)."""
+
+    def __init__(self, env: DistEnv, device: torch.device, counters: Counters | None) -> None:
         self.env = env
         self.device = device
         self.counters = counters if env.is_node_leader else None
-        self._open: dict[str, tuple[float, float, dict[str, float]]] = {}
+        self._open: dict[str, tuple[float, float, dict[str, Count | None]]] = {}
+        self._stack: list[str] = []  # open windows, innermost last (the sampler labels rows with it)
+        self._last_edge: tuple[float, float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
 
-    def _edge(self) -> tuple[float, float, dict[str, float]]:
+    def _edge(self) -> tuple[float, float, dict[str, Count | None]]:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         if self.env.world_size > 1:
             dist.barrier()
-        counters = self.counters.read_energy_mj() if self.counters is not None else {}
+        counters = self.counters.read() if self.counters is not None else {}
         return time.perf_counter(), time.time(), counters
 
-    def begin(self, name: str) -> None:
+    def open_windows(self) -> tuple[str, ...]:
+        """Names of the windows open now, outermost first (safe to call from another thread)."""
+        return tuple(self._stack)
+
+    def begin(self, name: str, at_last_end: bool = False) -> None:
+        """Open `name`. at_last_end: it starts where the window just closed ended, with nothing run between
+        (prefill -> decode): that edge's reading is reused, saving a sync, a barrier and a counter read."""
         assert name not in self._open, f"window {name!r} is already open"
-        self._open[name] = self._edge()
+        self._open[name] = self._last_edge if at_last_end and self._last_edge else self._edge()
+        self._stack.append(name)
 
     def end(self, name: str) -> Reading | None:
         """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None."""
-        t1, _, c1 = self._edge()
+        self._last_edge = edge = self._edge()
+        t1, _, c1 = edge
+        self._stack.remove(name)
         t0, wall0, c0 = self._open.pop(name)
-        local = {uuid: (c1[uuid] - c0[uuid]) / 1e3 for uuid in c1 if uuid in c0}
+        local = {key: delta_j(c0.get(key), count) for key, count in c1.items()}
         if self.env.world_size > 1:
-            gathered: list[dict[str, float] | None] = [None] * self.env.world_size
+            gathered: list[dict[str, float | None] | None] = [None] * self.env.world_size
             dist.all_gather_object(gathered, local)
-            merged: dict[str, float] = {}
+            merged: dict[str, float | None] = {}
             for part in gathered:
-                merged.update(part or {})  # one leader per node, each GPU under its own UUID
+                merged.update(part or {})  # one leader per node; each GPU and node under its own key
             local = merged
         if self.env.rank != 0:
             return None
@@ -97,11 +151,14 @@ class PhaseWindows:
         self.meter = meter
         self.prefix = prefix
         self.readings: dict[str, Reading] = {}
+        self._just_ended = False  # engines start decode right after prefill ends: one edge serves both
 
     def phase_start(self, phase: str) -> None:
-        self.meter.begin(f"{self.prefix}/{phase}")
+        self.meter.begin(f"{self.prefix}/{phase}", at_last_end=self._just_ended)
+        self._just_ended = False
 
     def phase_end(self, phase: str) -> None:
+        self._just_ended = True
         reading = self.meter.end(f"{self.prefix}/{phase}")
         if reading is not None:
             self.readings[phase] = reading

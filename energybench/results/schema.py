@@ -24,6 +24,8 @@ RUN = pa.schema([
     ("energy_per_token_j", F64), ("energy_per_response_j", F64), ("power_w", F64),
     ("gpu_util_pct", F64), ("gpu_mem_used_frac", F64), ("counter_vs_integral", F64),
     ("energy_method", STR), ("energybench_version", STR),
+    # measurement notes and cross-checks (docs/measurement.md, docs/power.md)
+    ("energy_notes", STR), ("power_notes", STR), ("sacct_energy_j", F64), ("sacct_note", STR),
 ])
 
 # batches.parquet: one row per generate call, warm-up batches included and flagged.
@@ -34,6 +36,30 @@ BATCHES = pa.schema([
     ("prefill_s", F64), ("decode_s", F64), ("duration_s", F64), ("ttft_s", F64), ("tpot_s", F64),
     ("tokens_per_s", F64), ("energy_j", F64), ("prefill_energy_j", F64), ("decode_energy_j", F64),
     ("step_times_s", pa.list_(F64)),
+])
+
+
+# samples/node=<host>/part-<k>.parquet: the node sampler's timeline, one row per GPU of the job per tick.
+# energy_mj is NVML's cumulative counter; cpu_/dram_energy_j are the node's RAPL energy since the sampler
+# started (same value on every GPU row of a tick: take differences, never sums, across GPUs).
+# `node` is the hive partition (the directory name), not stored in the part files (SAMPLES_FILE):
+# pyarrow's readers add it back (results.samples.read_samples gives exactly SAMPLES).
+SAMPLES = pa.schema([
+    ("point_id", STR), ("attempt", I64), ("node", STR), ("timestamp", TS), ("gpu_uuid", STR), ("gpu_index", I64),
+    ("energy_mj", I64), ("power_w", F64), ("power_avg_w", F64), ("gpu_util_pct", F64), ("mem_util_pct", F64),
+    ("mem_used_bytes", I64), ("mem_total_bytes", I64), ("temperature_c", I64), ("sm_clock_mhz", I64),
+    ("power_limit_w", F64), ("throttle_reasons", I64), ("window", STR),
+    ("power_cap_w", F64), ("enforced_limit_w", F64), ("cpu_energy_j", F64), ("dram_energy_j", F64),
+])
+SAMPLES_FILE = pa.schema([f for f in SAMPLES if f.name != "node"])
+
+# gpus.parquet: one row per GPU of the job (every node), over the point's generation window.
+GPUS = pa.schema([
+    ("point_id", STR), ("attempt", I64), ("node", STR), ("gpu_uuid", STR), ("gpu_index", I64), ("gpu_name", STR),
+    ("energy_j", F64), ("prefill_energy_j", F64), ("decode_energy_j", F64), ("duration_s", F64),
+    ("idle_power_w", F64), ("power_w", F64), ("gpu_util_pct", F64), ("gpu_mem_used_frac", F64),
+    ("counter_vs_integral", F64), ("samples", I64),
+    ("power_cap_w", F64), ("found_limit_w", F64), ("enforced_limit_w", F64), ("energy_method", STR), ("note", STR),
 ])
 
 

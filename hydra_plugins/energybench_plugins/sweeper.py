@@ -38,6 +38,7 @@ class EnergybenchSweeper(BasicSweeper):
         returns = self.launcher.launch([o for o, _ in plan.todo], initial_job_idx=0) if plan.todo else []
         rows = [_outcome_row(cfg, ret) for (_, cfg), ret in zip(plan.todo, returns)]
         rows += [{"point_id": _pid(cfg), "status": "skipped"} for cfg, _ in plan.skipped]
+        _record_sacct([cfg for _, cfg in plan.todo])
         _report(rows)
         if any(r["status"] == "failed" for r in rows):
             sys.exit(1)
@@ -61,6 +62,16 @@ def _outcome_row(cfg: Any, ret: Any) -> dict:
 
     write_status(point_dir(cfg), "failed", reason)
     return {"point_id": _pid(cfg), "status": "failed", "reason": reason}
+
+
+def _record_sacct(configs: list[Any]) -> None:
+    """Slurm's own energy figure beside ours, now that the jobs have ended (null with the reason if none)."""
+    from energybench.energy.sacct import record
+    from energybench.results.layout import point_dir
+
+    for cfg in configs:
+        if cfg.cluster.launcher == "slurm":
+            record(point_dir(cfg))
 
 
 def _report(rows: list[dict]) -> None:

@@ -1,0 +1,171 @@
+"""One point's measurement on this rank: node counters, the node's sampler, the idle baseline, the per-GPU table."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from energybench.config import MeterConfig
+from energybench.distributed import DistEnv, agree, gather
+from energybench.energy.counters import NodeCounters
+from energybench.energy.gpus import NodeGpus
+from energybench.energy.meter import Meter, Reading
+from energybench.energy.rapl import Rapl, RaplUnavailable
+from energybench.energy.sampler import Sampler
+from energybench.results.metrics import mean_or_none, ratio, sum_or_none
+from energybench.results.schema import GPUS, table
+from energybench.results.store import write_parquet
+
+log = logging.getLogger("energybench.energy")
+CROSS_CHECK_TOLERANCE = 0.05  # counter_vs_integral further than this from 1 is logged as a warning
+
+
+class Measurement:
+    """The meter every rank uses, and on the node leader the counters and sampler behind it."""
+
+    def __init__(self, cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
+                 power_notes: list[str], rapl: Rapl | None, notes: list[str], samples_dir: Path, fields: dict) -> None:
+        self.cfg, self.env = cfg, env
+        self.limits, self.power_notes = limits, power_notes
+        self.notes = list(node.notes) + notes  # this node's, for run.parquet's energy_notes
+        gpus = node.gpus if node.meter else []
+        self.counters = NodeCounters(env.hostname, gpus, rapl) if env.is_node_leader else None
+        self.meter = Meter(env, device, self.counters)
+        constant = {uuid: {"power_cap_w": lim["power_cap_w"], "enforced_limit_w": lim["enforced_limit_w"]}
+                    for uuid, lim in limits.items()}
+        self.sampler = Sampler(gpus, rapl, cfg.sample_hz, samples_dir, cfg.flush_s, self.meter.open_windows,
+                               constant, fields) if env.is_node_leader else None
+        if self.counters is not None and self.sampler is not None:
+            self.counters.integral = self.sampler.integrated_j
+
+    def idle(self) -> Reading | None:
+        """The idle baseline: `meter.idle_s` seconds with nothing running, before the warm-up (collective)."""
+        if self.cfg.idle_s <= 0:
+            return None
+        self.meter.begin("idle")
+        time.sleep(self.cfg.idle_s)
+        return self.meter.end("idle")
+
+    def summary(self, generation: Reading, pid: str, attempt: int, pdir: Path) -> dict | None:
+        """Collective: per-GPU rows of every node to rank 0, which writes gpus.parquet and returns run columns.
+        Stops the sampler first (its last part is written, its statistics final)."""
+        if self.sampler is not None:
+            self.sampler.stop()
+        reports = gather(self.env, self._node_report() if self.env.is_node_leader else None)
+        if self.env.rank != 0:
+            return None
+        idle = next((r for r in self.meter.readings if r.name == "idle"), None)
+        ids = {"point_id": pid, "attempt": attempt}
+        reports = [r for r in reports if r]
+        rows = [gpu_row(g, r["node"], generation, self.meter.readings, idle) | ids for r in reports for g in r["gpus"]]
+        spans = [(g["stats"].get("counter_j"), g["stats"].get("integral_j")) for r in reports for g in r["gpus"]]
+        columns = run_columns(rows, spans, generation, idle, [n for r in reports for n in r["notes"]],
+                              [n for r in reports for n in r["power_notes"]])
+        if rows:
+            write_parquet(table(rows, GPUS), pdir / "gpus.parquet")
+        return columns
+
+    def _node_report(self) -> dict:
+        assert self.sampler is not None and self.counters is not None
+        stats = self.sampler.stats.get("generation", {})
+        gpus = []
+        for gpu in self.sampler.gpus:
+            method = "nvml_counter" if gpu.has_energy_counter else "power_integral"
+            note = None if gpu.has_energy_counter else (
+                f"no energy counter (pre-Volta?): energy integrated from power samples at {self.sampler.hz:g} Hz")
+            limit = self.limits.get(gpu.uuid)
+            summary = stats[gpu.uuid].summary() if gpu.uuid in stats else {}
+            gpus.append({"uuid": gpu.uuid, "index": gpu.index, "name": gpu.name, "method": method, "note": note,
+                         "stats": summary, "limit": limit})
+        return {"node": self.env.hostname, "gpus": gpus,
+                "notes": self.notes + self.counters.notes + self.sampler.notes
+                + [f for gpu in self.sampler.gpus for f in gpu.faults], "power_notes": self.power_notes}
+
+
+def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], idle: Reading | None) -> dict:
+    """One gpus.parquet row from a node's report of one GPU and rank 0's window readings."""
+    uuid, stats, limit = g["uuid"], g["stats"], g["limit"] or {}
+    energy_j = generation.energy_j.get(uuid)
+
+    def phase_j(phase: str) -> float | None:
+        return sum_or_none(r.energy_j.get(uuid) for r in readings if re.fullmatch(rf"batch\d+/{phase}", r.name))
+
+    return {
+        "node": node, "gpu_uuid": uuid, "gpu_index": g["index"], "gpu_name": g["name"],
+        "energy_j": energy_j, "prefill_energy_j": phase_j("prefill"), "decode_energy_j": phase_j("decode"),
+        "duration_s": generation.duration_s,
+        "idle_power_w": ratio(idle.energy_j.get(uuid), idle.duration_s) if idle else None,
+        "power_w": ratio(energy_j, generation.duration_s),
+        "gpu_util_pct": stats.get("gpu_util_pct"), "gpu_mem_used_frac": stats.get("gpu_mem_used_frac"),
+        "counter_vs_integral": ratio(stats.get("counter_j"), stats.get("integral_j")),
+        "samples": stats.get("samples", 0),
+        "power_cap_w": limit.get("power_cap_w"), "found_limit_w": limit.get("found_limit_w"),
+        "enforced_limit_w": limit.get("enforced_limit_w"), "energy_method": g["method"],
+        "note": g["note"] if energy_j is not None else "; ".join(filter(None, [g["note"], "energy not measured"])),
+    }
+
+
+def run_columns(rows: list[dict], spans: list[tuple[float | None, float | None]], generation: Reading,
+                idle: Reading | None, energy_notes: list[str], power_notes: list[str]) -> dict:
+    """run.parquet's energy columns beyond results.metrics: idle power, RAPL, utilization, cross-check.
+    `spans`: per GPU, (counter growth, power integral) over the same span of `generation`, J."""
+    pairs = [(c, i) for c, i in spans if c is not None and i]
+    cross = ratio(sum(c for c, _ in pairs), sum(i for _, i in pairs)) if pairs else None
+    if cross is not None and abs(cross - 1) > CROSS_CHECK_TOLERANCE:
+        log.warning("counter_vs_integral=%.3f: the energy counters and the integral of the power samples differ "
+                    "by more than %.0f%%; do not trust this point's energy without a look at its samples",
+                    cross, CROSS_CHECK_TOLERANCE * 100)
+    idle_j = [idle.energy_j.get(r["gpu_uuid"]) for r in rows] if idle else []
+    methods = sorted({r["energy_method"] for r in rows})
+    enforced = [r["enforced_limit_w"] for r in rows if r["enforced_limit_w"] is not None]
+    return {
+        "idle_power_w": ratio(sum_or_none(idle_j), idle.duration_s) if idle and rows else None,
+        "cpu_energy_j": generation.cpu_energy_j, "dram_energy_j": generation.dram_energy_j,
+        "gpu_util_pct": mean_or_none(r["gpu_util_pct"] for r in rows),
+        "gpu_mem_used_frac": mean_or_none(r["gpu_mem_used_frac"] for r in rows),
+        "counter_vs_integral": cross,
+        "energy_method": "+".join(methods) if rows and generation.total_energy_j is not None else None,
+        "enforced_limit_w": min(enforced) if enforced else None,
+        "energy_notes": "; ".join(energy_notes) or None,
+        "power_notes": "; ".join(power_notes) or None,
+    }
+
+
+def open_rapl(mode: str, host: str) -> tuple[Rapl | None, list[str], str | None]:
+    """(RAPL or None, notes, error): meter.cpu=auto notes what is missing, meter.cpu=rapl makes it an error."""
+    if mode == "none":
+        return None, [], None
+    try:
+        rapl = Rapl.open()
+    except RaplUnavailable as e:
+        if mode == "rapl":
+            return None, [], f"node {host}: {e}; meter.cpu=rapl needs it (use meter.cpu=auto or none)"
+        return None, [f"{host}: CPU energy not measured: {e}"], None
+    return rapl, [f"{host}: {rapl.dram_note}"] if rapl.dram_note else [], None
+
+
+@contextmanager
+def measurement(cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
+                power_notes: list[str], pdir: Path, fields: dict) -> Iterator[Measurement]:
+    """Collective: open RAPL and start the sampler on each node leader; the sampler stops (last part written)
+    on exit. `limits` (GPU UUID -> power_cap_w, found_limit_w, enforced_limit_w) go on the GPU's sample
+    and gpus.parquet rows, `fields` (point_id, attempt) on every sample row."""
+    rapl, notes, error = open_rapl(cfg.cpu, env.hostname) if env.is_node_leader else (None, [], None)
+    agree(env, error)
+    samples_dir = pdir / "samples" / f"node={env.hostname}"
+    m = Measurement(cfg, env, device, node, limits, power_notes, rapl, notes, samples_dir, fields)
+    if m.sampler is not None:
+        m.sampler.start()
+    try:
+        yield m
+    finally:
+        if m.sampler is not None:
+            m.sampler.stop()
+        if m.counters is not None:
+            m.counters.close()
