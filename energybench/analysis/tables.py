@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from energybench.analysis.grid import NO_ENERGY, REPLICATES, done, value_label, varied
+from energybench.analysis.grid import NO_ENERGY, REPLICATES, done, is_missing, value_label, varied
 
 CAP_METRICS = ("duration_s", "energy_j", "tokens_per_s", "energy_per_token_j")
 
@@ -40,13 +40,15 @@ def summary_table(points: pd.DataFrame) -> pd.DataFrame:
     return _noted(out, None if "energy_j" in d and d["energy_j"].notna().any() else NO_ENERGY)
 
 
-def _cap_key(row: pd.Series) -> float:
-    """The limit a point ran under: requested cap, else enforced limit, else +inf (as found, uncapped)."""
-    for key in ("power_cap_w", "effective_limit_w", "enforced_limit_w"):
-        v = row.get(key)
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            return float(v)
-    return math.inf
+def _cap(row: pd.Series) -> tuple[float, str]:
+    """The limit a point ran under and its label: the requested cap; else the enforced limit it found; else
+    +inf (uncapped, limit not recorded). Either way an uncapped point counts as the highest."""
+    cap, enforced = row.get("power_cap_w"), row.get("enforced_limit_w")
+    if not is_missing(cap):
+        return float(cap), f"{cap:g} W"
+    if not is_missing(enforced):
+        return float(enforced), f"{enforced:g} W (as found)"
+    return math.inf, "limit as found"
 
 
 def power_cap_table(points: pd.DataFrame) -> pd.DataFrame:
@@ -59,17 +61,17 @@ def power_cap_table(points: pd.DataFrame) -> pd.DataFrame:
     if "power_cap_w" not in d or d["power_cap_w"].nunique(dropna=False) < 2:
         return _noted(pd.DataFrame(columns=["power_cap_w", *[f"{m}_change_pct" for m in CAP_METRICS]]),
                       "power_cap was not varied in these points (sweep it: power_cap=250,175,150)")
-    d = d.assign(cap_w=d.apply(_cap_key, axis=1))
+    labels = [_cap(r) for _, r in d.iterrows()]
+    d = d.assign(cap_w=[c for c, _ in labels], cap_label=[lbl for _, lbl in labels])
     groups = [a for a in varied(d) if a not in ("power_cap_w",) and a not in REPLICATES]
     metrics = [m for m in CAP_METRICS if m in d]
-    mean = d.groupby([*groups, "cap_w"], dropna=False, observed=True)[metrics].mean().reset_index()
+    mean = d.groupby([*groups, "cap_w", "cap_label"], dropna=False, observed=True)[metrics].mean().reset_index()
     rows = []
     for _, part in (mean.groupby(groups, dropna=False, observed=True) if groups else [((), mean)]):
         ref = part.loc[part["cap_w"].idxmax()]
         for _, r in part.sort_values("cap_w", ascending=False).iterrows():
             row = {g: r[g] for g in groups}
-            row["power_cap"] = value_label("power_cap_w", None if math.isinf(r["cap_w"]) else r["cap_w"])
-            row["reference_cap"] = value_label("power_cap_w", None if math.isinf(ref["cap_w"]) else ref["cap_w"])
+            row["power_cap"], row["reference_cap"] = r["cap_label"], ref["cap_label"]
             for m in metrics:
                 row[m] = r[m]
                 row[f"{m}_change_pct"] = 100.0 * (r[m] / ref[m] - 1.0) if ref[m] else np.nan

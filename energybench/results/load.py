@@ -158,13 +158,17 @@ def points(*paths: str | Path, derive: bool = True) -> "pd.DataFrame":
     has_run = {f.parent for f in run_files}
     extras = [_extras(d, d in has_run) for d in dirs]
     runs = _runs(run_files).to_pandas().drop(columns=["status", "reason"])
-    with_run = pd.DataFrame([e for e in extras if Path(e["point_dir"]) in has_run] or {"point_dir": []})
+    with_run = pd.DataFrame([e for e in extras if Path(e["point_dir"]) in has_run] or
+                            {"point_dir": pd.Series([], dtype=runs["point_dir"].dtype)})
     rest = pd.DataFrame([e for e in extras if Path(e["point_dir"]) not in has_run])
     frame = runs.merge(with_run[[c for c in with_run.columns if c not in runs.columns or c == "point_dir"]],
                        on="point_dir", how="left")
     if len(rest):
         frame = pd.concat([frame, rest], ignore_index=True) if len(frame) else rest
         frame["point_id"] = frame["point_id"].fillna(frame["_id"]) if "point_id" in frame else frame["_id"]
+    for name in ("status", "reason"):
+        if name not in frame:
+            frame[name] = pd.Series(dtype=object)
     if "batches" in frame:  # a done point finished all its batches
         frame["batches_done"] = frame["batches_done"].fillna(frame["batches"]) if "batches_done" in frame \
             else frame["batches"]

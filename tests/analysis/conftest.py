@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -40,8 +41,10 @@ def make_killed_point(done_dir: Path) -> Path:
     target = done_dir.parent / f"point={point_id(cfg)}"
     target.mkdir()
     (target / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
-    batches = pq.read_table(done_dir / "batches.parquet")
-    pq.write_table(batches.slice(0, 2), target / "batches.parquet")  # warm-up + one measured batch
+    batches = pq.read_table(done_dir / "batches.parquet").slice(0, 2)  # warm-up + one measured batch
+    ids = pa.array([point_id(cfg)] * batches.num_rows)
+    pq.write_table(batches.set_column(batches.schema.get_field_index("point_id"), "point_id", ids),
+                   target / "batches.parquet")
     write_status(target, "running", host="vm")
     return target
 
