@@ -153,7 +153,8 @@ def roofline(points: pd.DataFrame) -> Figure:
     d = _cap(fig, d)
     fig.suptitle(title)
     labels = d["label"].tolist()
-    _bars(ax1, labels, {"measured": d["tokens_per_s"].to_numpy(), "HBM roofline": d["roofline_tokens_per_s"].to_numpy()})
+    _bars(ax1, labels, {"measured": d["tokens_per_s"].to_numpy(),
+                        "HBM roofline": d["roofline_tokens_per_s"].to_numpy()})
     ax1.set_yscale("log")
     ax1.set_ylabel("tokens/s")
     for i, frac in enumerate(d["roofline_frac"]):
@@ -165,8 +166,9 @@ def roofline(points: pd.DataFrame) -> Figure:
                  fontsize=9, transform=ax2.transAxes)
         add_note(fig, why_missing(points, "energy_over_floor"))
     else:
+        floor = e["energy_floor_per_token_j"].to_numpy()
         _bars(ax2, e["label"].tolist(), {"measured": e["energy_per_token_j"].to_numpy(),
-                                         "floor (idle power x roofline time)": e["energy_floor_per_token_j"].to_numpy()})
+                                         "floor (idle power x roofline time)": floor})
         ax2.set_yscale("log")
         ax2.set_ylabel("J per generated token")
     return fig
@@ -184,11 +186,12 @@ def power_cap_effect(points: pd.DataFrame) -> Figure:
     fig, axes = new_figure(min(len(parts), 12), 6.0, 3.6)
     fig.suptitle(title)
     for ax, (key, part) in zip(axes, parts):
-        cols = [f"{m}_change_pct" for m in CAP_METRICS if f"{m}_change_pct" in part and part[f"{m}_change_pct"].notna().any()]
+        cols = [c for c in (f"{m}_change_pct" for m in CAP_METRICS) if c in part and part[c].notna().any()]
         _bars(ax, part["power_cap"].tolist(), {c.removesuffix("_change_pct"): part[c].to_numpy() for c in cols})
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_ylabel(f"% change vs {part['reference_cap'].iloc[0]}")
-        ax.set_title(", ".join(f"{g}={v}" for g, v in zip(groups, key if isinstance(key, tuple) else (key,))), fontsize=8)
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set_title(", ".join(f"{g}={v}" for g, v in zip(groups, key)), fontsize=8)
     if table.attrs.get("note"):
         add_note(fig, table.attrs["note"])
     return fig

@@ -70,10 +70,9 @@ def point_label(row: pd.Series, axes: Sequence[str]) -> str:
 
 def sort_values(axis: str, values: Sequence[object]) -> list[object]:
     """Distinct values in plotting order: numbers ascending (missing last), others as strings."""
-    uniq = list(dict.fromkeys(values))
-    if axis in NUMERIC_AXES:
-        return sorted(uniq, key=lambda v: (is_missing(v), 0 if is_missing(v) else v))
-    return sorted(uniq, key=lambda v: str(v))
+    present = list(dict.fromkeys(v for v in values if not is_missing(v)))
+    missing = [None] if any(is_missing(v) for v in values) else []
+    return sorted(present, key=(lambda v: v) if axis in NUMERIC_AXES else str) + missing
 
 
 def new_figure(panels: int = 1, width_in: float = 5.0, height_in: float = 3.6) -> tuple[Figure, list]:
@@ -124,7 +123,7 @@ def why_missing(points: pd.DataFrame, metric: str) -> str:
         if "idle_power_w" not in d or d["idle_power_w"].isna().all():
             return "no idle power measured (meter.idle_s=0 or no GPU meter): the J/token floor needs it"
     if metric in ("roofline_frac", "roofline_tokens_per_s", "tdp_frac") and d.get("card", pd.Series()).isna().all():
-        names = ", ".join(sorted({str(n) for n in d.get("gpu_name", pd.Series(["?"])).dropna()})) or "none"
+        names = ", ".join(sorted({str(n) for n in d.get("gpu_name", pd.Series(dtype=object)).dropna()})) or "none"
         return (f"no known GPU among these points (gpu_name: {names}); known cards are listed in "
                 "energybench.results.hardware")
     return f"{metric} is null in every finished point"
@@ -160,7 +159,7 @@ def choose_axes(d: pd.DataFrame, x: str, hue: Sequence[str]) -> tuple[str, list[
     if x not in dims and dims:
         spare = [a for a in dims if a not in use_hue] or dims
         new_x = next((a for a in PREFERRED_X if a in spare), spare[0])
-        note = f"{x} has a single value here ({value_label(x, d[x].iloc[0]) if x in d else 'absent'}); drawn against {new_x}"
+        note = f"{x} has a single value here ({value_label(x, d[x].iloc[0])}); drawn against {new_x}"
         x = new_x
         use_hue = [h for h in use_hue if h != x]
     if not use_hue:
@@ -177,6 +176,9 @@ def plot_metric(points: pd.DataFrame, metric: str, x: str, hue: Sequence[str], t
     Numeric x draws lines with markers; categorical x draws grouped bars. Replicates are averaged with a
     standard-deviation bar. Points without the metric are left out and counted in a note.
     """
+    unknown = [a for a in (x, *hue) if a not in points]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a column of the points frame; axes to use: {', '.join(AXES)}")
     d = done(points)
     if metric not in d or d[metric].notna().sum() == 0:
         return message_figure(title, why_missing(points, metric))

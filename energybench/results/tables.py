@@ -58,6 +58,17 @@ def _files(dirs: Iterable[Path], pattern: str, points: Sequence[str] | None) -> 
     return grouped
 
 
+def _schema(files: list[Path], options: ds.FileSystemFactoryOptions) -> pa.Schema:
+    """Columns unified over the first and last file of each directory: one writer (a node's sampler during
+    one attempt) writes one schema, so reading every footer of thousands of parts would add nothing."""
+    by_dir: dict[Path, list[Path]] = {}
+    for f in files:
+        by_dir.setdefault(f.parent, []).append(f)
+    picked = sorted({str(f) for fs in by_dir.values() for f in (fs[0], fs[-1])})
+    factory = ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), picked, _FORMAT, options)
+    return factory.inspect(promote_options="permissive")
+
+
 def _scan(grouped: dict[Path, list[Path]], columns: Sequence[str] | None,
           filter: ds.Expression | None) -> pa.Table | None:
     """One table over every sweep's files; `sweep` (the sweep directory's name) and `point_id` always present."""
@@ -66,7 +77,7 @@ def _scan(grouped: dict[Path, list[Path]], columns: Sequence[str] | None,
         options = ds.FileSystemFactoryOptions(partition_base_dir=str(sweep_dir),
                                               partitioning=ds.HivePartitioning.discover(infer_dictionary=True))
         factory = ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), [str(f) for f in files], _FORMAT, options)
-        dataset = factory.finish(factory.inspect(promote_options="permissive"))
+        dataset = factory.finish(_schema(files, options))
         names = dataset.schema.names
         keep = [c for c in (columns or names) if c in names]
         keep += [k for k in ("point", "point_id") if k in names and k not in keep]

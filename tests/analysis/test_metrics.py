@@ -58,7 +58,8 @@ def test_unknown_cards_have_no_roofline(name: str | None) -> None:
 def test_derived_columns_follow_their_definitions(energy_sweep: Path) -> None:
     done = results.points(energy_sweep).query("status == 'done'")
     assert (done["card"] == "H100 SXM5 80GB").all()
-    assert done["roofline_frac"].to_numpy() == pytest.approx((done["tokens_per_s"] / done["roofline_tokens_per_s"]).to_numpy())
+    frac = done["tokens_per_s"] / done["roofline_tokens_per_s"]
+    assert done["roofline_frac"].to_numpy() == pytest.approx(frac.to_numpy())
     floor = IDLE_W / done["roofline_tokens_per_s"]
     assert done["energy_floor_per_token_j"].to_numpy() == pytest.approx(floor.to_numpy())
     assert (done["energy_over_floor"] > 1).all()  # no point beats the floor
