@@ -46,6 +46,15 @@ def _shade_windows(ax, rows: pd.DataFrame) -> None:
             ax.axvspan(t[s], t[e] if e < len(t) else t[-1], color=colour, lw=0, zorder=0)
 
 
+def _last_attempt(fig: Figure, point: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """A requeued point's samples hold every attempt; the timeline shows the last one."""
+    if "attempt" not in rows or rows["attempt"].nunique() < 2:
+        return rows
+    last = rows[rows["attempt"] == rows["attempt"].max()]
+    add_note(fig, f"{point}: attempts {sorted(rows['attempt'].dropna().unique().tolist())}, the last is drawn")
+    return last.assign(elapsed_s=last["elapsed_s"] - last["elapsed_s"].min())
+
+
 def power_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, metric: str = "power_w",
                    max_points: int = 4) -> Figure:
     """Power of every GPU of a point (one line per node:GPU) over time, windows shaded; a panel per point."""
@@ -60,7 +69,7 @@ def power_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, m
     fig.suptitle(title)
     grouped = s.groupby(["sweep", "point_id"], observed=True)
     for ax, key in zip(axes, keys):
-        rows = grouped.get_group(key)
+        rows = _last_attempt(fig, key[1], grouped.get_group(key))
         _shade_windows(ax, rows)
         gpus = rows.groupby(["node", "gpu_index"] if "gpu_index" in rows else ["node", "gpu_uuid"], observed=True)
         for (node, gpu), part in gpus:

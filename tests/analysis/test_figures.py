@@ -136,3 +136,8 @@ def test_power_timeline_has_a_line_per_gpu_and_shaded_windows(energy_samples: pd
     assert len(lines) == 1 and max(lines[0].get_ydata()) == pytest.approx(300.0)
     assert len(ax.patches) >= 3  # idle, warm-up, prefill/decode spans
     assert analysis.power_timeline(energy_samples, points=["nope"]).empty
+    rows = energy_samples[energy_samples["point_id"] == one]
+    requeued = pd.concat([rows.assign(attempt=1), rows.assign(attempt=2, elapsed_s=rows["elapsed_s"] + 100)])
+    fig = analysis.power_timeline(requeued)
+    (line,) = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
+    assert len(line.get_xdata()) == len(rows) and min(line.get_xdata()) == 0 and "the last is drawn" in fig.notes[0]
