@@ -1,5 +1,7 @@
 """Results: Parquet schemas, crash-safe writers, metric definitions and readers."""
 
-from energybench.results.load import load, point_dirs
+from energybench.results.hardware import card_for, cards_table
+from energybench.results.load import load, point_dirs, points
+from energybench.results.tables import batches, gpu_samples, gpus
 
-__all__ = ["load", "point_dirs"]
+__all__ = ["batches", "card_for", "cards_table", "gpus", "gpu_samples", "load", "point_dirs", "points"]

@@ -6,6 +6,28 @@
     energy_per_response_j = energy_j / responses
     net_energy_j          = energy_j - idle_power_w * duration_s
 
+Derived per point by `derive_points` (the points frame of `energybench.results.points`):
+
+    power_per_gpu_w          = power_w / shards
+    net_power_w              = net_energy_j / duration_s
+    net_energy_per_token_j   = net_energy_j / tokens
+    prefill_energy_frac      = prefill_energy_j / (prefill_energy_j + decode_energy_j)
+    prefill_energy_per_token_j, decode_energy_per_token_j = each phase's energy / tokens
+    context_tokens           = (prompt_tokens + tokens) / responses      (mean prompt + generated, per response)
+    weight_bytes             = bytes of weights one decode step reads (all layers + norms + output; not the
+                               embedding table, of which a step reads only the batch's rows)
+    kv_bytes_per_token       = 2 * n_layers * dim * dtype bytes            (K and V of one token, all layers)
+    roofline_tokens_per_s    = batch * shards * bandwidth / (weight_bytes + batch * context_tokens * kv_bytes_per_token)
+    roofline_frac            = tokens_per_s / roofline_tokens_per_s
+    energy_floor_per_token_j = idle_power_w / roofline_tokens_per_s       (the job's GPUs draw at least their idle
+                               power for at least the roofline's time per token)
+    energy_over_floor        = energy_per_token_j / energy_floor_per_token_j
+    tdp_frac                 = power_per_gpu_w / tdp_w
+    effective_limit_w        = enforced_limit_w, else power_cap_w        (null: the limit as found, not recorded)
+
+bandwidth and TDP come from `energybench.results.hardware` (vendor datasheets) by `gpu_name`, else the
+cluster's `gpu_type`. See docs/methodology.md for why the roofline is drawn this way.
+
 `duration_s` and `energy_j` cover the same window: from the first measured batch's start to the
 last one's end, edges taken after synchronizing every GPU of the job. Warm-up batches are outside.
 A metric whose input was not measured is None (null in Parquet), never 0.
@@ -14,7 +36,12 @@ A metric whose input was not measured is None (null in Parquet), never 0.
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -74,3 +101,77 @@ def run_metrics(batches: list[dict], duration_s: float, energy_j: float | None,
         "decode_energy_j": sum_or_none(b["decode_energy_j"] for b in batches),
         **derived(tokens, responses, duration_s, energy_j, idle_power_w),
     }
+
+
+def weight_bytes_per_step(dim, n_layers, ffn_dim, vocab_size, dtype_bytes):
+    """Bytes of weights one decode step reads (works on numbers and pandas Series alike).
+
+    Per layer: wq, wk, wv, wo (4 dim^2), the SwiGLU w1, w2, w3 (3 dim ffn) and two RMSNorm vectors; then the
+    final norm and the output projection (vocab dim). The token embedding is a lookup of the batch's rows only.
+    LLaMA-7B in float16: 6.61e9 parameters, 13.2 GB.
+    """
+    per_layer = 4 * dim * dim + 3 * dim * ffn_dim + 2 * dim
+    return dtype_bytes * (n_layers * per_layer + dim + vocab_size * dim)
+
+
+def kv_bytes_per_token(dim, n_layers, dtype_bytes):
+    """Bytes of the KV cache one token occupies and one decode step reads back: K and V, every layer."""
+    return 2 * n_layers * dim * dtype_bytes
+
+
+def roofline_tokens_per_s(mem_bandwidth_gb_s, shards, batch, weight_bytes, kv_bytes, context_tokens):
+    """Upper bound of decode tokens/s when every step must read its weights and KV cache from HBM once.
+
+    A step makes `batch` tokens and reads weight_bytes + batch * context_tokens * kv_bytes, split evenly over
+    `shards` GPUs (tensor parallel), each reading at `mem_bandwidth_gb_s` (10^9 bytes/s). Communication,
+    prefill and compute limits are ignored, so real engines stay below it.
+    H100 SXM (3,350 GB/s), LLaMA-7B fp16, prompt 100 + 128 new tokens: 251 tokens/s at batch 1, 10,275 at 64.
+    """
+    step_bytes = weight_bytes + batch * context_tokens * kv_bytes
+    return batch * shards * mem_bandwidth_gb_s * 1e9 / step_bytes
+
+
+def derive_points(points: "pd.DataFrame") -> "pd.DataFrame":
+    """The points frame with the derived columns listed in this module's docstring added (nulls stay null)."""
+    import numpy as np
+    import pandas as pd
+
+    from energybench.results.hardware import card_for
+
+    df = points.copy()
+
+    def col(name: str) -> pd.Series:
+        return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
+
+    def div(num: pd.Series, den: pd.Series) -> pd.Series:
+        return (num / den.where(den != 0)).astype(float)
+
+    shards, tokens = col("shards"), col("tokens")
+    df["power_per_gpu_w"] = div(col("power_w"), shards)
+    df["net_power_w"] = div(col("net_energy_j"), col("duration_s"))
+    df["net_energy_per_token_j"] = div(col("net_energy_j"), tokens)
+    df["prefill_energy_frac"] = div(col("prefill_energy_j"), col("prefill_energy_j") + col("decode_energy_j"))
+    df["prefill_energy_per_token_j"] = div(col("prefill_energy_j"), tokens)
+    df["decode_energy_per_token_j"] = div(col("decode_energy_j"), tokens)
+    df["context_tokens"] = div(col("prompt_tokens") + tokens, col("responses"))
+    df["effective_limit_w"] = col("enforced_limit_w").fillna(col("power_cap_w"))
+
+    names = df["gpu_name"] if "gpu_name" in df else pd.Series(None, index=df.index, dtype=object)
+    types = df["gpu_type"] if "gpu_type" in df else pd.Series(None, index=df.index, dtype=object)
+    cards = [card_for(n) or card_for(t) for n, t in zip(names.tolist(), types.tolist())]
+    df["card"] = pd.Series([c.name if c else None for c in cards], index=df.index, dtype=object)
+    for key in ("mem_bandwidth_gb_s", "tdp_w", "memory_gb"):
+        df[key] = [getattr(c, key) if c else np.nan for c in cards]
+    dtypes = df["dtype"] if "dtype" in df else pd.Series(None, index=df.index, dtype=object)
+    dtype_bytes = pd.Series([DTYPE_BYTES.get(d, np.nan) for d in dtypes.tolist()], index=df.index, dtype=float)
+    df["weight_bytes"] = weight_bytes_per_step(col("model_dim"), col("model_layers"), col("model_ffn_dim"),
+                                               col("model_vocab"), dtype_bytes)
+    df["kv_bytes_per_token"] = kv_bytes_per_token(col("model_dim"), col("model_layers"), dtype_bytes)
+    df["roofline_tokens_per_s"] = roofline_tokens_per_s(df["mem_bandwidth_gb_s"], shards, col("batch"),
+                                                        df["weight_bytes"], df["kv_bytes_per_token"],
+                                                        df["context_tokens"])
+    df["roofline_frac"] = div(col("tokens_per_s"), df["roofline_tokens_per_s"])
+    df["energy_floor_per_token_j"] = div(col("idle_power_w"), df["roofline_tokens_per_s"])
+    df["energy_over_floor"] = div(col("energy_per_token_j"), df["energy_floor_per_token_j"])
+    df["tdp_frac"] = div(df["power_per_gpu_w"], df["tdp_w"])
+    return df

@@ -1,0 +1,168 @@
+"""Batches, per-GPU samples and per-GPU totals of one or many sweeps, read through pyarrow.dataset.
+
+Each sweep directory is one hive-partitioned dataset (`point=<id>/...`, and `node=<host>/` for samples), so a
+filter on points or nodes opens only their files. Repeated strings (point ids, hosts, GPU UUIDs, windows)
+come back as pandas categoricals, which keeps 10^6 sample rows to a few seconds and little memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from energybench.results.load import point_dirs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BATCHES_FILE = "batches.parquet"
+GPUS_FILE = "gpus.parquet"
+SAMPLES_GLOB = "samples/node=*/part-*.parquet"
+CATEGORICAL = ("sweep", "point_id", "node", "gpu_uuid", "gpu_name", "window")
+# Strings that repeat on every row are read as dictionaries (pandas categoricals): less memory, faster.
+_FORMAT = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(CATEGORICAL)))
+# The sampler and per-GPU columns analysis reads, as agreed with the measurement issue (#4); writers may add
+# columns, readers keep them. `node` is the hive partition of the samples (node=<host>/), not a file column.
+SAMPLE_COLUMNS = pa.schema([
+    ("point_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("gpu_uuid", pa.string()),
+    ("gpu_index", pa.int64()), ("energy_mj", pa.int64()), ("power_w", pa.float64()), ("power_avg_w", pa.float64()),
+    ("gpu_util_pct", pa.float64()), ("mem_util_pct", pa.float64()), ("mem_used_bytes", pa.int64()),
+    ("mem_total_bytes", pa.int64()), ("temperature_c", pa.int64()), ("sm_clock_mhz", pa.int64()),
+    ("power_limit_w", pa.float64()), ("throttle_reasons", pa.int64()), ("window", pa.string()),
+])
+GPU_COLUMNS = pa.schema([
+    ("point_id", pa.string()), ("node", pa.string()), ("gpu_uuid", pa.string()), ("gpu_index", pa.int64()),
+    ("gpu_name", pa.string()), ("energy_j", pa.float64()), ("idle_power_w", pa.float64()), ("power_w", pa.float64()),
+    ("gpu_util_pct", pa.float64()), ("gpu_mem_used_frac", pa.float64()), ("counter_vs_integral", pa.float64()),
+    ("power_cap_w", pa.float64()), ("enforced_limit_w", pa.float64()),
+])
+CONFIG_AXES = ("sweep", "point_id", "status", "model", "dataset", "gpu_name", "batch", "max_tokens", "shards",
+               "power_cap_w", "engine", "length", "seed")
+
+
+def _files(dirs: Iterable[Path], pattern: str, points: Sequence[str] | None) -> dict[Path, list[Path]]:
+    """Files matching `pattern` in each point directory, grouped by sweep directory."""
+    wanted = None if points is None else set(points)
+    grouped: dict[Path, list[Path]] = {}
+    for d in dirs:
+        if wanted is not None and d.name.removeprefix("point=") not in wanted:
+            continue
+        found = sorted(d.glob(pattern)) if "*" in pattern else [d / pattern] if (d / pattern).is_file() else []
+        if found:
+            grouped.setdefault(d.parent, []).extend(found)
+    return grouped
+
+
+def _schema(files: list[Path], options: ds.FileSystemFactoryOptions) -> pa.Schema:
+    """Columns unified over the first and last file of each directory: one writer (a node's sampler during
+    one attempt) writes one schema, so reading every footer of thousands of parts would add nothing."""
+    by_dir: dict[Path, list[Path]] = {}
+    for f in files:
+        by_dir.setdefault(f.parent, []).append(f)
+    picked = sorted({str(f) for fs in by_dir.values() for f in (fs[0], fs[-1])})
+    factory = ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), picked, _FORMAT, options)
+    return factory.inspect(promote_options="permissive")
+
+
+def _scan(grouped: dict[Path, list[Path]], columns: Sequence[str] | None,
+          filter: ds.Expression | None) -> pa.Table | None:
+    """One table over every sweep's files; `sweep` (the sweep directory's name) and `point_id` always present."""
+    tables = []
+    for sweep_dir, files in grouped.items():
+        options = ds.FileSystemFactoryOptions(partition_base_dir=str(sweep_dir),
+                                              partitioning=ds.HivePartitioning.discover(infer_dictionary=True))
+        factory = ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), [str(f) for f in files], _FORMAT, options)
+        dataset = factory.finish(_schema(files, options))
+        names = dataset.schema.names
+        keep = [c for c in (columns or names) if c in names]
+        keep += [k for k in ("point", "point_id") if k in names and k not in keep]
+        t = dataset.to_table(columns=keep, filter=filter)
+        if "point_id" in t.column_names:
+            t = t.drop_columns(["point"])
+        else:
+            t = t.rename_columns(["point_id" if c == "point" else c for c in t.column_names])
+        sweep = pa.DictionaryArray.from_arrays(pa.array([0] * t.num_rows, pa.int32()), pa.array([sweep_dir.name]))
+        tables.append(t.append_column("sweep", sweep))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _to_pandas(t: pa.Table) -> "pd.DataFrame":
+    for name in CATEGORICAL:
+        if name in t.column_names and not pa.types.is_dictionary(t.schema.field(name).type):
+            t = t.set_column(t.schema.get_field_index(name), name, pc.dictionary_encode(t.column(name)))
+    return t.to_pandas()
+
+
+def _points_filter(points: Sequence[str] | None) -> ds.Expression | None:
+    return None if points is None else ds.field("point").isin(list(points))
+
+
+def batches(*paths: str | Path, points: Sequence[str] | None = None, measured_only: bool = False,
+            with_config: bool = True) -> "pd.DataFrame":
+    """One row per batch (warm-up rows flagged by `warmup`) of every point under `paths`.
+
+    `with_config` joins the point's axes (model, dataset, batch, ...) and status, so rows slice directly.
+    Partial points contribute the batches they finished. An empty frame where no point has batches.
+    """
+    import pandas as pd
+
+    from energybench.results.load import points as load_points
+
+    dirs = point_dirs(*paths)
+    t = _scan(_files(dirs, BATCHES_FILE, points), None, _points_filter(points))
+    if t is None:
+        return pd.DataFrame(columns=["sweep", "point_id", "batch_index", "warmup"])
+    if measured_only:
+        t = t.filter(pc.invert(t.column("warmup")))
+    frame = _to_pandas(t)
+    if with_config:
+        info = load_points(*paths, derive=False)
+        info = info[[c for c in CONFIG_AXES if c in info.columns]].copy()
+        frame["sweep"], frame["point_id"] = frame["sweep"].astype(str), frame["point_id"].astype(str)
+        frame = frame.merge(info, on=["sweep", "point_id"], how="left", suffixes=("", "_point"))
+    return frame
+
+
+def gpu_samples(*paths: str | Path, points: Sequence[str] | None = None, nodes: Sequence[str] | None = None,
+            windows: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+            elapsed: bool = True) -> "pd.DataFrame":
+    """Per-GPU sampler rows (one per GPU per tick, every node) of the points under `paths`.
+
+    Filters are pushed down to the files: `points` (point ids), `nodes` (hosts), `windows` (exact window
+    names such as "idle" or "batch3/decode"); `columns` reads only those columns. With `elapsed`, adds
+    `elapsed_s`, seconds since the point's first sample on any node. An empty frame where no point has samples.
+    """
+    import pandas as pd
+
+    filters = [f for f in (_points_filter(points),
+                           None if nodes is None else ds.field("node").isin(list(nodes)),
+                           None if windows is None else ds.field("window").isin(list(windows))) if f is not None]
+    expr = None
+    for f in filters:
+        expr = f if expr is None else expr & f
+    cols = None if columns is None else list(dict.fromkeys([*columns, "node", *(["timestamp"] if elapsed else [])]))
+    t = _scan(_files(point_dirs(*paths), SAMPLES_GLOB, points), cols, expr)
+    if t is None:
+        return pd.DataFrame(columns=["sweep", "point_id", "node", "timestamp", "gpu_uuid", "power_w", "window"])
+    frame = _to_pandas(t)
+    if elapsed and len(frame):
+        start = frame.groupby(["sweep", "point_id"], observed=True)["timestamp"].transform("min")
+        frame["elapsed_s"] = (frame["timestamp"] - start).dt.total_seconds()
+    return frame
+
+
+def gpus(*paths: str | Path, points: Sequence[str] | None = None) -> "pd.DataFrame":
+    """One row per GPU per point (every node): that GPU's energy, idle power, power, utilization, limits."""
+    import pandas as pd
+
+    t = _scan(_files(point_dirs(*paths), GPUS_FILE, points), None, _points_filter(points))
+    if t is None:
+        return pd.DataFrame(columns=["sweep", "point_id", "node", "gpu_uuid", "energy_j"])
+    return _to_pandas(t)

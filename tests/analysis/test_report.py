@@ -1,0 +1,72 @@
+"""`python -m energybench.report`: Markdown + HTML + PNGs, on a sweep with a failed and a killed point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import energybench.results as results
+from energybench.report import main
+
+from .conftest import REPO
+
+
+def test_report_of_a_partial_cpu_sweep_lists_failures_and_skips_energy_figures(cpu_sweep: Path,
+                                                                               tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "energybench.report", str(cpu_sweep), "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    points = results.points(cpu_sweep)
+    failed = points[points["status"] == "failed"].iloc[0]
+    killed = points[points["status"] == "running"].iloc[0]
+    assert failed["point_id"] in md and "/nonexistent/tokenizer.model" in md
+    assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 running." in md
+    assert "batch: 1, 2; max_tokens: 2, 4" in md  # what the sweep varied
+    assert "![Inference throughput (paper Fig. 2)](figures/fig2_tokens_per_s.png)" in md
+    assert md.count("Not drawn: no energy measured") == 6
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["fig2_tokens_per_s.png"]
+    html = (out / "report.html").read_text()
+    assert "<img src='figures/fig2_tokens_per_s.png'" in html and failed["point_id"] in html
+    assert not list(tmp_path.glob(".report*"))  # no temporary left beside it
+
+
+def test_report_with_energy_draws_every_figure_and_replaces_an_old_report(energy_sweep: Path) -> None:
+    assert main([str(energy_sweep)]) == 0
+    out = energy_sweep / "report"
+    (out / "stale.txt").write_text("from an earlier report")
+    assert main([str(energy_sweep), "--no-html"]) == 0
+    assert not (out / "stale.txt").exists() and not (out / "report.html").exists()
+    md = (out / "report.md").read_text()
+    figures = sorted(p.stem for p in (out / "figures").iterdir())
+    assert "power_timeline" in figures and "roofline" in figures and len(figures) == 9
+    for stem in figures:
+        assert f"(figures/{stem}.png)" in md
+    assert "Not drawn: power_cap was not varied" in md
+    assert "| H100 SXM5 80GB |" in md  # efficiency table and the known cards
+    assert len(results.points(energy_sweep)) == 6  # the report directory is not mistaken for points
+
+
+def test_report_of_two_sweeps(cpu_sweep: Path, energy_sweep: Path, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([str(cpu_sweep), str(energy_sweep)]) == 0
+    assert "12 points: 8 done, 2 failed, 2 running." in (tmp_path / "energybench-report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(make: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "sweep"
+    if make == "empty":
+        target.mkdir()
+    out = tmp_path / "out"
+    assert main([str(target), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(target) in err[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == (["sweep"] if make == "empty" else [])
