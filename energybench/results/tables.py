@@ -26,21 +26,6 @@ SAMPLES_GLOB = "samples/node=*/part-*.parquet"
 CATEGORICAL = ("sweep", "point_id", "node", "gpu_uuid", "gpu_name", "window")
 # Strings that repeat on every row are read as dictionaries (pandas categoricals): less memory, faster.
 _FORMAT = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(CATEGORICAL)))
-# The sampler and per-GPU columns analysis reads, as agreed with the measurement issue (#4); writers may add
-# columns, readers keep them. `node` is the hive partition of the samples (node=<host>/), not a file column.
-SAMPLE_COLUMNS = pa.schema([
-    ("point_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("gpu_uuid", pa.string()),
-    ("gpu_index", pa.int64()), ("energy_mj", pa.int64()), ("power_w", pa.float64()), ("power_avg_w", pa.float64()),
-    ("gpu_util_pct", pa.float64()), ("mem_util_pct", pa.float64()), ("mem_used_bytes", pa.int64()),
-    ("mem_total_bytes", pa.int64()), ("temperature_c", pa.int64()), ("sm_clock_mhz", pa.int64()),
-    ("power_limit_w", pa.float64()), ("throttle_reasons", pa.int64()), ("window", pa.string()),
-])
-GPU_COLUMNS = pa.schema([
-    ("point_id", pa.string()), ("node", pa.string()), ("gpu_uuid", pa.string()), ("gpu_index", pa.int64()),
-    ("gpu_name", pa.string()), ("energy_j", pa.float64()), ("idle_power_w", pa.float64()), ("power_w", pa.float64()),
-    ("gpu_util_pct", pa.float64()), ("gpu_mem_used_frac", pa.float64()), ("counter_vs_integral", pa.float64()),
-    ("power_cap_w", pa.float64()), ("enforced_limit_w", pa.float64()),
-])
 CONFIG_AXES = ("sweep", "point_id", "status", "model", "dataset", "gpu_name", "batch", "max_tokens", "shards",
                "power_cap_w", "engine", "length", "seed")
 
