@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/load.py [--rows 1000000] [--points 8] [--nodes 2] [--gpus 4] [--hz 10]
                                            [--part-s 30] [--run-points 1000] [--repeat 3] [--json PATH]
 
-Sample parts carry the columns of `energybench.results.tables.SAMPLE_COLUMNS` (the contract with the
+Sample parts carry the columns of `energybench.results.schema.SAMPLES_FILE` (the contract with the
 measurement issue); `node` is the directory (node=<host>), as the sampler writes it. The synthetic
 sweep has `points` points, each sampled on `nodes` nodes x `gpus` GPUs at `hz`, written as parts of
 `part_s` seconds (as the sampler flushes them; one layout per value), `rows` rows in all; beside it a sweep of
@@ -32,7 +32,7 @@ import yaml
 import energybench.results as results
 from energybench.config import DatasetConfig, ModelConfig, PointConfig, to_mapping
 from energybench.results.schema import RUN, table
-from energybench.results.tables import SAMPLE_COLUMNS
+from energybench.results.schema import SAMPLES_FILE
 from energybench.results.store import write_status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,9 +76,11 @@ def write_samples(sweep: Path, points: int, nodes: int, gpus: int, rows: int, hz
                     "mem_used_bytes": np.full(gpus * m, 40 << 30), "mem_total_bytes": np.full(gpus * m, 80 << 30),
                     "temperature_c": np.full(gpus * m, 55), "sm_clock_mhz": np.full(gpus * m, 1980),
                     "power_limit_w": np.full(gpus * m, 700.0), "throttle_reasons": np.zeros(gpus * m, np.int64),
-                    "window": np.tile(window[sl], gpus),
+                    "window": np.tile(window[sl], gpus), "attempt": np.ones(gpus * m, np.int64),
+                    "power_cap_w": [None] * (gpus * m), "enforced_limit_w": np.full(gpus * m, 700.0),
+                    "cpu_energy_j": [None] * (gpus * m), "dram_energy_j": [None] * (gpus * m),
                 }
-                part = pa.Table.from_pydict({k: cols[k] for k in SAMPLE_COLUMNS.names}, schema=SAMPLE_COLUMNS)
+                part = pa.Table.from_pydict({k: cols[k] for k in SAMPLES_FILE.names}, schema=SAMPLES_FILE)
                 d = sweep / f"point={pid}" / "samples" / f"node={node}"
                 d.mkdir(parents=True, exist_ok=True)
                 pq.write_table(part, d / f"part-{start // per_part:05d}.parquet")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from energybench.results.metrics import derived
 from energybench.results.schema import BATCHES, RUN, table
-from energybench.results.tables import GPU_COLUMNS, SAMPLE_COLUMNS
+from energybench.results.schema import GPUS, SAMPLES_FILE
 
 IDLE_W, PREFILL_W, DECODE_W = 70.0, 300.0, 200.0  # per GPU; GPU k draws k W more (to tell lines apart)
 IDLE_S, HZ = 2.0, 10.0
@@ -79,7 +79,7 @@ def fill(point_dir: Path, nodes: int = 1, gpus_per_node: int = 1) -> dict:
     gpu_rows = []
     for n in range(nodes):
         node = f"node{n}"
-        cols: dict[str, list] = {c: [] for c in SAMPLE_COLUMNS.names}
+        cols: dict[str, list] = {c: [] for c in SAMPLES_FILE.names}
         for g in range(gpus_per_node):
             k = n * gpus_per_node + g
             w = watts + k
@@ -96,15 +96,18 @@ def fill(point_dir: Path, nodes: int = 1, gpus_per_node: int = 1) -> dict:
                          ("power_limit_w", 700.0), ("throttle_reasons", 0)):
                 cols[c] += [v] * len(t_s)
             cols["window"] += names.tolist()
+            for c, v in (("attempt", 1), ("power_cap_w", run["power_cap_w"]), ("enforced_limit_w", 700.0),
+                         ("cpu_energy_j", None), ("dram_energy_j", None)):
+                cols[c] += [v] * len(t_s)
             gpu_rows.append({"point_id": run["point_id"], "node": node, "gpu_uuid": uuid, "gpu_index": g,
                              "gpu_name": GPU_NAME, "energy_j": gen_j + k * run["duration_s"],
                              "idle_power_w": IDLE_W + k, "power_w": gen_j / run["duration_s"] + k,
                              "gpu_util_pct": 85.0, "gpu_mem_used_frac": 0.4, "counter_vs_integral": 1.0,
                              "power_cap_w": run["power_cap_w"], "enforced_limit_w": 700.0})
-        part = pa.Table.from_pydict(cols, schema=SAMPLE_COLUMNS)
+        part = pa.Table.from_pydict(cols, schema=SAMPLES_FILE)
         (point_dir / "samples" / f"node={node}").mkdir(parents=True)
         pq.write_table(part, point_dir / "samples" / f"node={node}" / "part-00000.parquet")
-    pq.write_table(pa.Table.from_pylist(gpu_rows, schema=GPU_COLUMNS), point_dir / "gpus.parquet")
+    pq.write_table(pa.Table.from_pylist(gpu_rows, schema=GPUS), point_dir / "gpus.parquet")
 
     for b in batches:
         start = (b["started_at"] - t0).total_seconds()

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import energybench.results as results
-from energybench.results.tables import SAMPLE_COLUMNS
+from energybench.results.schema import SAMPLES_FILE
 
 from .conftest import REPO
 from .energy_fixture import HZ, IDLE_S, fill
@@ -94,7 +94,7 @@ def test_multi_node_samples_take_node_from_the_directory(cpu_sweep: Path, tmp_pa
 def test_samples_written_by_a_newer_writer_with_extra_columns_load_together(tmp_path: Path) -> None:
     base = pa.Table.from_pylist([{"point_id": "p", "timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
                                   "gpu_uuid": "GPU-1", "power_w": 100.0, "window": "idle"}],
-                                schema=pa.schema([SAMPLE_COLUMNS.field(n) for n in
+                                schema=pa.schema([SAMPLES_FILE.field(n) for n in
                                                   ("point_id", "timestamp", "gpu_uuid", "power_w", "window")]))
     d = tmp_path / "s" / "point=p" / "samples" / "node=h"
     d.mkdir(parents=True)
