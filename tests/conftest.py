@@ -91,9 +91,5 @@ def fake_nvml(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setenv("ENERGYBENCH_NVML_MODULE", "fake_pynvml")
     monkeypatch.delenv("FAKE_NVML_SPEC", raising=False)
-    fake_pynvml.configure(FAKE_GPUS)
+    fake_pynvml.configure(fake_pynvml.FAKE_GPUS)
     return fake_pynvml
-
-
-FAKE_GPUS = [{"uuid": f"GPU-{c * 8}-1111-2222-3333-{c * 12}", "demand_w": 100.0 * (i + 1)}
-             for i, c in enumerate("abc")]

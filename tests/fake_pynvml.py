@@ -123,6 +123,11 @@ class _State:
 _S = _State()
 
 
+# Three scripted H100s drawing 100, 200 and 300 W under load (the `fake_nvml` fixture's default).
+FAKE_GPUS = [{"uuid": f"GPU-{c * 8}-1111-2222-3333-{c * 12}", "demand_w": 100.0 * (i + 1)}
+             for i, c in enumerate("abc")]
+
+
 def configure(gpus: list[dict[str, Any]], *, library_missing: bool = False, allow_set_limit: bool = True,
               state_file: str | None = None, clock: Callable[[], float] | None = None) -> None:
     """Script this process's GPUs (dicts of FakeGpu fields); resets counters, calls and the init count."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import FAKE_GPUS
+from fake_pynvml import FAKE_GPUS
 from energybench.distributed import DistEnv, RankError
 from energybench.energy.counters import NodeCounters
 from energybench.energy.gpus import Claim, GpuNotFound, job_gpus, node_gpus, rank_claim, resolve

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS, REPO
 from energybench.distributed import free_port
 
 A, B, C = (g["uuid"] for g in FAKE_GPUS)

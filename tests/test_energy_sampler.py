@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS, REPO
 from energybench.distributed import DistEnv
 from energybench.energy.meter import Meter
 from energybench.energy.nvml import Nvml

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import FAKE_GPUS
+from fake_pynvml import FAKE_GPUS
 from energybench.config import MeterConfig
 from energybench.distributed import DistEnv
 from energybench.energy.gpus import job_gpus

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS, REPO
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, RankError
 from energybench.energy.nvml import Nvml
