@@ -134,7 +134,7 @@ class Bench:
             "prompt_tokens": self.args.prompt_tokens, "new_tokens": new, "tokens": tokens,
             "wasted_tokens": wasted, "generate_calls": reps, "duration_s": duration_s,
             "tokens_per_s": tokens / duration_s, "energy_j": energy_j, "energy_per_token_j": energy_j / tokens,
-            "power_w": energy_j / duration_s / self.env.world_size, "load_s": self.startup_s,
+            "power_per_gpu_w": energy_j / duration_s / self.env.world_size, "load_s": self.startup_s,
             "startup_s": self.startup_s, "engine_ready_s": ready_s, "gpu": self.gpu,
             "gpus": self.env.world_size, "date": now_utc(), "torch": torch.__version__,
             "command": os.environ.get("EB_COMMAND", ""), **extra,

@@ -25,7 +25,7 @@ from pathlib import Path
 T_PROCESS = time.time()  # before torch is imported
 REPO = Path(__file__).resolve().parents[1]
 KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
-COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_w", "decode_step_ms",
+COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
            "prefill_s", "startup_s", "engine_ready_s", "gpu")
 ENGINE_ORDER = {"reference": 0, "fast": 1, "fast-eager": 2, "transformers": 3}
 
@@ -113,7 +113,8 @@ def write_docs(out: Path, new: list[dict]) -> None:
     lines = ["# Engine benchmark", "",
              "LLaMA, random fp16 weights, prompt 100 tokens, 128 new tokens, temperature 0.8, top-p 0.95.",
              "Energy from the NVML total-energy counter of every GPU used (device synchronized before each",
-             "read). Written by `benchmarks/engine.py`; see docs/engine.md.", "", "Runs:", ""]
+             "read); `energy_per_token_j` sums every GPU, `power_per_gpu_w` is their mean power.",
+             "Written by `benchmarks/engine.py`; see docs/engine.md.", "", "Runs:", ""]
     lines += [f"- {gpu}, {date}: `{cmd}`" for gpu, date, cmd in runs]
     lines += ["", table(records), ""]
     (out / "engine.md").write_text("\n".join(lines))

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import energybench.results as results
-from fake_pynvml import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS
+
+REPO = Path(__file__).resolve().parents[1]
 from energybench.results.samples import read_samples
 
 C = FAKE_GPUS[2]["uuid"]  # demands 300 W; the caps below hold it to the cap

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_pynvml import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS
+
+REPO = Path(__file__).resolve().parents[1]
 from energybench.distributed import free_port
 
 A, B, C = (g["uuid"] for g in FAKE_GPUS)

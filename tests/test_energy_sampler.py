@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fake_pynvml import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS
+
+REPO = Path(__file__).resolve().parents[1]
 from energybench.distributed import DistEnv
 from energybench.energy.meter import Meter
 from energybench.energy.nvml import Nvml

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_pynvml import FAKE_GPUS, REPO
+from fake_pynvml import FAKE_GPUS
+
+REPO = Path(__file__).resolve().parents[1]
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, RankError
 from energybench.energy.nvml import Nvml
