@@ -16,9 +16,9 @@ import pytest
 
 import energybench.results as results
 from fake_pynvml import FAKE_GPUS
+from energybench.results.samples import read_samples
 
 REPO = Path(__file__).resolve().parents[1]
-from energybench.results.samples import read_samples
 
 C = FAKE_GPUS[2]["uuid"]  # demands 300 W; the caps below hold it to the cap
 FOUND = {g["uuid"]: 700.0 for g in FAKE_GPUS}

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from fake_pynvml import FAKE_GPUS
-
-REPO = Path(__file__).resolve().parents[1]
 from energybench.distributed import free_port
 
 A, B, C = (g["uuid"] for g in FAKE_GPUS)
@@ -24,6 +22,8 @@ from energybench.distributed import DistEnv, model_parallel
 from energybench.energy.counters import NodeCounters
 from energybench.energy.gpus import job_gpus
 from energybench.energy.meter import Meter
+
+REPO = Path(__file__).resolve().parents[1]
 
 env, cpu = DistEnv.from_environ(), torch.device("cpu")
 out = {}

@@ -15,8 +15,6 @@ import pytest
 import torch
 
 from fake_pynvml import FAKE_GPUS
-
-REPO = Path(__file__).resolve().parents[1]
 from energybench.distributed import DistEnv
 from energybench.energy.meter import Meter
 from energybench.energy.nvml import Nvml
@@ -81,6 +79,8 @@ KILLED_SCRIPT = """
 import sys, time
 from energybench.energy.nvml import Nvml
 from energybench.energy.sampler import Sampler
+
+REPO = Path(__file__).resolve().parents[1]
 nvml = Nvml()
 gpus = [nvml.gpu(info) for info in nvml.gpus()]
 Sampler(gpus, None, 200.0, __import__("pathlib").Path(sys.argv[1]), 0.02, lambda: ("generation",),

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from fake_pynvml import FAKE_GPUS
-
-REPO = Path(__file__).resolve().parents[1]
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, RankError
 from energybench.energy.nvml import Nvml
 from energybench.power.cap import apply, power_limits
 from energybench.power.state import read_state, state_path
+
+REPO = Path(__file__).resolve().parents[1]
 
 A, B, C = (g["uuid"] for g in FAKE_GPUS)
 FOUND = {A: 700.0, B: 700.0, C: 700.0}
