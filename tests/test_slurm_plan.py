@@ -131,3 +131,25 @@ def test_bad_shards_alone_is_still_an_error(tmp_path: Path) -> None:
                           timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: shards=3 does not divide n_heads=8")
+
+
+def test_dist_env_from_slurm_names_the_array_job_and_the_slurm_node() -> None:
+    from energybench.distributed import DistEnv
+
+    env = DistEnv.from_environ({
+        "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+        "SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NODELIST": "n[1-2]",
+        "SLURM_JOB_ID": "57", "SLURM_ARRAY_JOB_ID": "55", "SLURM_ARRAY_TASK_ID": "2", "SLURMD_NODENAME": "n2"})
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size, env.node_rank) == (3, 4, 1, 2, 1)
+    assert (env.master_addr, env.nodelist, env.hostname) == ("n1", ("n1", "n2"), "n2")
+    assert env.slurm_job_id == "55_2"  # as squeue and sacct show it
+    assert env.master_port == 20057  # from the job's own id: array elements do not collide
+
+
+def test_a_point_needs_one_process_per_shard(quick) -> None:
+    from energybench.distributed import DistEnv
+    from energybench.point import run_point
+
+    outcome = run_point(quick("shards=2"), DistEnv.single())
+    assert outcome.state == "failed" and not outcome.interrupted
+    assert "shards=2 but 1 processes were started" in outcome.reason

@@ -36,7 +36,6 @@ class EnergybenchSweeper(BasicSweeper):
             sys.exit(1)
         return [returns]
 
-
     def _validate(self, jobs: List[List[str]]) -> Tuple[List[Tuple[List[str], Any]], List[Tuple[str, str]]]:
         """(overrides, PointConfig) of every valid point and (label, reason) of points whose shards do not
         split their model; any other bad value, or no valid point at all, exits 2 with its message."""
