@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
+import torch
 
 from energybench.point import run_point
 from energybench.results.layout import point_dir
 from energybench.results.store import read_status
 
 
-def test_rerun_keeps_earlier_batches_marked_and_replaces_the_run_row(quick) -> None:
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine, OpenMP's spinning threads slow a tiny model tenfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_rerun_keeps_earlier_batches_marked_and_replaces_the_run_row(quick, one_thread) -> None:
     cfg = quick("resume=false")
     pdir = point_dir(cfg)
     assert run_point(cfg).state == "done"

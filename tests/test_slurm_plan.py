@@ -111,7 +111,7 @@ def test_check_tasks_wants_one_task_per_shard() -> None:
 
 def test_sweep_skips_points_that_cannot_run_and_runs_the_rest(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # 7b cannot fit a 2 GiB GPU; tiny cannot be split 3 ways (8 heads); tiny at shards=1 runs here
     proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "samples=4",
                            "max_tokens=4", "model=tiny,7b", "shards=1,3", "cluster.gpu_memory_gb=2",
@@ -125,7 +125,7 @@ def test_sweep_skips_points_that_cannot_run_and_runs_the_rest(tmp_path: Path) ->
 
 
 def test_bad_shards_alone_is_still_an_error(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "shards=3",
                            f"out_dir={tmp_path / 'out'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
