@@ -32,6 +32,10 @@ class ConfigError(ValueError):
     """A configuration a user wrote that cannot run; the message names the key, the value and the fix."""
 
 
+class ShardsError(ConfigError):
+    """`shards` does not split the model's heads: in a sweep the point is skipped, alone it is an error."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str  # preset name recorded in results, e.g. "7b"
@@ -290,6 +294,9 @@ def _check_PowerConfig(p: PowerConfig, prefix: str) -> None:
 
 def _check_ClusterConfig(c: ClusterConfig, prefix: str) -> None:
     _choice(prefix + "launcher", c.launcher, LAUNCHERS)
+    if c.launcher == "slurm" and c.gpus_per_node is None:
+        raise ConfigError(f"{prefix}launcher=slurm needs {prefix}gpus_per_node, the GPUs of one node "
+                          f"(e.g. {prefix}gpus_per_node=4); jobs are sized from it")
     if c.gpus_per_node is not None:
         _positive(prefix + "gpus_per_node", c.gpus_per_node)
     _positive(prefix + "time_min", c.time_min)
@@ -321,7 +328,7 @@ def _check_PointConfig(p: PointConfig, prefix: str) -> None:
         )
     valid = p.model.valid_shards()
     if p.shards not in valid:
-        raise ConfigError(
+        raise ShardsError(
             f"shards={p.shards} does not divide n_heads={p.model.n_heads} of model {p.model.name}; "
             f"use {', '.join(map(str, valid))}"
         )

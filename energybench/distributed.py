@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from fairscale.nn.model_parallel import initialize as fs_init
 
+from energybench.nodes import node_name
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -75,7 +77,9 @@ def _from_slurm(env: Mapping[str, str], host: str) -> DistEnv:
     nodes = tuple(_parse_node_list(env.get("SLURM_JOB_NODELIST", host)))
     world = int(env["SLURM_NTASKS"])
     num_nodes = int(env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES", "1")))
-    job_id = env.get("SLURM_JOB_ID", "0")
+    raw_id = env.get("SLURM_JOB_ID", "0")
+    array_id, task_id = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{array_id}_{task_id}" if array_id and task_id else raw_id  # as squeue and sacct show it
     return DistEnv(
         rank=int(env["SLURM_PROCID"]),
         world_size=world,
@@ -84,8 +88,8 @@ def _from_slurm(env: Mapping[str, str], host: str) -> DistEnv:
         node_rank=int(env.get("SLURM_NODEID", "0")),
         num_nodes=num_nodes,
         master_addr=nodes[0],
-        master_port=20000 + int(job_id.split("_")[0]) % 20000,
-        hostname=host,
+        master_port=20000 + int(raw_id) % 20000,  # unique per job, array elements included
+        hostname=node_name(env),
         slurm_job_id=job_id,
         nodelist=nodes,
     )

@@ -19,8 +19,29 @@ class Plan:
 
 
 def preflight(cfg: PointConfig) -> str | None:
-    """Why `cfg` cannot run where it is sent, or None. (Shard divisibility is checked at validation.)"""
-    return None
+    """Why `cfg` cannot run where it is sent, or None: a Slurm job shape that does not fill whole
+    nodes, or weights + KV cache larger than `shards` GPUs of the preset's memory (energybench.memory).
+    (Shards that do not divide the head count are refused when the point is validated.)"""
+    from energybench.memory import gpu_memory_gib, memory_problem
+
+    if cfg.cluster.launcher == "slurm":
+        from energybench.slurm import shape_problem
+
+        why = shape_problem(cfg)
+        if why is not None:
+            return why
+    return memory_problem(cfg, gpu_memory_gib(cfg.cluster) or _local_gpu_gib(cfg))
+
+
+def _local_gpu_gib(cfg: PointConfig) -> float | None:
+    """Memory of this machine's first GPU for points run here without a GPU type; None without CUDA."""
+    if cfg.cluster.launcher != "local" or cfg.device == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 def plan_sweep(jobs: Sequence[tuple[list[str], PointConfig]]) -> Plan:

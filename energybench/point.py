@@ -52,6 +52,7 @@ class PointOutcome:
     state: str  # done | failed
     reason: str | None = None
     row: dict | None = None  # the run.parquet row (rank 0 of a done point)
+    interrupted: bool = False  # ended by SIGTERM/SIGINT (preemption, time limit, scancel): may be requeued
 
 
 class Terminated(Exception):
@@ -65,6 +66,7 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
     pid, pdir = point_id(cfg), point_dir(cfg)
     if env.rank == 0:
         write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), pdir / "config.yaml")
+        (pdir / "run.parquet").unlink(missing_ok=True)  # a re-run replaces the row of an earlier attempt
         write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id)
     try:
         with _signals_raise():
@@ -77,7 +79,7 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
             write_status(pdir, "failed", reason)
         else:
             write_text(reason + "\n", pdir / "errors" / f"rank-{env.rank}.txt")
-        return PointOutcome(pid, "failed", reason)
+        return PointOutcome(pid, "failed", reason, interrupted=isinstance(e, Terminated))
     if env.rank == 0:
         write_status(pdir, "done")
     return PointOutcome(pid, "done", None, row)
@@ -128,6 +130,9 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
+    if env.world_size != cfg.shards:
+        raise ConfigError(f"shards={cfg.shards} but {env.world_size} processes were started for the point; "
+                          f"start one per shard (srun --ntasks={cfg.shards})")
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -188,19 +193,22 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
 def _run_batches(cfg: PointConfig, env: DistEnv, engine, meter: Meter, batches: list, pdir: Path,
                  attempt: int) -> tuple[Reading | None, BatchLog]:
     """Warm-up batches, then the measured ones inside the `generation` window (rank 0 gets its Reading)."""
-    batch_log = BatchLog(pdir / "batches.parquet", point_id(cfg), attempt, enabled=env.rank == 0)
-    for w in range(cfg.warmup_batches):  # burn-in, then measure
-        prompts, limits = batches[w % len(batches)]
-        batch_log.add(w, True, *_generate(engine, meter, f"warmup{w}", prompts, limits))
-    progress = Progress(len(batches), point_id(cfg), enabled=env.rank == 0)
-    meter.begin("generation")
-    for i, (prompts, limits) in enumerate(batches):
-        stats, readings, started = _generate(engine, meter, f"batch{i}", prompts, limits)
-        batch_log.add(i, False, stats, readings, started)
-        progress.update(stats.tokens, stats.duration_s)
-    generation = meter.end("generation")
-    progress.close()
-    batch_log.flush()
+    batch_log = BatchLog(pdir / "batches.parquet", point_id(cfg), attempt, enabled=env.rank == 0,
+                         every_s=cfg.meter.flush_s)
+    try:
+        for w in range(cfg.warmup_batches):  # burn-in, then measure
+            prompts, limits = batches[w % len(batches)]
+            batch_log.add(w, True, *_generate(engine, meter, f"warmup{w}", prompts, limits))
+        progress = Progress(len(batches), point_id(cfg), enabled=env.rank == 0)
+        meter.begin("generation")
+        for i, (prompts, limits) in enumerate(batches):
+            stats, readings, started = _generate(engine, meter, f"batch{i}", prompts, limits)
+            batch_log.add(i, False, stats, readings, started)
+            progress.update(stats.tokens, stats.duration_s)
+        generation = meter.end("generation")
+        progress.close()
+    finally:
+        batch_log.flush()  # an interrupted attempt keeps the batches it finished
     return generation, batch_log
 
 
@@ -230,10 +238,14 @@ def _generate(engine, meter: Meter, name: str, prompts: list[list[int]],
 
 
 class BatchLog:
-    """Batch rows of a point, rewritten to batches.parquet (whole file, renamed) at most every `every_s`."""
+    """Batch rows of a point, rewritten to batches.parquet (whole file, renamed) at most every `every_s`.
+
+    A requeued or re-run point starts from scratch; the rows of its earlier attempts stay in the file,
+    each marked with its `attempt`, and only this attempt's rows feed the metrics."""
 
     def __init__(self, path: Path, pid: str, attempt: int, enabled: bool, every_s: float = 5.0) -> None:
         self.path, self.pid, self.attempt, self.enabled, self.every_s = path, pid, attempt, enabled, every_s
+        self.earlier = _earlier_attempts(path, attempt) if enabled else []
         self.rows: list[dict] = []
         self._written = time.monotonic()
 
@@ -262,11 +274,19 @@ class BatchLog:
 
     def flush(self) -> None:
         if self.enabled and self.rows:
-            write_parquet(table(self.rows, BATCHES), self.path)
+            write_parquet(table(self.earlier + self.rows, BATCHES), self.path)
             self._written = time.monotonic()
 
     def measured_rows(self) -> list[dict]:
         return [r for r in self.rows if not r["warmup"]]
+
+
+def _earlier_attempts(path: Path, attempt: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    import pyarrow.parquet as pq
+
+    return [r for r in pq.read_table(path).to_pylist() if r["attempt"] is not None and r["attempt"] < attempt]
 
 
 def main(argv: list[str] | None = None) -> int:

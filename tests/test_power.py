@@ -141,8 +141,10 @@ def test_no_cap_records_limits_as_found(fake_nvml, gpus, tmp_path: Path) -> None
     assert fake_nvml.calls("nvmlDeviceSetPowerManagementLimit") == []
 
 
-def restore_cli(*paths: Path) -> subprocess.CompletedProcess:
+def restore_cli(*paths: Path, node: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
+    if node is not None:
+        env["SLURMD_NODENAME"] = node
     return subprocess.run([sys.executable, "-m", "energybench.power", "restore", *map(str, paths)], env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -161,3 +163,18 @@ def test_restore_command_puts_back_a_killed_points_limits(shared, gpus, tmp_path
                                  "command": None, "gpus": [{"uuid": A, "index": 0, "limit_w": 700}]}))
     refused = restore_cli(other)
     assert refused.returncode == 1 and "is for host elsewhere" in refused.stderr
+
+
+def test_restore_in_a_directory_takes_this_slurm_nodes_file(shared, gpus, tmp_path: Path, monkeypatch) -> None:
+    # two simulated Slurm nodes on one host (as the test cluster runs them): files keyed by Slurm's node name
+    monkeypatch.setenv("SLURMD_NODENAME", "n2")
+    path = state_path(tmp_path / "states", "n2")
+    apply(PowerConfig(backend="nvml"), 200.0, gpus, path, "n2")
+    monkeypatch.delenv("SLURMD_NODENAME")
+    assert read_state(path).host == "n2"
+    other_node = restore_cli(tmp_path / "states", node="n1")
+    assert other_node.returncode == 0 and "nothing to restore" in other_node.stdout
+    assert shared.limits_w()[C] == 200.0 and path.exists()
+    proc = restore_cli(tmp_path / "states", node="n2")
+    assert proc.returncode == 0, proc.stderr
+    assert shared.limits_w() == FOUND and not path.exists()

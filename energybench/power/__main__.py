@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
 from pathlib import Path
 
+from energybench.nodes import node_name
 from energybench.energy.nvml import GpuInfo, Nvml, NvmlFault, NvmlUnavailable
 from energybench.power.backends import LimitError, make_backend
 from energybench.power.cap import restore
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("paths", nargs="+", type=Path)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    host, failed = socket.gethostname(), False
+    host, failed = node_name(), False
     for raw in args.paths:
         files = state_files(raw, host)
         if not files:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from energybench.nodes import node_name
 from energybench.results.store import write_text
 
 
@@ -33,7 +33,7 @@ class PowerState:
     @classmethod
     def new(cls, backend: str, command: tuple[str, ...] | None, gpus: list[SavedLimit]) -> PowerState:
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return cls(socket.gethostname(), os.getpid(), now, backend, command, tuple(gpus))
+        return cls(node_name(), os.getpid(), now, backend, command, tuple(gpus))
 
 
 def state_path(directory: Path, host: str) -> Path:

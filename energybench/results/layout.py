@@ -11,7 +11,7 @@ from energybench.config import PointConfig, to_mapping
 # Keys that say where or how a point is dispatched, not what it measures: they stay out of its id,
 # so a re-run with another partition or time limit still finds (and resumes) the same points.
 _DISPATCH_KEYS = ("out_dir", "sweep", "resume")
-_CLUSTER_KEYS_KEPT = ("name", "gpu_type")
+_CLUSTER_KEYS_KEPT = ("name", "gpu_type", "gpus_per_node")  # gpus_per_node sets the job's node layout
 
 
 def point_id(cfg: PointConfig) -> str:

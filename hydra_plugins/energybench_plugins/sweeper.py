@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobStatus
+from hydra.core.utils import JobStatus, filter_overrides
 
 log = logging.getLogger("energybench.sweep")
 
@@ -18,31 +18,46 @@ class EnergybenchSweeper(BasicSweeper):
     finished and impossible points, launches the rest, prints a summary and exits 1 if any failed."""
 
     def sweep(self, arguments: List[str]) -> Any:
-        from energybench.config import ConfigError
-        from energybench.confload import to_point_config
         from energybench.plan import plan_sweep
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         batches = self.split_arguments(parser.parse_overrides([*self._parse_config(), *arguments]), None)
-        jobs = [list(job) for batch in batches for job in batch]
-        try:
-            configs = [to_point_config(self.hydra_context.config_loader.load_sweep_config(self.config, job))
-                       for job in jobs]
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        plan = plan_sweep(list(zip(jobs, configs)))
-        for cfg, why in plan.skipped:
-            log.info("skip %s: %s", _pid(cfg), why)
+        jobs, invalid = self._validate([list(job) for batch in batches for job in batch])
+        plan = plan_sweep(jobs)
+        skipped = invalid + [(_pid(cfg), why) for cfg, why in plan.skipped]
+        for label, why in skipped:
+            log.info("skip %s: %s", label, why)
         returns = self.launcher.launch([o for o, _ in plan.todo], initial_job_idx=0) if plan.todo else []
         rows = [_outcome_row(cfg, ret) for (_, cfg), ret in zip(plan.todo, returns)]
-        rows += [{"point_id": _pid(cfg), "status": "skipped"} for cfg, _ in plan.skipped]
+        rows += [{"point_id": label, "status": "skipped", "reason": why} for label, why in skipped]
         _record_sacct([cfg for _, cfg in plan.todo])
         _report(rows)
         if any(r["status"] == "failed" for r in rows):
             sys.exit(1)
         return [returns]
+
+    def _validate(self, jobs: List[List[str]]) -> Tuple[List[Tuple[List[str], Any]], List[Tuple[str, str]]]:
+        """(overrides, PointConfig) of every valid point and (label, reason) of points whose shards do not
+        split their model; any other bad value, or no valid point at all, exits 2 with its message."""
+        from energybench.config import ConfigError, ShardsError
+        from energybench.confload import to_point_config
+
+        assert self.hydra_context is not None and self.config is not None
+        valid, invalid = [], []
+        try:
+            for job in jobs:
+                try:
+                    valid.append((job, to_point_config(self.hydra_context.config_loader.load_sweep_config(
+                        self.config, job))))
+                except ShardsError as e:
+                    invalid.append((" ".join(filter_overrides(job)) or "point", str(e)))
+                    if len(invalid) == len(jobs):
+                        raise
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return valid, invalid
 
 
 def _pid(cfg: Any) -> str:
@@ -79,7 +94,7 @@ def _report(rows: list[dict]) -> None:
 
     print("\n" + format_table(rows))
     for r in rows:
-        if r["status"] == "failed":
-            print(f"failed {r['point_id']}: {r.get('reason')}")
+        if r["status"] == "failed" or (r["status"] == "skipped" and not r["reason"].startswith("already done")):
+            print(f"{r['status']} {r['point_id']}: {r.get('reason')}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "skipped")}
     print(f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped")

@@ -1,0 +1,99 @@
+"""Pre-flight memory arithmetic: does a point's model and KV cache fit the GPUs it is sent to?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from energybench.config import ClusterConfig, ModelConfig, PointConfig
+
+GIB = 2**30
+
+# Memory per GPU in GiB, by the names presets use for cluster.gpu_type. Vendors' "32GB" on HBM cards
+# is 32 GiB (nvidia-smi: V100 32510 MiB, A100 81920 MiB), so these are binary units.
+GPU_MEMORY_GIB: dict[str, float] = {
+    "V100-16GB": 16, "V100-32GB": 32, "A100-40GB": 40, "A100-80GB": 80,
+    "H100-80GB": 80, "H100-94GB": 94, "H200-141GB": 141, "A10-24GB": 24, "L40S-48GB": 48,
+}
+
+# Share of a GPU's memory the weights and KV cache may take: the rest holds the CUDA context,
+# activations of the widest prefill, sampling buffers and allocator slack.
+USABLE_FRACTION = 0.9
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    weights_bytes: int  # all parameters of the model, every shard together
+    kv_cache_bytes: int  # K and V of every layer for batch x sequence positions, every shard together
+    seq_len: int  # cache positions per sequence: longest prompt + max_tokens, at most max_seq_len
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes
+
+    def per_gpu_bytes(self, shards: int) -> float:
+        """Model-parallel shards split weights and cache evenly (heads, FFN columns, vocabulary)."""
+        return self.total_bytes / shards
+
+
+def param_count(m: ModelConfig) -> int:
+    """Parameters of a LLaMA of shape `m`: 7b -> 6.74e9, 13b -> 13.0e9, 65b -> 65.3e9."""
+    attention = 4 * m.dim * m.dim  # wq, wk, wv, wo
+    ffn = 3 * m.dim * m.hidden_dim  # w1, w2, w3 (SwiGLU)
+    norms = 2 * m.dim
+    embeddings = 2 * m.vocab_size * m.dim  # tok_embeddings and output, untied
+    return m.n_layers * (attention + ffn + norms) + m.dim + embeddings
+
+
+def dtype_bytes(dtype: str, on_gpu: bool = True) -> int:
+    """Bytes per element of `dtype` as the point resolves it (auto: float16 on GPUs, float32 on CPUs)."""
+    if dtype == "auto":
+        return 2 if on_gpu else 4
+    return 4 if dtype == "float32" else 2
+
+
+def longest_prompt_tokens(cfg: PointConfig) -> int:
+    """Longest prompt of the point's dataset (LLaMA tokens, measured into data/lengths.json), at most
+    the room the context window leaves beside max_tokens (longer prompts are cut to it)."""
+    from energybench.data.synthetic import length_table
+
+    like = cfg.dataset.like if cfg.dataset.name == "synthetic" else cfg.dataset.name
+    room = cfg.model.max_seq_len - cfg.max_tokens
+    try:
+        longest = int(length_table(like or "alpaca")["prompt_max"])
+    except (ValueError, KeyError):
+        longest = room
+    return min(longest, room)
+
+
+def memory_need(cfg: PointConfig) -> MemoryNeed:
+    """Bytes the point's weights and KV cache take on the GPUs, all shards together."""
+    elem = dtype_bytes(cfg.dtype)
+    seq_len = min(cfg.model.max_seq_len, longest_prompt_tokens(cfg) + cfg.max_tokens)
+    kv = 2 * cfg.model.n_layers * cfg.batch * seq_len * cfg.model.dim * elem  # [2, L, B, S, H * D]
+    return MemoryNeed(param_count(cfg.model) * elem, kv, seq_len)
+
+
+def gpu_memory_gib(cluster: ClusterConfig) -> float | None:
+    """Memory per GPU: cluster.gpu_memory_gb if set, else the table entry of cluster.gpu_type, else None."""
+    if cluster.gpu_memory_gb is not None:
+        return cluster.gpu_memory_gb
+    if cluster.gpu_type is None:
+        return None
+    return GPU_MEMORY_GIB.get(cluster.gpu_type)
+
+
+def memory_problem(cfg: PointConfig, memory_gib: float | None) -> str | None:
+    """Why the point cannot fit `shards` GPUs of `memory_gib` each, or None (also when unknown)."""
+    if memory_gib is None or cfg.device == "cpu":
+        return None
+    need = memory_need(cfg)
+    budget = USABLE_FRACTION * memory_gib * GIB
+    if need.per_gpu_bytes(cfg.shards) <= budget:
+        return None
+    gpu = cfg.cluster.gpu_type or "GPU"
+    fitting = [s for s in cfg.model.valid_shards() if need.per_gpu_bytes(s) <= budget]
+    fix = f"use shards={fitting[0]} or more" if fitting else "no shard count fits; use a smaller batch"
+    return (f"model {cfg.model.name} needs {need.weights_bytes / GIB:.1f} GiB of weights + "
+            f"{need.kv_cache_bytes / GIB:.1f} GiB of KV cache (batch {cfg.batch} x {need.seq_len} positions) = "
+            f"{need.per_gpu_bytes(cfg.shards) / GIB:.1f} GiB per GPU at shards={cfg.shards}, more than "
+            f"{USABLE_FRACTION:.0%} of the {memory_gib:g} GiB of a {gpu}; {fix}")

@@ -1,0 +1,141 @@
+"""A point as a Slurm job: its shape (nodes, tasks, GPUs) from its shards and cluster preset, the
+submitit parameters that ask for it, and what Slurm says about a job that ended without a result.
+
+    python -m energybench.slurm point-dir <overrides>...
+
+prints the directory of the point the overrides define (the sbatch templates in slurm/ use it for
+the power-limit state file) after checking that the job has one task per shard and that the
+model and KV cache fit the preset's GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from energybench.config import ClusterConfig, ConfigError, PointConfig
+
+JOB_NAME = "energybench"
+ALIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING", "RESIZING",
+                "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING", "PREEMPTED")
+
+# Lines the sbatch script runs before srun: one BLAS/OpenMP thread per CPU Slurm gave the task, and
+# NCCL's NVLink multicast off (as energybench.launch does for local runs).
+JOB_SETUP = (
+    'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
+    'export NCCL_NVLS_ENABLE="${NCCL_NVLS_ENABLE:-0}"',
+)
+
+
+@dataclass(frozen=True)
+class JobShape:
+    nodes: int  # ceil(shards / gpus_per_node)
+    tasks_per_node: int  # min(shards, gpus_per_node): one task (rank) per GPU
+
+    @property
+    def tasks(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+def job_shape(shards: int, gpus_per_node: int) -> JobShape:
+    """Nodes and tasks per node for `shards` model-parallel ranks, one GPU each."""
+    assert shards > 0 and gpus_per_node > 0, (shards, gpus_per_node)
+    return JobShape(-(-shards // gpus_per_node), min(shards, gpus_per_node))
+
+
+def shape_problem(cfg: PointConfig) -> str | None:
+    """Why `cfg` cannot be laid out as a Slurm job of whole nodes, or None."""
+    gpn = cfg.cluster.gpus_per_node
+    if gpn is None:
+        return (f"cluster={cfg.cluster.name} has no cluster.gpus_per_node; set it to the GPUs of one node "
+                "(e.g. cluster.gpus_per_node=4)")
+    if cfg.shards > gpn and cfg.shards % gpn:
+        fits = [s for s in cfg.model.valid_shards() if s <= gpn or s % gpn == 0]
+        return (f"shards={cfg.shards} cannot fill whole nodes of cluster.gpus_per_node={gpn} "
+                f"(ranks per node must be equal); use shards in {', '.join(map(str, fits))}")
+    return None
+
+
+def executor_parameters(cfg: PointConfig) -> dict[str, Any]:
+    """submitit AutoExecutor parameters (cluster="slurm") of the job that runs point `cfg`."""
+    c: ClusterConfig = cfg.cluster
+    assert c.gpus_per_node is not None, "shape_problem() refuses this point before it is launched"
+    shape = job_shape(cfg.shards, c.gpus_per_node)
+    params: dict[str, Any] = {
+        "name": JOB_NAME,
+        "nodes": shape.nodes,
+        "tasks_per_node": shape.tasks_per_node,
+        "timeout_min": c.time_min,
+        "slurm_gpus_per_task": 1,
+        # a rank that fails stops the job's other ranks at once instead of leaving them in a collective
+        "slurm_srun_args": ["--kill-on-bad-exit=1"],
+        # preemption puts the job back in the queue; submitit requeues it itself at the time limit
+        "slurm_additional_parameters": {"requeue": True, **c.additional_parameters},
+        "slurm_setup": [*JOB_SETUP, *c.setup],
+    }
+    optional = {"cpus_per_task": c.cpus_per_task, "mem_gb": c.mem_gb, "slurm_partition": c.partition,
+                "slurm_account": c.account, "slurm_qos": c.qos, "slurm_constraint": c.constraint}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return params
+
+
+def live_state(job_id: str) -> str | None:
+    """The queue state of Slurm job `job_id` (squeue) if it is still pending or running, else None."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    state = out.stdout.strip().split("\n")[0] if out.returncode == 0 else ""
+    return state if state in ALIVE_STATES else None
+
+
+def end_state(job_id: str) -> str:
+    """The final state sacct records for job `job_id` (COMPLETED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY,
+    TIMEOUT, FAILED, ...), or UNKNOWN where accounting does not answer."""
+    try:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN"
+    lines = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+
+
+def check_tasks(cfg: PointConfig, environ: Mapping[str, str] | None = None) -> None:
+    """Inside a Slurm job, the job must have one task per shard; raises ConfigError otherwise."""
+    env = os.environ if environ is None else environ
+    if "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) != cfg.shards:
+        raise ConfigError(f"shards={cfg.shards} but this Slurm job has {env['SLURM_NTASKS']} tasks; submit it "
+                          f"with {cfg.shards} tasks (sbatch --nodes/--ntasks-per-node) or set "
+                          f"shards={env['SLURM_NTASKS']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "point-dir":
+        print("usage: python -m energybench.slurm point-dir <overrides>...", file=sys.stderr)
+        return 2
+    from energybench.confload import compose
+    from energybench.memory import gpu_memory_gib, memory_problem
+    from energybench.results.layout import point_dir
+
+    try:
+        cfg = compose(args[1:])
+        check_tasks(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    why = memory_problem(cfg, gpu_memory_gib(cfg.cluster))
+    if why is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    print(point_dir(cfg).resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Job sizing, submitit parameters and pre-flight arithmetic: everything about Slurm dispatch that needs no Slurm."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from energybench.config import ConfigError
+from energybench.confload import compose
+from energybench.memory import GIB, USABLE_FRACTION, memory_need, param_count
+from energybench.plan import preflight
+from energybench.slurm import check_tasks, executor_parameters, job_shape
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(("shards", "gpus_per_node", "nodes", "per_node"), [
+    (1, 4, 1, 1), (2, 2, 1, 2), (2, 1, 2, 1), (4, 4, 1, 4), (8, 2, 4, 2), (8, 4, 2, 4), (64, 8, 8, 8)])
+def test_job_shape(shards: int, gpus_per_node: int, nodes: int, per_node: int) -> None:
+    shape = job_shape(shards, gpus_per_node)
+    assert (shape.nodes, shape.tasks_per_node, shape.tasks) == (nodes, per_node, shards)
+
+
+def test_executor_parameters_size_each_point_from_its_own_config() -> None:
+    cfg = compose(["cluster=supercloud_v100", "dataset=synthetic", "model=65b", "shards=8",
+                   "cluster.account=abc", "+cluster.additional_parameters.exclusive=true"])
+    params = executor_parameters(cfg)
+    assert (params["nodes"], params["tasks_per_node"], params["slurm_gpus_per_task"]) == (4, 2, 1)
+    assert (params["cpus_per_task"], params["timeout_min"]) == (20, 120)
+    assert (params["slurm_partition"], params["slurm_account"]) == ("xeon-g6-volta", "abc")
+    assert params["slurm_additional_parameters"] == {"requeue": True, "exclusive": True}
+    assert "mem_gb" not in params and "slurm_qos" not in params  # unset: the site's defaults
+    one = executor_parameters(compose(["cluster=supercloud_v100", "dataset=synthetic", "shards=1"]))
+    assert (one["nodes"], one["tasks_per_node"]) == (1, 1)
+
+
+def test_submitit_writes_the_sbatch_script_from_those_parameters(tmp_path: Path) -> None:
+    import submitit
+
+    cfg = compose(["cluster=slurm", "dataset=synthetic", "model=13b", "shards=8", "cluster.gpus_per_node=4",
+                   "cluster.partition=gpu", "cluster.mem_gb=200", "cluster.setup=[module load cuda]"])
+    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
+    executor.update_parameters(**executor_parameters(cfg))
+    script = executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --partition=gpu", "#SBATCH --mem=200GB", "#SBATCH --time=60", "#SBATCH --requeue",
+                 "module load cuda", 'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"'):
+        assert line in script.splitlines(), line
+    assert "--kill-on-bad-exit=1" in script
+
+
+def test_slurm_launcher_needs_gpus_per_node() -> None:
+    with pytest.raises(ConfigError, match=r"cluster\.launcher=slurm needs cluster\.gpus_per_node"):
+        compose(["cluster=slurm", "dataset=synthetic", "cluster.gpus_per_node=null"])
+
+
+def test_llama_parameter_counts() -> None:  # the published sizes of Meta's checkpoints
+    counts = {m: param_count(compose([f"model={m}", "dataset=synthetic"]).model) for m in ("7b", "13b", "65b")}
+    assert counts == {"7b": 6_738_415_616, "13b": 13_015_864_320, "65b": 65_285_660_672}
+
+
+def test_memory_need_is_weights_plus_kv_cache() -> None:
+    cfg = compose(["model=7b", "dataset=synthetic", "batch=64", "max_tokens=128", "dtype=float16"])
+    need = memory_need(cfg)
+    assert need.seq_len == 361 + 128  # longest Alpaca prompt (LLaMA tokens) + new tokens
+    assert need.weights_bytes == 2 * 6_738_415_616
+    assert need.kv_cache_bytes == 2 * 32 * 64 * need.seq_len * 4096 * 2  # K and V, layers, batch, positions, dim
+    assert memory_need(compose(["model=7b", "dataset=synthetic", "dtype=float32"])).weights_bytes == 4 * 6_738_415_616
+
+
+def test_preflight_rejects_65b_on_one_32gb_gpu_and_names_the_fix() -> None:
+    cfg = compose(["cluster=supercloud_v100", "dataset=synthetic", "model=65b", "shards=1"])
+    why = preflight(cfg)
+    assert why is not None
+    assert "model 65b needs 121.6 GiB of weights" in why and "V100-32GB" in why
+    assert why.endswith("use shards=8 or more")
+    need = memory_need(cfg)
+    assert need.per_gpu_bytes(4) > USABLE_FRACTION * 32 * GIB >= need.per_gpu_bytes(8)
+    assert preflight(compose(["cluster=supercloud_v100", "dataset=synthetic", "model=65b", "shards=8"])) is None
+    assert preflight(compose(["cluster=supercloud_a100", "dataset=synthetic", "model=65b", "shards=4"])) is None
+
+
+@pytest.mark.parametrize(("overrides", "fits"), [
+    (["model=7b"], True),  # the paper's 7B point on one V100-32GB
+    (["model=13b"], False), (["model=13b", "shards=2"], True),
+    (["model=7b", "device=cpu"], True),  # CPU points are not checked against GPU memory
+    (["model=65b", "cluster=local"], True),  # no GPU type, no CUDA here: unknown, not refused
+    (["model=7b", "cluster.gpu_type=null", "cluster.gpu_memory_gb=16"], False),
+])
+def test_preflight_memory_cases(overrides: list[str], fits: bool) -> None:
+    cfg = compose(["cluster=supercloud_v100", "dataset=synthetic", *overrides])
+    assert (preflight(cfg) is None) == fits
+
+
+def test_preflight_refuses_uneven_nodes() -> None:
+    why = preflight(compose(["experiment=quickstart", "cluster=slurm", "cluster.gpus_per_node=3", "shards=4"]))
+    assert why is not None and "shards=4 cannot fill whole nodes of cluster.gpus_per_node=3" in why
+
+
+def test_check_tasks_wants_one_task_per_shard() -> None:
+    cfg = compose(["experiment=quickstart", "shards=2"])
+    check_tasks(cfg, {"SLURM_NTASKS": "2"})
+    check_tasks(cfg, {})  # outside a job
+    with pytest.raises(ConfigError, match="shards=2 but this Slurm job has 4 tasks"):
+        check_tasks(cfg, {"SLURM_NTASKS": "4"})
+
+
+def test_sweep_skips_points_that_cannot_run_and_runs_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # 7b cannot fit a 2 GiB GPU; tiny cannot be split 3 ways (8 heads); tiny at shards=1 runs here
+    proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "samples=4",
+                           "max_tokens=4", "model=tiny,7b", "shards=1,3", "cluster.gpu_memory_gb=2",
+                           f"out_dir={out}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 done, 0 failed, 3 skipped" in proc.stdout
+    assert "shards=3 does not divide n_heads=8 of model tiny" in proc.stdout
+    assert "shards=3 does not divide n_heads=32 of model 7b" in proc.stdout
+    assert "model 7b needs 12.6 GiB of weights" in proc.stdout
+    assert len(list((out / "quickstart").glob("point=*"))) == 1  # nothing written for skipped points
+
+
+def test_bad_shards_alone_is_still_an_error(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "shards=3",
+                           f"out_dir={tmp_path / 'out'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: shards=3 does not divide n_heads=8")
+
+
+def test_dist_env_from_slurm_names_the_array_job_and_the_slurm_node() -> None:
+    from energybench.distributed import DistEnv
+
+    env = DistEnv.from_environ({
+        "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+        "SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NODELIST": "n[1-2]",
+        "SLURM_JOB_ID": "57", "SLURM_ARRAY_JOB_ID": "55", "SLURM_ARRAY_TASK_ID": "2", "SLURMD_NODENAME": "n2"})
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size, env.node_rank) == (3, 4, 1, 2, 1)
+    assert (env.master_addr, env.nodelist, env.hostname) == ("n1", ("n1", "n2"), "n2")
+    assert env.slurm_job_id == "55_2"  # as squeue and sacct show it
+    assert env.master_port == 20057  # from the job's own id: array elements do not collide
+
+
+def test_a_point_needs_one_process_per_shard(quick) -> None:
+    from energybench.distributed import DistEnv
+    from energybench.point import run_point
+
+    outcome = run_point(quick("shards=2"), DistEnv.single())
+    assert outcome.state == "failed" and not outcome.interrupted
+    assert "shards=2 but 1 processes were started" in outcome.reason
