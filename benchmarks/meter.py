@@ -1,12 +1,12 @@
 """The meter on real GPUs: the same point with the sampler off (0 Hz) and on (10 Hz), and NVML facts.
 
-    python benchmarks/meter.py [--shards 1|2] [--out DIR] [--pairs N | --max-s S] [--control] [override ...]
+    python benchmarks/meter.py [--shards 1|2] [--out DIR] [--pairs N | --max-s S] [override ...]
 
-With one shard: tokens/s overhead of the 10 Hz sampler (pairs of runs, 0 Hz then 10 Hz: N of them, or
-while time allows), counter_vs_integral, idle power, and what each NVML read costs. With --shards 2
-(a 2-GPU machine; one pair): both GPUs' energy summed, one gpus.parquet row per GPU. Prints a table,
-writes DIR/meter.json and DIR/meter.md (meter-2gpu.* for --shards 2). Power limits are only read:
-power.backend=none power.policy=observe.
+Tokens/s overhead of the 10 Hz sampler process (pairs of runs, 0 Hz then 10 Hz: N of them; without
+--pairs, while time allows on one shard, one pair with --shards 2), counter_vs_integral, idle power, and
+what each NVML read costs. With --shards 2 (a 2-GPU machine, model parallel over NCCL): both GPUs' energy
+summed, one gpus.parquet row per GPU. Prints a table, writes DIR/meter.json and DIR/meter.md
+(meter-2gpu.* for --shards 2). Power limits are only read: power.backend=none power.policy=observe.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import json
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -94,35 +93,24 @@ def merged(*groups: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in out.items()]
 
 
-def measure(overrides: list[str], hz: float, out_dir: Path, control: bool = False) -> dict:
-    """Run the point once at `hz`; its run.parquet row, per-GPU rows and sample count. `control`: a thread
-    that only wakes 10 times a second runs beside the point (the sampler's wake-ups without its NVML calls)."""
+def measure(overrides: list[str], hz: float, out_dir: Path) -> dict:
+    """Run the point once at `hz`; its run.parquet row, per-GPU rows and sample count."""
     cfg = compose(merged(POINT, overrides, [f"meter.sample_hz={hz:g}", f"out_dir={out_dir}"]))
-    stop = threading.Event()
-    waker = threading.Thread(target=_wake_until, args=(stop,), daemon=True)
-    if control:
-        waker.start()
     outcome = run_local(cfg)
-    stop.set()
     if outcome.state != "done":
         raise SystemExit(f"point failed at {hz:g} Hz: {outcome.reason}")
     pdir = point_dir(cfg)
     row = pq.read_table(pdir / "run.parquet").to_pylist()[0]
     gpus = pq.read_table(pdir / "gpus.parquet").to_pylist()
     attempts = read_samples(pdir).column("attempt").to_pylist()
-    return {"sample_hz": hz, "control_thread": control, **{k: row.get(k) for k in RUN_KEYS},
+    return {"sample_hz": hz, **{k: row.get(k) for k in RUN_KEYS},
             "sample_rows": attempts.count(row["attempt"]),
             "gpus": [{k: g[k] for k in ("gpu_index", "gpu_uuid", "energy_j", "idle_power_w", "power_w",
                                         "counter_vs_integral", "gpu_util_pct", "samples")} for g in gpus]}
 
 
-def _wake_until(stop: threading.Event) -> None:
-    while not stop.wait(0.1):
-        pass
-
-
 def summarize(runs: list[dict]) -> dict:
-    off = [r for r in runs if r["sample_hz"] == 0 and not r["control_thread"]]
+    off = [r for r in runs if r["sample_hz"] == 0]
     on = [r for r in runs if r["sample_hz"] > 0]
     pairs = list(zip(off, on))
     overheads = [(a["tokens_per_s"] - b["tokens_per_s"]) / a["tokens_per_s"] * 100 for a, b in pairs]
@@ -144,7 +132,7 @@ def table(runs: list[dict]) -> str:
     for r in runs:
         cvi = f"{r['counter_vs_integral']:.4f}" if r["counter_vs_integral"] else "-"
         util = f"{r['gpu_util_pct']:.1f}" if r["gpu_util_pct"] is not None else "-"
-        hz = f"{r['sample_hz']:g}" + (" + idle 10 Hz thread" if r["control_thread"] else "")
+        hz = f"{r['sample_hz']:g}"
         lines.append(f"| {hz} | {r['tokens_per_s']:.1f} | {r['tpot_s'] * 1e3:.2f} | {r['duration_s']:.2f} | "
                      f"{r['energy_j']:.1f} | "
                      f"{r['idle_power_w']:.1f} | {r['net_energy_j']:.1f} | {r['energy_per_token_j']:.4f} | {cvi} | "
@@ -162,7 +150,7 @@ def save(record: dict, runs: list[dict], out: Path, name: str, shards: int) -> N
     md = (f"# Meter benchmark ({shards} GPU{'s' if shards > 1 else ''})\n\n"
           f"{p['gpu_name']}, driver {p['driver']}, {record['date']}; command: `{record['command']}`\n"
           f"point: `{' '.join(record['point'])}`\n\n{table(runs)}\n\n"
-          f"- tokens/s overhead of the 10 Hz sampler: {'-' if overhead is None else format(overhead, '.2f')} % "
+          f"- tokens/s overhead of the 10 Hz sampler process: {'-' if overhead is None else format(overhead, '.2f')} % "
           f"(each pair: {', '.join(f'{x:.2f}' for x in s['tokens_per_s_overhead_pct_each']) or '-'})\n"
           f"- energy counter step: {p['counter_step_s']} s; "
           f"sampler tick with a counter read: {p['sampler_tick_ms_per_gpu']:.3f} ms per GPU\n"
@@ -183,29 +171,31 @@ def main() -> int:
     ap.add_argument("--max-s", type=float, default=240.0, help="start no new pair of runs after this long")
     ap.add_argument("--pairs", type=int, default=0, help="exactly this many pairs of runs (overrides --max-s)")
     ap.add_argument("--results", type=Path, default=Path("/tmp/meter-bench"))
-    ap.add_argument("--control", action="store_true",
-                    help="after the pairs, one run at 0 Hz beside a thread that only wakes at 10 Hz")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     started = time.monotonic()
     record = {"date": dt.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
+              "sampler": "a separate process per node (energybench.energy.sampler_process)",
               "host": platform.node(), "point": merged(POINT, [f"shards={args.shards}"], args.overrides),
               "probe": probe()}
     overrides = [f"shards={args.shards}", *args.overrides]
     runs: list[dict] = []
     name = "meter" if args.shards == 1 else f"meter-{args.shards}gpu"
-    while (len(runs) < 2 * args.pairs if args.pairs else
-           not runs or time.monotonic() - started + 1.2 * sum(r["wall_s"] for r in runs[-2:]) < args.max_s):
+
+    def another_pair() -> bool:
+        if args.pairs:
+            return len(runs) < 2 * args.pairs
+        if not runs:
+            return True
+        return args.shards == 1 and time.monotonic() - started + 1.2 * sum(r["wall_s"] for r in runs[-2:]) < args.max_s
+
+    while another_pair():
         for hz in (0.0, 10.0):
             t0 = time.monotonic()
             runs.append({**measure(overrides, hz, args.results), "wall_s": time.monotonic() - t0})
-            print(f"{hz:g} Hz: {runs[-1]['tokens_per_s']:.1f} tokens/s, {runs[-1]['energy_j']:.1f} J", flush=True)
+            print(f"{hz:g} Hz: {runs[-1]['tokens_per_s']:.1f} tokens/s, decode step {runs[-1]['tpot_s'] * 1e3:.2f} ms, "
+                  f"{runs[-1]['energy_j']:.1f} J", flush=True)
             save(record, runs, args.out, name, args.shards)  # after every run: a timeout keeps what ran
-        if args.shards > 1:
-            break
-    if args.control:
-        runs.append({**measure(overrides, 0.0, args.results, control=True), "wall_s": 0.0})
-        save(record, runs, args.out, name, args.shards)
     print((args.out / f"{name}.md").read_text())
     return 0
 

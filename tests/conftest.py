@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,12 +85,17 @@ def quick(tmp_path: Path):
 
 
 @pytest.fixture
-def fake_nvml(monkeypatch: pytest.MonkeyPatch):
+def fake_nvml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """The fake `pynvml` (tests/fake_pynvml.py) in place of the real one, with three scripted H100s
-    (GPU-aaaaaaaa-..., GPU-bbbbbbbb-..., GPU-cccccccc-...); call `.configure(...)` to script others."""
+    (GPU-aaaaaaaa-..., GPU-bbbbbbbb-..., GPU-cccccccc-...); call `.configure(...)` to script others.
+    Child processes (the node's sampler) see the same GPUs: configure also writes $FAKE_NVML_SPEC."""
     import fake_pynvml
 
+    spec = tmp_path / "fake-nvml-spec.json"
     monkeypatch.setenv("ENERGYBENCH_NVML_MODULE", "fake_pynvml")
-    monkeypatch.delenv("FAKE_NVML_SPEC", raising=False)
+    monkeypatch.setenv("FAKE_NVML_SPEC", str(spec))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"),
+                                                                    os.environ.get("PYTHONPATH")])))
+    monkeypatch.setattr(fake_pynvml, "SHARED_SPEC", spec)
     fake_pynvml.configure(fake_pynvml.FAKE_GPUS)
     return fake_pynvml

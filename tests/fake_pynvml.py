@@ -2,7 +2,9 @@
 
 energybench imports it instead of pynvml when ENERGYBENCH_NVML_MODULE=fake_pynvml (tests only). Its GPUs
 are scripted: in-process with `configure(...)`, or across processes by a JSON spec named in
-$FAKE_NVML_SPEC (read at nvmlInit). Units are NVML's: energy in mJ, power and limits in mW, memory in
+$FAKE_NVML_SPEC (read at nvmlInit); with SHARED_SPEC set (the `fake_nvml` fixture sets it and
+$FAKE_NVML_SPEC to one file), `configure` also writes the spec, so child processes (the node's
+sampler) see the same GPUs. Units are NVML's: energy in mJ, power and limits in mW, memory in
 bytes. Each GPU draws min(its demand, its power limit) watts, so its energy counter (cumulative mJ)
 grows by that integral; a cap lowers it. With `state_file` in the spec, power limits live in that
 file, so a limit set in one process (a point) is seen by another (the test, `energybench.power restore`).
@@ -121,6 +123,7 @@ class _State:
 
 
 _S = _State()
+SHARED_SPEC: Path | None = None  # configure() also writes its GPUs and options here, for child processes
 
 
 # Three scripted H100s drawing 100, 200 and 300 W under load (the `fake_nvml` fixture's default).
@@ -139,11 +142,16 @@ def configure(gpus: list[dict[str, Any]], *, library_missing: bool = False, allo
         g._t = now
     if state_file and not Path(state_file).exists():
         _save_limits({g.uuid: g.limit_w for g in _S.gpus})
+    if SHARED_SPEC is not None:
+        write_spec(SHARED_SPEC, gpus, library_missing=library_missing, allow_set_limit=allow_set_limit,
+                   state_file=state_file)
 
 
 def write_spec(path: Path, gpus: list[dict[str, Any]], **options: Any) -> Path:
-    """Write a spec file for child processes ($FAKE_NVML_SPEC); `options` as for configure."""
-    path.write_text(json.dumps({"gpus": gpus, **options}))
+    """Write a spec file for child processes ($FAKE_NVML_SPEC); `options` as for configure (not `clock`)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"gpus": gpus, **options}))
+    os.replace(tmp, path)
     return path
 
 

@@ -104,8 +104,9 @@ def test_gpu_without_energy_counter_falls_back_to_the_power_integral(fake_nvml) 
     nvml = Nvml()
     gpu = nvml.gpu(nvml.gpus()[0])
     assert not gpu.has_energy_counter
-    counters = NodeCounters("node1", [gpu], None, integral=lambda uuid: 42.0)
+    counters = NodeCounters("node1", [gpu], None, sampled=lambda: {"gpu_j": {A: 42.0}})  # the sampler's integral
     assert counters.read()[f"gpu:{A}"].value_j == 42.0
+    assert NodeCounters("node1", [gpu], None, sampled=lambda: None).read()[f"gpu:{A}"] is None  # sampler lost
     nvml.close()
 
 

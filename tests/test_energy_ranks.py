@@ -13,6 +13,7 @@ import pytest
 from fake_pynvml import FAKE_GPUS
 from energybench.distributed import free_port
 
+REPO = Path(__file__).resolve().parents[1]
 A, B, C = (g["uuid"] for g in FAKE_GPUS)
 DEMAND_W = {g["uuid"]: g["demand_w"] for g in FAKE_GPUS}
 
@@ -22,8 +23,6 @@ from energybench.distributed import DistEnv, model_parallel
 from energybench.energy.counters import NodeCounters
 from energybench.energy.gpus import job_gpus
 from energybench.energy.meter import Meter
-
-REPO = Path(__file__).resolve().parents[1]
 
 env, cpu = DistEnv.from_environ(), torch.device("cpu")
 out = {}

@@ -18,14 +18,18 @@ class NodeCounters:
     """Reads, on the node leader, every GPU of the job on this node once, and the node's RAPL domains.
 
     GPUs with an energy counter give nvmlDeviceGetTotalEnergyConsumption; those without (pre-Volta)
-    give the sampler's power integral (`integral`). A counter that goes backwards (driver reload)
-    starts a new epoch, so windows across it are null, and leaves a note; so does a failed read.
+    give the node sampler's power integral, and RAPL (`rapl`: opened, so present) gives the sampler's
+    reading too: the sampler process polls it often enough to undo its wraparound. `sampled` is
+    Sampler.read ({'cpu_j', 'dram_j', 'gpu_j': {uuid: J}}, None when lost), asked once per edge and
+    only when needed. A counter that goes backwards (driver reload) starts a new epoch, so windows
+    across it are null, and leaves a note; so does a failed read.
     """
 
     def __init__(self, node: str, gpus: list[Gpu], rapl: Rapl | None,
-                 integral: Callable[[str], float | None] | None = None) -> None:
+                 sampled: Callable[[], dict | None] | None = None) -> None:
         self.node, self.gpus, self.rapl = node, gpus, rapl
-        self.integral = integral
+        self.sampled = sampled
+        self._ask = sampled is not None and (rapl is not None or any(not g.has_energy_counter for g in gpus))
         self.notes: list[str] = []
         self._last: dict[str, Count] = {}
         self._pool = ThreadPoolExecutor(max(1, len(gpus)), thread_name_prefix="energybench-edge")
@@ -36,15 +40,14 @@ class NodeCounters:
         The GPUs are read in parallel: one energy read takes ~4 ms on an H100 (ctypes releases the GIL).
         """
         out: dict[str, Count | None] = {}
-        values = list(self._pool.map(self._gpu_j, self.gpus)) if len(self.gpus) > 1 else map(self._gpu_j, self.gpus)
+        values = self._pool.map(self._gpu_j, self.gpus) if len(self.gpus) > 1 else map(self._gpu_j, self.gpus)
+        sampled = (self.sampled() if self._ask else None) or {}  # type: ignore[misc]  # while the GPUs are read
+        integral = sampled.get("gpu_j", {})
         for gpu, value_j in zip(self.gpus, values):
+            value_j = value_j if gpu.has_energy_counter else integral.get(gpu.uuid)
             out[f"gpu:{gpu.uuid}"] = self._count(f"gpu:{gpu.uuid}", value_j, gpu.label)
         if self.rapl is not None:
-            try:
-                cpu_j, dram_j = self.rapl.read_j()
-            except (OSError, ValueError) as e:
-                self._note(f"{self.node}: RAPL read failed: {e}")
-                cpu_j = dram_j = None
+            cpu_j, dram_j = sampled.get("cpu_j"), sampled.get("dram_j")
             out[f"cpu:{self.node}"] = self._count(f"cpu:{self.node}", cpu_j, f"{self.node} RAPL package")
             if self.rapl.dram_note is None:
                 out[f"dram:{self.node}"] = self._count(f"dram:{self.node}", dram_j, f"{self.node} RAPL DRAM")
@@ -56,7 +59,7 @@ class NodeCounters:
 
     def _gpu_j(self, gpu: Gpu) -> float | None:
         if not gpu.has_energy_counter:
-            return self.integral(gpu.uuid) if self.integral else None
+            return None  # the sampler's integral instead
         try:
             return gpu.energy_mj() / 1e3
         except NvmlFault as e:

@@ -12,7 +12,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.distributed as dist
@@ -86,12 +86,14 @@ class Reading:
 class Meter:
     """Windows opened and closed by name on every rank; readings on rank 0 (`.readings`)."""
 
-    def __init__(self, env: DistEnv, device: torch.device, counters: Counters | None) -> None:
+    def __init__(self, env: DistEnv, device: torch.device, counters: Counters | None,
+                 on_windows: Callable[[tuple[str, ...]], None] | None = None) -> None:
         self.env = env
         self.device = device
         self.counters = counters if env.is_node_leader else None
+        self.on_windows = on_windows  # told the open windows after each change (the node's sampler labels rows)
         self._open: dict[str, tuple[float, float, dict[str, Count | None]]] = {}
-        self._stack: list[str] = []  # open windows, innermost last (the sampler labels rows with it)
+        self._stack: list[str] = []  # open windows, innermost last
         self._last_edge: tuple[float, float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
 
@@ -103,22 +105,22 @@ class Meter:
         counters = self.counters.read() if self.counters is not None else {}
         return time.perf_counter(), time.time(), counters
 
-    def open_windows(self) -> tuple[str, ...]:
-        """Names of the windows open now, outermost first (safe to call from another thread)."""
-        return tuple(self._stack)
-
     def begin(self, name: str, at_last_end: bool = False) -> None:
         """Open `name`. at_last_end: it starts where the window just closed ended, with nothing run between
         (prefill -> decode): that edge's reading is reused, saving a sync, a barrier and a counter read."""
         assert name not in self._open, f"window {name!r} is already open"
         self._open[name] = self._last_edge if at_last_end and self._last_edge else self._edge()
         self._stack.append(name)
+        if self.on_windows is not None:
+            self.on_windows(tuple(self._stack))
 
     def end(self, name: str) -> Reading | None:
         """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None."""
         self._last_edge = edge = self._edge()
         t1, _, c1 = edge
         self._stack.remove(name)
+        if self.on_windows is not None:
+            self.on_windows(tuple(self._stack))
         t0, wall0, c0 = self._open.pop(name)
         local = {key: delta_j(c0.get(key), count) for key, count in c1.items()}
         if self.env.world_size > 1:

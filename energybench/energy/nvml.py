@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, TypeVar
@@ -105,7 +104,6 @@ class Gpu:
         self.label = f"GPU {info.index} ({info.uuid})"
         self._unsupported: set[str] = set()  # calls that answered NOT_SUPPORTED once: not asked again
         self.faults: list[str] = []  # optional reads refused (no permission), once each
-        self._lock = threading.Lock()
         self.has_energy_counter = self._supported(lambda: self.energy_mj(), "nvmlDeviceGetTotalEnergyConsumption")
 
     def call(self, name: str, *args: Any) -> Any:
@@ -136,10 +134,9 @@ class Gpu:
             codes = self.nvml.codes
             if e.code not in (*codes.missing, codes.no_permission):
                 raise
-            with self._lock:
-                self._unsupported.add(name)
-                if e.code == codes.no_permission:
-                    self.faults.append(str(e))
+            self._unsupported.add(name)
+            if e.code == codes.no_permission:
+                self.faults.append(str(e))
             return None
 
     def energy_mj(self) -> int:

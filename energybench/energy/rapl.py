@@ -36,7 +36,7 @@ class Rapl:
     """Cumulative energy since `open`, summed over sockets: package (CPU) and DRAM domains.
 
     Read it at least once a wrap period (max_energy_range_uj / power, minutes on servers): the sampler
-    polls it at >= 1 Hz. Thread-safe.
+    process polls it at >= 1 Hz. Thread-safe.
     """
 
     def __init__(self, domains: list[_Domain], dram_note: str | None) -> None:

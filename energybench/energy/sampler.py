@@ -1,150 +1,162 @@
-"""The node's sampler: one background thread on the node leader reading every GPU of the job and RAPL."""
+"""The node leader's handle on its sampler process (energybench.energy.sampler_process): start, windows, reads, stop."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import threading
-import time
+import os
+import signal
+import subprocess
+import sys
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable
 
-from energybench.energy.nvml import Gpu, NvmlFault
-from energybench.energy.rapl import Rapl
-from energybench.energy.samples import PartWriter, WindowStats, read_gpu
+import energybench
+from energybench.energy.nvml import Gpu
 
 log = logging.getLogger("energybench.energy")
 
-TRACKED = ("idle", "generation")  # windows whose per-GPU statistics the sampler keeps
-FALLBACK_HZ = 10.0  # polling rate when a GPU has no energy counter (its energy is the power integral)
-RAPL_HZ = 1.0  # polling rate that keeps RAPL's wraparound unambiguous when no timeline is written
-COUNTER_EVERY_S = 1.0  # the energy counter is read at most this often (4 ms a read on H100; it steps every 0.1 s)
+FALLBACK_HZ = 10.0  # rate when a GPU has no energy counter (its energy is the power integral)
+RAPL_HZ = 1.0  # rate that keeps RAPL's wraparound unambiguous when no timeline is written
+START_TIMEOUT_S = 120.0  # spawn, imports (pyarrow, NVML) and the first sample
+REPLY_TIMEOUT_S = 10.0  # an edge read, or the last part and results at stop
+PACKAGE_ROOT = str(Path(energybench.__file__).resolve().parents[1])
+
+
+class SamplerError(RuntimeError):
+    """The sampler process did not start; the message says why."""
+
+
+def sampler_hz(hz: float, fallback: bool, rapl: bool) -> float:
+    """The node sampler's rate: `hz` (meter.sample_hz) when a timeline is asked for; at 0, still FALLBACK_HZ when a
+    GPU must be integrated (`fallback`) or RAPL_HZ to keep RAPL's wraparound unambiguous; else 0 (no process)."""
+    return hz if hz > 0 else FALLBACK_HZ if fallback else RAPL_HZ if rapl else 0.0
 
 
 class Sampler:
-    """Reads every GPU of the job on this node (and RAPL) `hz` times a second in a thread.
+    """One sampler per node, a separate process started by the node leader, so that measuring does not perturb the
+    measured process (a sampler thread inside it slowed 2 lockstep ranks by 37 %: docs/measurement.md).
 
-    Rows (schema SAMPLES, one per GPU per tick) stream to `part-<k>.parquet` in `out_dir` every
-    `flush_s`. The energy counter is read once every COUNTER_EVERY_S (energy_mj is null on the rows
-    between): it is the slow read, and the totals come from the meter's edge readings anyway. With
-    hz=0 no timeline is written, but the thread still polls when something needs it (at 10 Hz when a
-    GPU's power must be integrated, at 1 Hz for RAPL). Keeps, per GPU, statistics of the
-    TRACKED windows (`stats`) and a running power integral (`integrated_j`) for GPUs without an energy
-    counter.
+    The leader tells it the open windows at each edge (`set_windows`: one message, no reply), asks at an edge for
+    RAPL and the power integrals of GPUs without an energy counter (`read`), and gets its per-window statistics,
+    notes and tick count at `stop`. A lost process leaves a note and nulls, never an exception mid-point.
     """
 
-    def __init__(self, gpus: list[Gpu], rapl: Rapl | None, hz: float, out_dir: Path | None, flush_s: float,
-                 windows: Callable[[], tuple[str, ...]], constant: dict[str, dict] | None = None,
-                 node_fields: dict | None = None) -> None:
-        self.gpus, self.rapl = gpus, rapl
-        self.write_rows = hz > 0 and out_dir is not None
-        fallback = any(not g.has_energy_counter for g in gpus)
-        self.hz = hz if hz > 0 else FALLBACK_HZ if fallback else RAPL_HZ if rapl else 0.0
-        self.writer = PartWriter(out_dir) if self.write_rows else None
-        self.flush_s = flush_s
-        self.windows = windows
-        self.constant = constant or {}  # per GPU UUID: columns repeated on its rows (power_cap_w, ...)
-        self.node_fields = node_fields or {}  # point_id, attempt (the node is the directory: node=<host>)
-        self.notes: list[str] = []  # faults seen, once each
-        self.stats: dict[str, dict[str, WindowStats]] = {}  # window -> GPU UUID -> statistics
+    def __init__(self, gpus: list[Gpu], rapl: bool, hz: float, out_dir: Path | None, flush_s: float,
+                 constant: dict[str, dict] | None = None, node_fields: dict | None = None) -> None:
+        self.hz = sampler_hz(hz, any(not g.has_energy_counter for g in gpus), rapl)
+        self.needed = self.hz > 0 and bool(gpus or rapl)
+        self.config = {"gpus": [(g.uuid, g.index, g.name) for g in gpus], "rapl": rapl, "hz": self.hz,
+                       "out_dir": str(out_dir) if hz > 0 and out_dir is not None else None, "flush_s": flush_s,
+                       "constant": constant or {}, "node_fields": node_fields or {}}
+        self.notes: list[str] = []  # faults seen by the process, and its loss
+        self.stats: dict[str, dict[str, dict]] = {}  # window -> GPU UUID -> WindowStats.summary(), after stop
         self.ticks = 0
-        self._counter_read_at = float("-inf")
-        self._rows: list[dict] = []
-        self._integral: dict[str, tuple[float, float, float | None]] = {}  # uuid -> (joules, t, last power)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="energybench-sampler", daemon=True)
+        self.cpu_s: float | None = None  # CPU time the process used, after stop
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
 
     @property
-    def needed(self) -> bool:
-        return self.hz > 0 and bool(self.gpus or self.rapl)
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        if self.needed:
-            self._thread.start()
+        """Start the process and wait for its first sample (before the idle window); SamplerError if it fails."""
+        ours, theirs = Pipe()
+        path = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))  # this energybench
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "energybench.energy.sampler_process", "--fd", str(theirs.fileno()),
+                 "--parent", str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": path})
+        except OSError as e:
+            ours.close()
+            raise SamplerError(f"cannot start {sys.executable}: {e}") from None
+        finally:
+            theirs.close()
+        self._conn = ours
+        try:
+            ours.send(self.config)
+            kind, body = self._receive(START_TIMEOUT_S, "ready")
+        except OSError as e:
+            kind, body = "lost", f"it closed its end ({e})"
+        if kind != "ready":
+            code = self._end()
+            raise SamplerError(f"the sampler process did not start: {body}"
+                               + (f" (exit code {code})" if kind == "lost" else ""))
+
+    def set_windows(self, windows: tuple[str, ...]) -> None:
+        """The windows open now, outermost first (called by the meter at each edge)."""
+        self._send(("windows", windows))
+
+    def read(self) -> dict | None:
+        """Now: {'cpu_j', 'dram_j' (RAPL since start, J, None if unreadable), 'gpu_j': {uuid: power integral, J}};
+        None when the process is lost."""
+        if not self._send(("read",)):
+            return None
+        kind, body = self._receive(REPLY_TIMEOUT_S, "read")
+        if kind == "read":
+            return body  # type: ignore[return-value]
+        self._lost(body)
+        return None
 
     def stop(self) -> None:
-        """Stop the thread and write the last part."""
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join()
-
-    def integrated_j(self, uuid: str) -> float | None:
-        """Energy of one GPU from integrating its power since the sampler started, up to now, joules."""
-        with self._lock:
-            if uuid not in self._integral:
-                return None
-            joules, t, p = self._integral[uuid]
-        return joules + (p or 0.0) * (time.monotonic() - t)
-
-    def _run(self) -> None:
-        period, flushed = 1.0 / self.hz, time.monotonic()
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            self._tick()
-            deadline += period
-            now = time.monotonic()
-            if deadline < now:  # fell behind (a slow read): skip the missed ticks rather than burst
-                deadline = now
-            if self.writer and now - flushed >= self.flush_s:
-                self._flush()
-                flushed = now
-            self._stop.wait(deadline - now)
-        self._flush()
-
-    def _tick(self) -> None:
-        t_mono, stamp = time.monotonic(), dt.datetime.now(dt.timezone.utc)
-        open_windows = self.windows()
-        label = open_windows[-1] if open_windows else None
-        cpu_j, dram_j = self._read_rapl()
-        tracked = [w for w in open_windows if w in TRACKED]
-        energy = t_mono - self._counter_read_at >= COUNTER_EVERY_S - 0.5 / self.hz
-        if energy:
-            self._counter_read_at = t_mono
-        for gpu in self.gpus:
-            try:
-                row = read_gpu(gpu, energy)
-            except NvmlFault as e:
-                self._note(str(e))
-                continue
-            self._integrate(gpu.uuid, t_mono, row["power_w"])
-            for w in tracked:
-                self.stats.setdefault(w, {}).setdefault(gpu.uuid, WindowStats()).add(t_mono, row)
-            if self.write_rows:
-                self._rows.append({**self.node_fields, "timestamp": stamp, "window": label, **row,
-                                   **self.constant.get(gpu.uuid, {}), "cpu_energy_j": cpu_j, "dram_energy_j": dram_j})
-        if self.write_rows and not self.gpus:  # a node without GPUs: one row per tick for RAPL
-            self._rows.append({**self.node_fields, "timestamp": stamp, "window": label,
-                               "cpu_energy_j": cpu_j, "dram_energy_j": dram_j})
-        self.ticks += 1
-
-    def _read_rapl(self) -> tuple[float | None, float | None]:
-        if self.rapl is None:
-            return None, None
-        try:
-            return self.rapl.read_j()
-        except (OSError, ValueError) as e:
-            self._note(f"RAPL read failed: {e}")
-            return None, None
-
-    def _integrate(self, uuid: str, t: float, power_w: float | None) -> None:
-        with self._lock:
-            joules, t0, p0 = self._integral.get(uuid, (0.0, t, None))
-            if p0 is not None and power_w is not None:
-                joules += (p0 + power_w) / 2 * (t - t0)
-            self._integral[uuid] = (joules, t, power_w if power_w is not None else p0)
-
-    def _flush(self) -> None:
-        if not self._rows or self.writer is None:
+        """Ask for the last part and the results, and wait for the process to exit. Safe to call again."""
+        if self._proc is None:
             return
-        rows, self._rows = self._rows, []
-        try:
-            self.writer.write(rows)
-        except OSError as e:  # keep the rows for the next try; the point goes on
-            self._rows = rows + self._rows
-            self._note(f"writing a samples part failed: {e}")
+        if self._send(("stop",)):
+            kind, body = self._receive(REPLY_TIMEOUT_S, "results")
+            if kind == "results":
+                self.stats, self.ticks, self.cpu_s = body["stats"], body["ticks"], body["cpu_s"]
+                self.notes += [n for n in body["notes"] if n not in self.notes]
+                log.info("sampler: %d ticks at %g Hz, %.2f s CPU in its own process", self.ticks, self.hz, self.cpu_s)
+            else:
+                self._lost(body)
+        self._end()
 
-    def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-            log.warning("sampler: %s", text)
+    def _send(self, message: tuple) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.send(message)
+            return True
+        except OSError as e:
+            self._lost(f"sending to it failed ({e})")
+            return False
+
+    def _receive(self, timeout_s: float, expect: str) -> tuple[str, object]:
+        """The next `expect` (or 'error') message, or ('lost', why) when none comes in time or the process is gone.
+        Other replies are dropped: answers to a read that a signal interrupted."""
+        try:
+            while self._conn is not None and self._conn.poll(timeout_s):
+                kind, body = self._conn.recv()
+                if kind in (expect, "error"):
+                    return kind, body
+            why = f"no answer in {timeout_s:g} s"
+        except (EOFError, OSError):
+            why = "it closed its end"
+        return "lost", why
+
+    def _lost(self, why: object) -> None:
+        code = self._end()
+        if code is not None:
+            why = f"{why}; exit code {code}" + (f" ({signal.Signals(-code).name})" if code < 0 else "")
+        note = f"sampler process lost: {why}; samples, statistics and RAPL/integrated energy after that are missing"
+        if note not in self.notes:
+            log.warning("%s", note)
+            self.notes.append(note)
+
+    def _end(self) -> int | None:
+        """Close the connection (the process then stops by itself) and reap it; its exit code."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is None:
+            return None
+        try:
+            code = self._proc.wait(timeout=REPLY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        self._proc = None
+        return code

@@ -1,4 +1,4 @@
-"""One point's measurement on this rank: node counters, the node's sampler, the idle baseline, the per-GPU table."""
+"""One point's measurement on this rank: node counters, the node's sampler process, idle baseline, per-GPU table."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from energybench.energy.counters import NodeCounters
 from energybench.energy.gpus import NodeGpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.rapl import Rapl, RaplUnavailable
-from energybench.energy.sampler import Sampler
+from energybench.energy.sampler import Sampler, SamplerError
 from energybench.results.metrics import mean_or_none, ratio, sum_or_none
 from energybench.results.schema import GPUS, table
 from energybench.results.store import write_parquet
@@ -27,22 +27,24 @@ CROSS_CHECK_TOLERANCE = 0.05  # counter_vs_integral further than this from 1 is 
 
 
 class Measurement:
-    """The meter every rank uses, and on the node leader the counters and sampler behind it."""
+    """The meter every rank uses, and on the node leader the counters and sampler process behind it (the
+    sampler is None where nothing needs one: meter.sample_hz=0 with every GPU counted and no RAPL)."""
 
     def __init__(self, cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
                  power_notes: list[str], rapl: Rapl | None, notes: list[str], samples_dir: Path, fields: dict) -> None:
         self.cfg, self.env = cfg, env
         self.limits, self.power_notes = limits, power_notes
         self.notes = list(node.notes) + notes  # this node's, for run.parquet's energy_notes
-        gpus = node.gpus if node.meter else []
-        self.counters = NodeCounters(env.hostname, gpus, rapl) if env.is_node_leader else None
-        self.meter = Meter(env, device, self.counters)
-        constant = {uuid: {"power_cap_w": lim["power_cap_w"], "enforced_limit_w": lim["enforced_limit_w"]}
-                    for uuid, lim in limits.items()}
-        self.sampler = Sampler(gpus, rapl, cfg.sample_hz, samples_dir, cfg.flush_s, self.meter.open_windows,
-                               constant, fields) if env.is_node_leader else None
-        if self.counters is not None and self.sampler is not None:
-            self.counters.integral = self.sampler.integrated_j
+        self.gpus = node.gpus if node.meter and env.is_node_leader else []
+        self.sampler: Sampler | None = None
+        self.counters: NodeCounters | None = None
+        if env.is_node_leader:
+            constant = {uuid: {"power_cap_w": lim["power_cap_w"], "enforced_limit_w": lim["enforced_limit_w"]}
+                        for uuid, lim in limits.items()}
+            sampler = Sampler(self.gpus, rapl is not None, cfg.sample_hz, samples_dir, cfg.flush_s, constant, fields)
+            self.sampler = sampler if sampler.needed else None
+            self.counters = NodeCounters(env.hostname, self.gpus, rapl, self.sampler.read if self.sampler else None)
+        self.meter = Meter(env, device, self.counters, self.sampler.set_windows if self.sampler else None)
 
     def idle(self) -> Reading | None:
         """The idle baseline: `meter.idle_s` seconds with nothing running, before the warm-up (collective)."""
@@ -54,7 +56,7 @@ class Measurement:
 
     def summary(self, generation: Reading, pid: str, attempt: int, pdir: Path) -> dict | None:
         """Collective: per-GPU rows of every node to rank 0, which writes gpus.parquet and returns run columns.
-        Stops the sampler first (its last part is written, its statistics final)."""
+        Stops the sampler process first (its last part is written, its statistics final)."""
         if self.sampler is not None:
             self.sampler.stop()
         reports = gather(self.env, self._node_report() if self.env.is_node_leader else None)
@@ -72,20 +74,19 @@ class Measurement:
         return columns
 
     def _node_report(self) -> dict:
-        assert self.sampler is not None and self.counters is not None
-        stats = self.sampler.stats.get("generation", {})
+        assert self.counters is not None
+        stats = self.sampler.stats.get("generation", {}) if self.sampler else {}
+        hz = self.sampler.hz if self.sampler else 0
         gpus = []
-        for gpu in self.sampler.gpus:
+        for gpu in self.gpus:
             method = "nvml_counter" if gpu.has_energy_counter else "power_integral"
             note = None if gpu.has_energy_counter else (
-                f"no energy counter (pre-Volta?): energy integrated from power samples at {self.sampler.hz:g} Hz")
-            limit = self.limits.get(gpu.uuid)
-            summary = stats[gpu.uuid].summary() if gpu.uuid in stats else {}
+                f"no energy counter (pre-Volta?): energy integrated from power samples at {hz:g} Hz")
             gpus.append({"uuid": gpu.uuid, "index": gpu.index, "name": gpu.name, "method": method, "note": note,
-                         "stats": summary, "limit": limit})
+                         "stats": stats.get(gpu.uuid, {}), "limit": self.limits.get(gpu.uuid)})
         return {"node": self.env.hostname, "gpus": gpus,
-                "notes": self.notes + self.counters.notes + self.sampler.notes
-                + [f for gpu in self.sampler.gpus for f in gpu.faults], "power_notes": self.power_notes}
+                "notes": self.notes + self.counters.notes + (self.sampler.notes if self.sampler else [])
+                + [f for gpu in self.gpus for f in gpu.faults], "power_notes": self.power_notes}
 
 
 def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], idle: Reading | None) -> dict:
@@ -153,16 +154,20 @@ def open_rapl(mode: str, host: str) -> tuple[Rapl | None, list[str], str | None]
 @contextmanager
 def measurement(cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
                 power_notes: list[str], pdir: Path, fields: dict) -> Iterator[Measurement]:
-    """Collective: open RAPL and start the sampler on each node leader; the sampler stops (last part written)
-    on exit. `limits` (GPU UUID -> power_cap_w, found_limit_w, enforced_limit_w) go on the GPU's sample
-    and gpus.parquet rows, `fields` (point_id, attempt) on every sample row."""
+    """Collective: open RAPL and start the sampler process on each node leader (its start-up, paid here, is outside
+    every window); it stops (last part written) on exit. `limits` (GPU UUID -> power_cap_w, found_limit_w,
+    enforced_limit_w) go on the GPU's sample and gpus.parquet rows, `fields` (point_id, attempt) on every sample
+    row."""
     rapl, notes, error = open_rapl(cfg.cpu, env.hostname) if env.is_node_leader else (None, [], None)
-    agree(env, error)
     samples_dir = pdir / "samples" / f"node={env.hostname}"
     m = Measurement(cfg, env, device, node, limits, power_notes, rapl, notes, samples_dir, fields)
-    if m.sampler is not None:
-        m.sampler.start()
     try:
+        if error is None and m.sampler is not None:
+            try:
+                m.sampler.start()
+            except SamplerError as e:
+                error = f"node {env.hostname}: {e}"
+        agree(env, error)
         yield m
     finally:
         if m.sampler is not None:
