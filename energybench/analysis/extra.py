@@ -21,6 +21,8 @@ NO_SAMPLES = ("no per-GPU samples in these points: the sampler writes samples/no
 
 
 def _kind(window: str) -> str | None:
+    if not window:
+        return None
     if window == "idle":
         return "idle"
     if window.startswith("warmup"):
@@ -37,7 +39,8 @@ def _shade_windows(ax, rows: pd.DataFrame) -> None:
         return
     first_gpu = rows[rows["gpu_uuid"] == rows["gpu_uuid"].iloc[0]] if "gpu_uuid" in rows else rows
     tick = first_gpu.sort_values("elapsed_s")[["elapsed_s", "window"]]
-    t, w = tick["elapsed_s"].to_numpy(), tick["window"].astype(str).to_numpy()
+    # ticks outside every window (before the idle baseline, between points' steps) have a null window
+    t, w = tick["elapsed_s"].to_numpy(), tick["window"].astype(object).fillna("").astype(str).to_numpy()
     starts = np.flatnonzero(np.r_[True, w[1:] != w[:-1]])
     ends = np.r_[starts[1:], len(w)]
     for s, e in zip(starts, ends):
