@@ -178,3 +178,30 @@ def test_restore_in_a_directory_takes_this_slurm_nodes_file(shared, gpus, tmp_pa
     proc = restore_cli(tmp_path / "states", node="n2")
     assert proc.returncode == 0, proc.stderr
     assert shared.limits_w() == FOUND and not path.exists()
+
+
+def test_a_rerun_first_restores_what_a_killed_attempt_left_capped(fake_nvml, gpus, tmp_path: Path) -> None:
+    path = state_path(tmp_path, ENV.hostname)
+    apply(PowerConfig(backend="nvml"), 200.0, gpus[:2], path, ENV.hostname)  # attempt 1 capped A, B, then died
+    assert fake_nvml.limits_w() == {A: 200.0, B: 200.0, C: 700.0}
+    # attempt 2 (requeued onto this node, on GPUs B and C) must find 700 W, not the cap attempt 1 left
+    with power_limits(PowerConfig(backend="nvml"), 250.0, ENV, gpus[1:], tmp_path) as limits:
+        assert {u: g.found_limit_w for u, g in limits.gpus.items()} == {B: 700.0, C: 700.0}
+        assert fake_nvml.limits_w() == {A: 700.0, B: 250.0, C: 250.0}
+        assert {g.limit_w for g in read_state(path).gpus} == {700.0}
+    assert fake_nvml.limits_w() == FOUND and not path.exists()
+
+
+def test_a_state_file_of_a_running_process_is_left_alone(fake_nvml, gpus, tmp_path: Path) -> None:
+    path = state_path(tmp_path, ENV.hostname)
+    apply(PowerConfig(backend="nvml"), 200.0, gpus[:1], path, ENV.hostname)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {sleeper.pid}'))
+        with pytest.raises(RankError, match=f"belongs to process {sleeper.pid}, still running on this node"):
+            with power_limits(PowerConfig(backend="nvml"), 250.0, ENV, gpus, tmp_path):
+                pytest.fail("the point must not run")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert fake_nvml.limits_w()[A] == 200.0 and path.exists()  # the other point's limits and file untouched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -12,9 +13,9 @@ from typing import Iterator
 
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, agree
-from energybench.energy.nvml import Gpu, NvmlFault
+from energybench.energy.nvml import Gpu, GpuInfo, NvmlFault
 from energybench.power.backends import Backend, LimitError, make_backend
-from energybench.power.state import PowerState, SavedLimit, state_path, write_state
+from energybench.power.state import PowerState, SavedLimit, read_state, state_path, write_state
 
 log = logging.getLogger("energybench.power")
 TOLERANCE_W = 0.5  # limits are set in mW; a read-back within this is the requested value
@@ -71,7 +72,10 @@ def power_limits(cfg: PowerConfig, cap_w: float | None, env: DistEnv, gpus: list
 
 
 def apply(cfg: PowerConfig, cap_w: float | None, gpus: list[Gpu], path: Path, host: str) -> PowerLimits:
-    """Check the cap against every GPU's range first, write the state file, set, read back."""
+    """Undo a killed earlier point's limits (its state file at `path`), check the cap against every GPU's range,
+    write the state file, set, read back."""
+    if gpus and path.exists():
+        _restore_stale(path, gpus)
     if cap_w is None:
         return _as_found(gpus)
     if not gpus:
@@ -100,6 +104,49 @@ def apply(cfg: PowerConfig, cap_w: float | None, gpus: list[Gpu], path: Path, ho
     except BaseException as e:  # nothing stays changed: put back what was found, then fail
         _raise_with(e, _restore_logged(limits, gpus))
     return limits
+
+
+def _restore_stale(path: Path, gpus: list[Gpu]) -> None:
+    """A state file left by a point that could not restore (SIGKILL, OOM kill, node reboot: an earlier attempt of
+    this point, requeued onto this node) holds the limits found before it capped them. Put those back first:
+    otherwise this point would take the capped limits for the ones it found, overwrite the file, and "restore"
+    the cap at its end, losing the original limits for good."""
+    try:
+        state = read_state(path)
+    except ValueError as e:
+        raise LimitError(f"{e}; remove it if no GPU of this node is still capped by it") from None
+    if state.pid != os.getpid() and _alive(state.pid):
+        raise LimitError(f"{path} belongs to process {state.pid}, still running on this node: two points must not "
+                         "share a power.state_dir on one node (leave power.state_dir=null: one per point)")
+    backend = make_backend(state.backend, state.command)
+    failures = ["its backend changes no limits"] if backend is None else []
+    if backend is not None:
+        nvml = gpus[0].nvml
+        opened = {g.uuid: g for g in gpus}
+        try:
+            for saved in state.gpus:
+                if saved.uuid not in opened:
+                    opened[saved.uuid] = nvml.gpu(GpuInfo(saved.uuid, saved.index, ""))
+        except NvmlFault as e:
+            failures.append(str(e))
+        if not failures:
+            with _signals_deferred():
+                failures = restore(state, opened, backend)
+    if failures:
+        raise LimitError(f"power limits left by a killed earlier point ({path}) could not be restored: "
+                         f"{'; '.join(failures)}; restore them with: python -m energybench.power restore {path}")
+    path.unlink(missing_ok=True)
+    log.warning("restored the power limits a killed earlier point left (%s)", path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _as_found(gpus: list[Gpu]) -> PowerLimits:
