@@ -205,3 +205,12 @@ def test_a_state_file_of_a_running_process_is_left_alone(fake_nvml, gpus, tmp_pa
         sleeper.kill()
         sleeper.wait()
     assert fake_nvml.limits_w()[A] == 200.0 and path.exists()  # the other point's limits and file untouched
+
+
+def test_an_unwritable_state_dir_fails_on_every_rank_with_nothing_changed(fake_nvml, gpus, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    with pytest.raises(RankError, match=f"node {ENV.hostname}: .*not-a-dir"):  # agreed: no rank left waiting
+        with power_limits(PowerConfig(backend="nvml"), 250.0, ENV, gpus, blocked):
+            pytest.fail("the point must not run")
+    assert fake_nvml.limits_w() == FOUND

@@ -58,7 +58,7 @@ def power_limits(cfg: PowerConfig, cap_w: float | None, env: DistEnv, gpus: list
     if env.is_node_leader:
         try:
             limits = apply(cfg, cap_w, gpus, state_path(state_dir, env.hostname), env.hostname)
-        except (LimitError, NvmlFault) as e:
+        except (LimitError, NvmlFault, OSError) as e:  # OSError: no state file, so nothing was changed
             error = f"node {env.hostname}: {e}"
     try:
         agree(env, error)
