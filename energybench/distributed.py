@@ -39,9 +39,9 @@ class DistEnv:
         return self.local_rank == 0
 
     @classmethod
-    def single(cls) -> DistEnv:
-        """This process alone."""
-        host = socket.gethostname()
+    def single(cls, environ: Mapping[str, str] | None = None) -> DistEnv:
+        """This process alone (on a Slurm node, named as Slurm names it, as every per-node file is keyed)."""
+        host = node_name(environ)
         return cls(0, 1, 0, 1, 0, 1, "127.0.0.1", 0, host, nodelist=(host,))
 
     @classmethod
@@ -49,7 +49,7 @@ class DistEnv:
         """Read torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, ...), else Slurm's (SLURM_PROCID,
         SLURM_NTASKS, SLURM_JOB_NODELIST, ...), else a single process."""
         env = os.environ if environ is None else environ
-        host = socket.gethostname()
+        host = node_name(env)
         job_id = env.get("SLURM_JOB_ID")
         if "RANK" in env and "WORLD_SIZE" in env:
             local_world = int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
@@ -68,7 +68,7 @@ class DistEnv:
             )
         if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
             return _from_slurm(env, host)
-        return cls.single()
+        return cls.single(env)
 
 
 def _from_slurm(env: Mapping[str, str], host: str) -> DistEnv:
@@ -89,7 +89,7 @@ def _from_slurm(env: Mapping[str, str], host: str) -> DistEnv:
         num_nodes=num_nodes,
         master_addr=nodes[0],
         master_port=20000 + int(raw_id) % 20000,  # unique per job, array elements included
-        hostname=node_name(env),
+        hostname=host,
         slurm_job_id=job_id,
         nodelist=nodes,
     )

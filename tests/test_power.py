@@ -214,3 +214,19 @@ def test_an_unwritable_state_dir_fails_on_every_rank_with_nothing_changed(fake_n
         with power_limits(PowerConfig(backend="nvml"), 250.0, ENV, gpus, blocked):
             pytest.fail("the point must not run")
     assert fake_nvml.limits_w() == FOUND
+
+
+@pytest.mark.parametrize("layout", ["single", "torchrun"])
+def test_a_point_on_a_slurm_node_keys_its_state_file_as_the_restore_command_looks_for_it(
+        layout: str, shared, gpus, tmp_path: Path, monkeypatch) -> None:
+    # e.g. a local sweep (or torchrun) inside an sbatch job on a node whose Slurm name is not its hostname
+    monkeypatch.setenv("SLURMD_NODENAME", "n7")
+    env = DistEnv.single() if layout == "single" else DistEnv.from_environ({**os.environ, "RANK": "0",
+                                                                             "WORLD_SIZE": "1"})
+    assert env.hostname == "n7" and env.nodelist == (("n7",) if layout == "single" else env.nodelist)
+    states = tmp_path / "states"
+    with power_limits(PowerConfig(backend="nvml"), 200.0, env, gpus, states):
+        assert read_state(state_path(states, "n7")).host == "n7"
+        proc = restore_cli(states, node="n7")  # what the sbatch templates' exit trap runs after a SIGKILL
+        assert proc.returncode == 0 and "restored" in proc.stdout, proc.stdout + proc.stderr
+        assert shared.limits_w() == FOUND

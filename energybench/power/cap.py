@@ -90,7 +90,7 @@ def apply(cfg: PowerConfig, cap_w: float | None, gpus: list[Gpu], path: Path, ho
     limits = PowerLimits()
     if backend is not None:
         saved = [SavedLimit(g.uuid, g.index, found[g.uuid]) for g in gpus]
-        limits.state = PowerState.new(backend.name, cfg.command, saved)
+        limits.state = PowerState.new(host, backend.name, cfg.command, saved)
         limits.state_file = path
         write_state(limits.state, path)  # before the first change: a SIGKILL from here on can be undone
     try:

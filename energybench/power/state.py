@@ -8,7 +8,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from energybench.nodes import node_name
 from energybench.results.store import write_text
 
 
@@ -31,9 +30,10 @@ class PowerState:
     gpus: tuple[SavedLimit, ...]
 
     @classmethod
-    def new(cls, backend: str, command: tuple[str, ...] | None, gpus: list[SavedLimit]) -> PowerState:
+    def new(cls, host: str, backend: str, command: tuple[str, ...] | None, gpus: list[SavedLimit]) -> PowerState:
+        """A state file for node `host`, named as the restore command names this node (energybench.nodes)."""
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return cls(node_name(), os.getpid(), now, backend, command, tuple(gpus))
+        return cls(host, os.getpid(), now, backend, command, tuple(gpus))
 
 
 def state_path(directory: Path, host: str) -> Path:
