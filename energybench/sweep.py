@@ -27,7 +27,17 @@ def main(dcfg: DictConfig) -> PointOutcome:
         return run_point(cfg, DistEnv.from_environ())
     from energybench.launch import run_local
 
-    return run_local(cfg)
+    return _stop_if_interrupted(run_local(cfg))
+
+
+def _stop_if_interrupted(outcome: PointOutcome) -> PointOutcome:
+    """Ctrl-C or SIGTERM stopped the point in this process: stop the sweep too rather than start the next point
+    (the point is recorded as failed, the others stay pending; the same command resumes)."""
+    if outcome.interrupted:
+        print(f"error: {outcome.point_id}: {outcome.reason}; the sweep stops here (run the same command again to "
+              "resume it)", file=sys.stderr)
+        sys.exit(130 if "SIGINT" in (outcome.reason or "") else 143)
+    return outcome
 
 
 def cli() -> None:

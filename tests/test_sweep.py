@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -81,3 +84,25 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path: Path, override: st
     assert proc.stderr.strip().splitlines()[-1].startswith(message)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_stops_a_local_sweep_instead_of_starting_the_next_point(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "samples=64",
+                             "max_tokens=64", "batch=2,4", f"out_dir={out}"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any('"running"' in p.read_text() for p in out.glob("*/point=*/status.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no point started"
+            time.sleep(0.2)
+        time.sleep(0.5)  # its signal handlers are installed right after "running" is written
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "received SIGINT; the sweep stops here" in err
+    states = sorted(json.loads(p.read_text())["state"] for p in out.glob("*/point=*/status.json"))
+    assert states == ["failed", "pending"]  # the second point never started; a re-run resumes it
