@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
     pdir = point_dir(cfg)
     config_path = pdir / "config.yaml"
     write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), config_path)
+    shutil.rmtree(pdir / "errors", ignore_errors=True)  # an earlier attempt's errors would name the wrong cause
     port = free_port()
     procs = []
     for rank in range(cfg.shards):
@@ -49,9 +51,13 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
     status = read_status(pdir) or {}
     if failed_rank is None and status.get("state") == "done":
         return PointOutcome(point_id(cfg), "done", None, _run_row(pdir))
-    reason = status.get("reason") if status.get("state") == "failed" else None
-    if reason is None:
-        reason = _rank_error(pdir, failed_rank) or f"rank {failed_rank} exited with code {procs[failed_rank or 0].returncode}"
+    if failed_rank not in (None, 0):  # rank 0's own reason is then only the consequence (a broken collective)
+        reason = _rank_error(pdir, failed_rank) or f"rank {failed_rank} exited with code {procs[failed_rank].returncode}"
+    elif status.get("state") == "failed" and status.get("reason"):
+        reason = status["reason"]
+    else:
+        reason = _rank_error(pdir, None) or f"rank 0 exited with code {procs[0].returncode}"
+    if status.get("state") != "failed" or status.get("reason") != reason:
         write_status(pdir, "failed", reason)
     return PointOutcome(point_id(cfg), "failed", reason)
 

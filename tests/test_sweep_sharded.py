@@ -24,3 +24,39 @@ def test_quickstart_with_two_shards_runs_both_engines(tmp_path: Path) -> None:
     assert sorted(points["engine"]) == ["fast", "reference"]
     assert (points["shards"] == 2).all()
     assert (points["tokens"] == 8 * 8).all()  # random weights, sampled length: every response runs to max_tokens
+
+
+BREAK_RANK_1 = '''
+import os
+if os.environ.get("RANK") == "1":  # rank 1 of every point breaks in its first batch; rank 0 waits in a collective
+    from energybench.engine.fast import FastEngine
+    from energybench.engine.reference import ReferenceEngine
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("rank 1 broke")
+
+    def die(*args, **kwargs):
+        os._exit(3)  # killed, as by the OOM killer: no error file
+
+    ReferenceEngine.generate, FastEngine.generate = fail, die
+'''
+
+
+def test_a_failing_rank_names_the_cause_not_rank_0s_broken_collective(tmp_path: Path) -> None:
+    from energybench.confload import compose
+    from energybench.results.layout import point_dir
+
+    out = tmp_path / "out"
+    args = ["experiment=quickstart", "shards=2", "samples=4", "max_tokens=4", "batch=4", f"out_dir={out}"]
+    stale = point_dir(compose([*args, "engine=fast"])) / "errors" / "rank-1.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("RuntimeError: an earlier attempt's error\n")
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_RANK_1)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'inject'}:{REPO}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "energybench.sweep", *args, "engine=reference,fast"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    reasons = results.load(out).set_index("engine")["reason"]
+    assert reasons["reference"] == "rank 1: RuntimeError: rank 1 broke"
+    assert reasons["fast"] == "rank 1 exited with code 3"
