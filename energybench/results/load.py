@@ -108,11 +108,19 @@ def _extras(point_dir: Path, has_run: bool) -> dict[str, Any]:
         row.update(_config_columns(raw, row))
         if (point_dir / "batches.parquet").is_file():
             try:
-                warm = pq.read_table(point_dir / "batches.parquet", columns=["warmup"]).column("warmup")
-                row["batches_done"] = sum(1 for w in warm.to_pylist() if not w)
+                row["batches_done"] = _batches_done(point_dir / "batches.parquet", status.get("attempt"))
             except (OSError, pa.ArrowException):
                 pass
     return row
+
+
+def _batches_done(path: Path, attempt: int | None) -> int:
+    """Measured batches the point's current attempt finished (status.json's; else the latest in the file): a
+    requeued point's file also holds the rows of its earlier attempts."""
+    rows = pq.read_table(path, columns=["warmup", "attempt"]).to_pylist()
+    if attempt is None:
+        attempt = max((r["attempt"] for r in rows if r["attempt"] is not None), default=None)
+    return sum(1 for r in rows if not r["warmup"] and r["attempt"] == attempt)
 
 
 def _config_columns(raw: dict | None, row: dict) -> dict[str, Any]:

@@ -111,3 +111,17 @@ def test_importing_analysis_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_requeued_partial_point_counts_the_batches_of_its_current_attempt(cpu_sweep: Path, tmp_path: Path) -> None:
+    from energybench.results.store import write_status
+
+    killed = next(d for d in cpu_sweep.glob("point=*") if not (d / "run.parquet").exists()
+                  and (d / "batches.parquet").exists())
+    point = tmp_path / "requeued" / killed.name
+    shutil.copytree(killed, point)
+    one = pq.read_table(killed / "batches.parquet").to_pylist()  # warm-up + 1 measured batch, attempt 1
+    rows = [*one, {**one[1], "batch_index": 1}] + [{**r, "attempt": 2} for r in one]  # attempt 1: 2, attempt 2: 1
+    pq.write_table(pa.Table.from_pylist(rows, pq.read_schema(killed / "batches.parquet")), point / "batches.parquet")
+    write_status(point, "running")  # the requeued job started attempt 2
+    assert results.points(point)["batches_done"].tolist() == [1]
