@@ -139,7 +139,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
     with model_parallel(env, device), ExitStack() as cleanup:  # cleanup runs before the group is torn down
         t0 = time.perf_counter()
         tokenizer = None
-        if cfg.model.tokenizer:
+        if cfg.model.tokenizer and cfg.dataset.name != "synthetic":  # synthetic prompts are token ids already
             from energybench.model.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(cfg.model.tokenizer)

@@ -52,15 +52,15 @@ def test_two_point_multirun_writes_two_done_points(tmp_path: Path) -> None:
 
 def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    # passes validation, fails when the point loads its tokenizer
+    # passes validation, fails when the point loads its checkpoint
     proc = sweep("-m", "experiment=quickstart", "samples=4", "max_tokens=4", f"out_dir={out}",
-                 "model.tokenizer=null,/nonexistent/tokenizer.model")
+                 "model.weights=random,meta", "model.path=/nonexistent/llama")
     assert proc.returncode == 1
     assert "1 done, 1 failed, 0 skipped" in proc.stdout
     points = results.load(out)
     assert sorted(points["status"]) == ["done", "failed"]
     reason = points.loc[points["status"] == "failed", "reason"].item()
-    assert "/nonexistent/tokenizer.model" in reason
+    assert "model.path=/nonexistent/llama: no such directory" in reason
 
 
 def test_rerun_skips_done_points(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """One real tiny CPU sweep per session (4 done points, 1 failed, 1 killed mid-run), and a copy with energy.
 
 The sweep runs through `python -m energybench.sweep` like a user's; the failed point fails for real (a
-tokenizer path that does not exist). The killed point is made by hand from a done one (its run.parquet
+checkpoint directory that does not exist). The killed point is made by hand from a done one (its run.parquet
 removed, status left `running`, one measured batch kept), as a SIGKILLed job leaves it.
 """
 
@@ -55,7 +55,8 @@ def cpu_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
     proc = run_sweep(*TINY, "batch=1,2", "max_tokens=2,4", f"out_dir={out}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    proc = run_sweep(*TINY, "batch=1", "max_tokens=2", f"out_dir={out}", "model.tokenizer=/nonexistent/tokenizer.model")
+    proc = run_sweep(*TINY, "batch=1", "max_tokens=2", f"out_dir={out}", "model.weights=meta",
+                     "model.path=/nonexistent/llama")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
     sweep = out / "quickstart"
     first = sorted(sweep.glob("point=*-b2-t4-*"))[0]

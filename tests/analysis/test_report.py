@@ -25,7 +25,7 @@ def test_report_of_a_partial_cpu_sweep_lists_failures_and_skips_energy_figures(c
     points = results.points(cpu_sweep)
     failed = points[points["status"] == "failed"].iloc[0]
     killed = points[points["status"] == "running"].iloc[0]
-    assert failed["point_id"] in md and "/nonexistent/tokenizer.model" in md
+    assert failed["point_id"] in md and "/nonexistent/llama" in md
     assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 running." in md
     assert "batch: 1, 2; max_tokens: 2, 4" in md  # what the sweep varied
     assert "![Inference throughput (paper Fig. 2)](figures/fig2_tokens_per_s.png)" in md
