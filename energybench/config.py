@@ -26,6 +26,8 @@ CPU_METERS = ("auto", "rapl", "none")
 POWER_BACKENDS = ("nvml", "command", "none")
 POWER_POLICIES = ("enforce", "observe")
 LAUNCHERS = ("local", "slurm")
+SLURM_ONLY = ("partition", "account", "qos", "constraint", "time_min", "mem_gb", "cpus_per_task", "max_requeues",
+              "setup", "additional_parameters")  # ClusterConfig keys a local launcher has no use for
 
 
 class ConfigError(ValueError):
@@ -294,6 +296,11 @@ def _check_PowerConfig(p: PowerConfig, prefix: str) -> None:
 
 def _check_ClusterConfig(c: ClusterConfig, prefix: str) -> None:
     _choice(prefix + "launcher", c.launcher, LAUNCHERS)
+    if c.launcher == "local":
+        for name in SLURM_ONLY:
+            if getattr(c, name) != getattr(ClusterConfig(), name):
+                raise ConfigError(f"{prefix}{name}={getattr(c, name)!r}: only Slurm presets use it; "
+                                  f"cluster={c.name} runs points on this machine (use cluster=slurm or a site preset)")
     if c.launcher == "slurm" and c.gpus_per_node is None:
         raise ConfigError(f"{prefix}launcher=slurm needs {prefix}gpus_per_node, the GPUs of one node "
                           f"(e.g. {prefix}gpus_per_node=4); jobs are sized from it")

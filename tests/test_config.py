@@ -55,6 +55,8 @@ def test_gsm8k_split_interpolates(monkeypatch: pytest.MonkeyPatch) -> None:
     ("meter.gpu=maybe", "meter.gpu='maybe': must be one of auto, nvml, none"),
     ("max_tokens=4096", "max_tokens=4096 leaves no room for a prompt"),
     ("dataset=gsm8k", "dataset=gsm8k needs model.tokenizer"),
+    ("cluster.partition=gpu", "cluster.partition='gpu': only Slurm presets use it; cluster=local runs points on "
+                              "this machine (use cluster=slurm"),  # not Hydra's advice to append it (then ignored)
 ])
 def test_bad_values_name_key_value_and_fix(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
