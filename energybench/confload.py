@@ -43,10 +43,16 @@ def compose(overrides: Sequence[str] = ()) -> PointConfig:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from hydra.errors import HydraException
+
     check_group_choices(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return to_point_config(hydra_compose("config", overrides=list(overrides)))
+        try:
+            composed = hydra_compose("config", overrides=list(overrides))
+        except HydraException as e:  # override grammar, composition: Hydra's message, on one line
+            raise ConfigError(f"{' '.join(overrides)}: {' '.join(str(e).split())}") from None
+        return to_point_config(composed)
 
 
 def group_options(group: str) -> list[str]:

@@ -289,6 +289,18 @@ def _earlier_attempts(path: Path, attempt: int) -> list[dict]:
     return [r for r in pq.read_table(path).to_pylist() if r["attempt"] is not None and r["attempt"] < attempt]
 
 
+def _read_config(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" on line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"--config {path}: not valid YAML{where} ({getattr(e, 'problem', None) or e}); "
+                          "pass a point's config.yaml") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m energybench.point", description="Run one point on this rank.")
     ap.add_argument("--config", type=Path, help="a point's config.yaml (instead of overrides)")
@@ -296,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.config:
-            cfg = from_mapping(PointConfig, yaml.safe_load(args.config.read_text()))
+            cfg = from_mapping(PointConfig, _read_config(args.config))
         else:
             from energybench.confload import compose
 

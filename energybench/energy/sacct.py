@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print("usage: python -m energybench.energy.sacct <out_dir or sweep dir>...", file=sys.stderr)
         return 2
-    done = sum(record(d) for d in point_dirs(*paths))
+    try:
+        dirs = point_dirs(*paths)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = sum(record(d) for d in dirs)
     print(f"sacct energy recorded for {done} point(s)")
     return 0
 
