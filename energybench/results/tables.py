@@ -109,7 +109,8 @@ def batches(*paths: str | Path, points: Sequence[str] | None = None, measured_on
     frame = _to_pandas(t)
     if with_config:
         info = load_points(*paths, derive=False)
-        info = info[[c for c in CONFIG_AXES if c in info.columns]].copy()
+        info = info[[c for c in CONFIG_AXES if c in info.columns]].assign(  # rows name their sweep by directory,
+            sweep=[Path(d).name for d in info["sweep_dir"]])                # as here (copied or renamed sweeps)
         frame["sweep"], frame["point_id"] = frame["sweep"].astype(str), frame["point_id"].astype(str)
         frame = frame.merge(info, on=["sweep", "point_id"], how="left", suffixes=("", "_point"))
     return frame

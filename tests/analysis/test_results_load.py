@@ -23,7 +23,7 @@ def test_points_load_done_failed_and_killed_points_with_their_status(cpu_sweep: 
     points = results.points(cpu_sweep)
     assert sorted(points["status"]) == ["done"] * 4 + ["failed", "running"]
     failed = points[points["status"] == "failed"].iloc[0]
-    assert "/nonexistent/tokenizer.model" in failed["reason"]
+    assert "/nonexistent/llama" in failed["reason"]
     assert failed["batch"] == 1 and failed["max_tokens"] == 2  # its configuration loads although it failed
     killed = points[points["status"] == "running"].iloc[0]
     assert killed["batches_done"] == 1 and killed["batches_expected"] == 2 and killed["seed"] == 2
@@ -125,3 +125,11 @@ def test_a_requeued_partial_point_counts_the_batches_of_its_current_attempt(cpu_
     pq.write_table(pa.Table.from_pylist(rows, pq.read_schema(killed / "batches.parquet")), point / "batches.parquet")
     write_status(point, "running")  # the requeued job started attempt 2
     assert results.points(point)["batches_done"].tolist() == [1]
+
+
+def test_batches_of_a_renamed_sweep_directory_keep_their_point_axes(cpu_sweep: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copied-from-the-cluster"
+    shutil.copytree(cpu_sweep, copy)
+    batches = results.batches(copy)
+    assert set(batches["sweep"]) == {"copied-from-the-cluster"}
+    assert batches["model"].notna().all() and set(batches["status"]) == {"done", "running"}
