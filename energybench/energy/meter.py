@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.distributed as dist
@@ -135,12 +134,6 @@ class Meter:
         reading = Reading(name, wall0, t1 - t0, local)
         self.readings.append(reading)
         return reading
-
-    @contextmanager
-    def window(self, name: str) -> Iterator[None]:
-        self.begin(name)
-        yield
-        self.end(name)
 
     def phase_hooks(self, prefix: str) -> "PhaseWindows":
         return PhaseWindows(self, prefix)
