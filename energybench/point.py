@@ -219,9 +219,9 @@ def _state_dir(cfg: PointConfig, pdir: Path) -> Path:
 
 def _prepare(samples: list[Sample], cfg: PointConfig) -> tuple[list[list[int]], list[int]]:
     """Prompt ids (kept within the context window) and each response's token limit."""
-    room = cfg.model.max_seq_len - cfg.max_tokens
-    prompts = [list(s.prompt_ids) if len(s.prompt_ids) <= room else [s.prompt_ids[0], *s.prompt_ids[-(room - 1):]]
-               for s in samples]
+    room = cfg.model.max_seq_len - cfg.max_tokens  # >= 1 (config check)
+    prompts = [list(s.prompt_ids) if len(s.prompt_ids) <= room
+               else [s.prompt_ids[0], *s.prompt_ids[len(s.prompt_ids) - (room - 1):]] for s in samples]
     if cfg.length == "oracle":
         limits = [max(1, min(s.reference_tokens, cfg.max_tokens)) for s in samples]
     else:
