@@ -124,8 +124,8 @@ def job_gpus(meter_gpu: str, power_cap_w: float | None, env: DistEnv, device: to
             error = f"node {env.hostname}: {e}"
             if meter_gpu == "nvml" and isinstance(e, NvmlUnavailable):
                 error += "; meter.gpu=nvml needs NVML (use meter.gpu=auto or none to run without GPU energy)"
-    agree(env, error)
     try:
+        agree(env, error)  # another node failed: this one's NVML is still shut down below
         yield found
     finally:
         if found.nvml is not None:
