@@ -14,7 +14,7 @@ import yaml
 
 from energybench.config import PointConfig, to_mapping
 from energybench.distributed import free_port
-from energybench.point import PointOutcome, run_point
+from energybench.point import PointOutcome, Terminated, run_point, signals_raise
 from energybench.results.layout import point_dir, point_id
 from energybench.results.store import read_status, write_status, write_text
 
@@ -47,7 +47,14 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
         }
         procs.append(subprocess.Popen([sys.executable, "-m", "energybench.point", "--config", str(config_path)],
                                       env=env))
-    failed_rank = _wait_all(procs, grace_s)
+    try:
+        with signals_raise():  # SIGTERM to this process alone (not its group) must reach the ranks too
+            failed_rank = _wait_all(procs, grace_s)
+    except Terminated as e:  # the ranks were stopped: each recorded what it could and restored its limits
+        reason = f"Terminated: {e}"
+        if (read_status(pdir) or {}).get("state") != "failed":
+            write_status(pdir, "failed", reason)
+        return PointOutcome(point_id(cfg), "failed", reason, interrupted=True)
     status = read_status(pdir) or {}
     if failed_rank is None and status.get("state") == "done":
         return PointOutcome(point_id(cfg), "done", None, _run_row(pdir))

@@ -69,7 +69,7 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
         (pdir / "run.parquet").unlink(missing_ok=True)  # a re-run replaces the row of an earlier attempt
         write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id)
     try:
-        with _signals_raise():
+        with signals_raise():
             row = _measure(cfg, env, pdir)
     except Exception as e:  # the point fails, the sweep goes on
         reason = _reason(e)
@@ -92,7 +92,7 @@ def _reason(e: BaseException) -> str:
 
 
 @contextmanager
-def _signals_raise() -> Iterator[None]:
+def signals_raise() -> Iterator[None]:
     """Turn SIGTERM/SIGINT into an exception so every `finally` (files, power limits) runs."""
 
     def handler(signum: int, frame: object) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import energybench.results as results
@@ -27,7 +30,9 @@ def test_quickstart_with_two_shards_runs_both_engines(tmp_path: Path) -> None:
 
 
 BREAK_RANK_1 = '''
+import json
 import os
+import signal
 if os.environ.get("RANK") == "1":  # rank 1 of every point breaks in its first batch; rank 0 waits in a collective
     from energybench.engine.fast import FastEngine
     from energybench.engine.reference import ReferenceEngine
@@ -60,3 +65,28 @@ def test_a_failing_rank_names_the_cause_not_rank_0s_broken_collective(tmp_path: 
     reasons = results.load(out).set_index("engine")["reason"]
     assert reasons["reference"] == "rank 1: RuntimeError: rank 1 broke"
     assert reasons["fast"] == "rank 1 exited with code 3"
+
+
+def test_sigterm_to_the_sweep_alone_stops_its_ranks_and_the_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen([sys.executable, "-m", "energybench.sweep", "experiment=quickstart", "shards=2",
+                              "samples=64", "max_tokens=64", "batch=2,4", f"out_dir={out}"], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("*/point=*/batches.parquet")):  # the ranks are generating (flushed every 5 s)
+            assert sweep.poll() is None and time.monotonic() < deadline, "no point started"
+            time.sleep(0.2)
+        ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(sweep.pid)], capture_output=True,
+                                                text=True).stdout.split()]
+        assert len(ranks) == 2
+        sweep.send_signal(signal.SIGTERM)  # to the sweep process only, as `kill <pid>` does
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 143, err[-3000:]
+    assert "the sweep stops here" in err
+    assert not [r for r in ranks if Path(f"/proc/{r}").exists()]  # no rank left running the point
+    states = sorted(json.loads(p.read_text())["state"] for p in out.glob("*/point=*/status.json"))
+    assert states == ["failed", "pending"]
