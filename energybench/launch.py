@@ -10,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from energybench.config import PointConfig, to_mapping
+from energybench.config import PointConfig
 from energybench.distributed import free_port
 from energybench.point import PointOutcome, Terminated, run_point, signals_raise
-from energybench.results.layout import point_dir, point_id
-from energybench.results.store import read_status, write_status, write_text
+from energybench.results.layout import point_dir, point_id, write_config
+from energybench.results.store import read_status, write_status
 
 
 def run_local(cfg: PointConfig) -> PointOutcome:
@@ -32,8 +30,7 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
     marked failed with the first failing rank's reason.
     """
     pdir = point_dir(cfg)
-    config_path = pdir / "config.yaml"
-    write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), config_path)
+    config_path = write_config(cfg)
     shutil.rmtree(pdir / "errors", ignore_errors=True)  # an earlier attempt's errors would name the wrong cause
     port = free_port()
     procs = []

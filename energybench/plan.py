@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import yaml
-
-from energybench.config import PointConfig, to_mapping
-from energybench.results.layout import point_dir, point_id
-from energybench.results.store import read_status, write_status, write_text
+from energybench.config import PointConfig
+from energybench.results.layout import point_dir, point_id, write_config
+from energybench.results.store import read_status, write_status
 
 
 @dataclass
@@ -64,7 +62,6 @@ def plan_sweep(jobs: Sequence[tuple[list[str], PointConfig]]) -> Plan:
             continue
         plan.todo.append((list(overrides), cfg))
     for _, cfg in plan.todo:
-        pdir = point_dir(cfg)
-        write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), pdir / "config.yaml")
-        write_status(pdir, "pending")
+        write_config(cfg)
+        write_status(point_dir(cfg), "pending")
     return plan

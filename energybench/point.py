@@ -27,7 +27,7 @@ import torch
 import yaml
 
 import energybench
-from energybench.config import ConfigError, PointConfig, from_mapping, to_mapping
+from energybench.config import ConfigError, PointConfig, from_mapping
 from energybench.data import Sample, load_workload
 from energybench.distributed import DistEnv, gather, model_parallel
 from energybench.energy.gpus import job_gpus
@@ -38,7 +38,7 @@ from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
 from energybench.results.columns import config_columns
-from energybench.results.layout import point_dir, point_id
+from energybench.results.layout import point_dir, point_id, write_config
 from energybench.results.metrics import ratio, run_metrics, sum_or_none
 from energybench.results.schema import BATCHES, RUN, table
 from energybench.results.store import read_status, write_parquet, write_status, write_text
@@ -65,7 +65,7 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
     setup_logging(env.rank)
     pid, pdir = point_id(cfg), point_dir(cfg)
     if env.rank == 0:
-        write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), pdir / "config.yaml")
+        write_config(cfg)
         (pdir / "run.parquet").unlink(missing_ok=True)  # a re-run replaces the row of an earlier attempt
         write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id)
     try:

@@ -6,7 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import yaml
+
 from energybench.config import PointConfig, to_mapping
+from energybench.results.store import write_text
 
 # Keys that say where or how a point is dispatched, not what it measures: they stay out of its id,
 # so a re-run with another partition or time limit still finds (and resumes) the same points.
@@ -35,3 +38,10 @@ def sweep_dir(cfg: PointConfig) -> Path:
 
 def point_dir(cfg: PointConfig) -> Path:
     return sweep_dir(cfg) / f"point={point_id(cfg)}"
+
+
+def write_config(cfg: PointConfig) -> Path:
+    """The point's resolved configuration, <point dir>/config.yaml (written whole); its path."""
+    path = point_dir(cfg) / "config.yaml"
+    write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), path)
+    return path
