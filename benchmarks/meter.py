@@ -2,7 +2,8 @@
 
     python benchmarks/meter.py [--shards 1|2] [--out DIR] [--pairs N | --max-s S] [override ...]
 
-Tokens/s overhead of the 10 Hz sampler process (pairs of runs, 0 Hz then 10 Hz: N of them; without
+Tokens/s overhead of the 10 Hz sampler process (pairs of runs in ABBA order, 0 Hz then 10 Hz, then 10 Hz
+then 0 Hz, ...: N of them, with the 95 % confidence interval of the mean paired overhead; without
 --pairs, while time allows on one shard, one pair with --shards 2), counter_vs_integral, idle power, and
 what each NVML read costs. With --shards 2 (a 2-GPU machine, model parallel over NCCL): both GPUs' energy
 summed, one gpus.parquet row per GPU. Prints a table, writes DIR/meter.json and DIR/meter.md
@@ -109,14 +110,30 @@ def measure(overrides: list[str], hz: float, out_dir: Path) -> dict:
                                         "counter_vs_integral", "gpu_util_pct", "samples")} for g in gpus]}
 
 
+def paired_overheads(runs: list[dict]) -> list[float]:
+    """Per pair of consecutive runs (one at 0 Hz, one sampling): tokens/s lost to the sampler, in %."""
+    out = []
+    for a, b in zip(runs[0::2], runs[1::2]):
+        off, on = (a, b) if a["sample_hz"] == 0 else (b, a)
+        out.append((off["tokens_per_s"] - on["tokens_per_s"]) / off["tokens_per_s"] * 100)
+    return out
+
+
+# Two-sided 95 % Student t quantiles by degrees of freedom (n - 1), for the mean paired overhead.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093}
+
+
 def summarize(runs: list[dict]) -> dict:
-    off = [r for r in runs if r["sample_hz"] == 0]
     on = [r for r in runs if r["sample_hz"] > 0]
-    pairs = list(zip(off, on))
-    overheads = [(a["tokens_per_s"] - b["tokens_per_s"]) / a["tokens_per_s"] * 100 for a, b in pairs]
+    overheads = paired_overheads(runs)
+    n = len(overheads)
+    mean = statistics.fmean(overheads) if overheads else None
+    half = T95.get(n - 1, 1.96) * statistics.stdev(overheads) / n ** 0.5 if n > 1 else None
     return {
-        "pairs": len(pairs),
-        "tokens_per_s_overhead_pct": statistics.fmean(overheads) if overheads else None,
+        "pairs": n,
+        "tokens_per_s_overhead_pct": mean,
+        "tokens_per_s_overhead_pct_ci95": [mean - half, mean + half] if half is not None else None,
         "tokens_per_s_overhead_pct_each": overheads,
         "counter_vs_integral": [r["counter_vs_integral"] for r in on],
         "idle_power_w": [r["idle_power_w"] for r in runs],
@@ -140,6 +157,10 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ci(bounds: list[float] | None) -> str:
+    return "-" if bounds is None else f"[{bounds[0]:.2f}, {bounds[1]:.2f}] %"
+
+
 def save(record: dict, runs: list[dict], out: Path, name: str, shards: int) -> None:
     """Write <out>/<name>.json (everything) and <name>.md (the table and the summary)."""
     record.update(runs=runs, summary=summarize(runs))
@@ -151,7 +172,8 @@ def save(record: dict, runs: list[dict], out: Path, name: str, shards: int) -> N
           f"{p['gpu_name']}, driver {p['driver']}, {record['date']}; command: `{record['command']}`\n"
           f"point: `{' '.join(record['point'])}`\n\n{table(runs)}\n\n"
           f"- tokens/s overhead of the 10 Hz sampler process: {'-' if overhead is None else format(overhead, '.2f')} % "
-          f"(each pair: {', '.join(f'{x:.2f}' for x in s['tokens_per_s_overhead_pct_each']) or '-'})\n"
+          f"(each pair: {', '.join(f'{x:.2f}' for x in s['tokens_per_s_overhead_pct_each']) or '-'}); "
+          f"95 % confidence interval of the mean: {ci(s['tokens_per_s_overhead_pct_ci95'])}\n"
           f"- energy counter step: {p['counter_step_s']} s; "
           f"sampler tick with a counter read: {p['sampler_tick_ms_per_gpu']:.3f} ms per GPU\n"
           f"- per-GPU energies sum to the point's energy: {s['per_gpu_energy_sums']}\n")
@@ -171,6 +193,8 @@ def main() -> int:
     ap.add_argument("--max-s", type=float, default=240.0, help="start no new pair of runs after this long")
     ap.add_argument("--pairs", type=int, default=0, help="exactly this many pairs of runs (overrides --max-s)")
     ap.add_argument("--results", type=Path, default=Path("/tmp/meter-bench"))
+    ap.add_argument("--burn-in", action="store_true",
+                    help="one uncounted run first: a process's first point pays one-off costs in its measured window")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     started = time.monotonic()
@@ -189,8 +213,13 @@ def main() -> int:
             return True
         return args.shards == 1 and time.monotonic() - started + 1.2 * sum(r["wall_s"] for r in runs[-2:]) < args.max_s
 
+    if args.burn_in:
+        t0 = time.monotonic()
+        record["burn_in"] = {**measure(overrides, 0.0, args.results), "wall_s": time.monotonic() - t0}
+        print(f"burn-in (not counted): {record['burn_in']['tokens_per_s']:.1f} tokens/s", flush=True)
     while another_pair():
-        for hz in (0.0, 10.0):
+        # ABBA: odd pairs sample first, so a drift (the card warming) does not read as overhead.
+        for hz in (0.0, 10.0) if len(runs) % 4 == 0 else (10.0, 0.0):
             t0 = time.monotonic()
             runs.append({**measure(overrides, hz, args.results), "wall_s": time.monotonic() - t0})
             print(f"{hz:g} Hz: {runs[-1]['tokens_per_s']:.1f} tokens/s, decode step {runs[-1]['tpot_s'] * 1e3:.2f} ms, "

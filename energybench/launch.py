@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -55,12 +56,16 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
     status = read_status(pdir) or {}
     if failed_rank is None and status.get("state") == "done":
         return PointOutcome(point_id(cfg), "done", None, _run_row(pdir))
-    if failed_rank not in (None, 0):  # rank 0's own reason is then only the consequence (a broken collective)
-        reason = _rank_error(pdir, failed_rank) or f"rank {failed_rank} exited with code {procs[failed_rank].returncode}"
+    errors = _rank_errors(pdir)
+    if failed_rank not in (None, 0) and failed_rank not in errors:  # it died without a word (OOM killer, ...)
+        reason = f"rank {failed_rank} exited with code {procs[failed_rank].returncode}"
+    elif errors:  # the earliest error is the cause; the others' broken collectives are its consequence
+        rank = min(errors, key=lambda r: (errors[r][0], r))
+        reason = errors[rank][1] if rank == 0 else f"rank {rank}: {errors[rank][1]}"
     elif status.get("state") == "failed" and status.get("reason"):
         reason = status["reason"]
     else:
-        reason = _rank_error(pdir, None) or f"rank 0 exited with code {procs[0].returncode}"
+        reason = f"rank 0 exited with code {procs[0].returncode}"
     if status.get("state") != "failed" or status.get("reason") != reason:
         write_status(pdir, "failed", reason)
     return PointOutcome(point_id(cfg), "failed", reason)
@@ -97,11 +102,16 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
             p.wait()
 
 
-def _rank_error(pdir: Path, rank: int | None) -> str | None:
-    for path in sorted((pdir / "errors").glob("rank-*.txt")) if (pdir / "errors").is_dir() else []:
-        if rank is None or path.name == f"rank-{rank}.txt":
-            return f"rank {path.stem.removeprefix('rank-')}: {path.read_text().strip()}"
-    return None
+def _rank_errors(pdir: Path) -> dict[int, tuple[float, str]]:
+    """rank -> (when its error was raised, reason), from the errors/rank-<k>.json its point wrote."""
+    out = {}
+    for path in sorted((pdir / "errors").glob("rank-*.json")) if (pdir / "errors").is_dir() else []:
+        try:
+            error = json.loads(path.read_text())
+            out[int(path.stem.removeprefix("rank-"))] = (float(error["failed_at_unix_s"]), str(error["reason"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # written whole and renamed into place, so only a foreign file lands here
+    return out
 
 
 def _run_row(pdir: Path) -> dict | None:

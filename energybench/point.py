@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import signal
 import sys
@@ -64,6 +65,7 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
     env = env or DistEnv.single()
     setup_logging(env.rank)
     pid, pdir = point_id(cfg), point_dir(cfg)
+    _error_path(pdir, env).unlink(missing_ok=True)  # an earlier attempt's
     if env.rank == 0:
         write_config(cfg)
         (pdir / "run.parquet").unlink(missing_ok=True)  # a re-run replaces the row of an earlier attempt
@@ -77,12 +79,36 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
         log.debug("%s", traceback.format_exc())
         if env.rank == 0:
             write_status(pdir, "failed", reason)
-        else:
-            write_text(reason + "\n", pdir / "errors" / f"rank-{env.rank}.txt")
+        _record_error(e, pdir, env)
         return PointOutcome(pid, "failed", reason, interrupted=isinstance(e, Terminated))
     if env.rank == 0:
         write_status(pdir, "done")
     return PointOutcome(pid, "done", None, row)
+
+
+@contextmanager
+def _first_error(pdir: Path, env: DistEnv) -> Iterator[None]:
+    """Record an exception in errors/rank-<k>.json as it is raised, before any teardown runs: the
+    teardown of a failing rank (its collectives, its process group) breaks the ranks waiting on it, and
+    the launcher names the rank whose error came first (energybench.launch)."""
+    try:
+        yield
+    except BaseException as e:
+        _record_error(e, pdir, env)
+        raise
+
+
+def _record_error(e: BaseException, pdir: Path, env: DistEnv) -> None:
+    """errors/rank-<k>.json = {reason, failed_at_unix_s} of this rank's first error (a SIGTERM from the
+    launcher during the teardown that follows must not replace it), on multi-rank points."""
+    path = _error_path(pdir, env)
+    if env.world_size == 1 or path.exists():
+        return
+    write_text(json.dumps({"reason": _reason(e), "failed_at_unix_s": time.time()}) + "\n", path)
+
+
+def _error_path(pdir: Path, env: DistEnv) -> Path:
+    return pdir / "errors" / f"rank-{env.rank}.json"
 
 
 def _reason(e: BaseException) -> str:
@@ -136,7 +162,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
     started_at = dt.datetime.now(dt.timezone.utc)
-    with model_parallel(env, device), ExitStack() as cleanup:  # cleanup runs before the group is torn down
+    with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):  # cleanup runs before the group is torn down
         t0 = time.perf_counter()
         tokenizer = None
         if cfg.model.tokenizer and cfg.dataset.name != "synthetic":  # synthetic prompts are token ids already
@@ -159,7 +185,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
         with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
                 power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
                 measurement(cfg.meter, env, device, node, caps.columns(), caps.notes, pdir,
-                            {"point_id": point_id(cfg), "attempt": attempt}) as m:
+                            {"point_id": point_id(cfg), "attempt": attempt}) as m, _first_error(pdir, env):
             m.idle()  # the idle baseline, at the point's power cap, before the warm-up
             generation, batch_log = _run_batches(cfg, env, engine, m.meter, batches, pdir, attempt)
             energy = m.summary(generation, point_id(cfg), attempt, pdir)

@@ -132,3 +132,26 @@ def test_llama_tokenizer_ids(llama_tokenizer_path) -> None:
     assert (tok.bos_id, tok.eos_id, tok.vocab_size) == (1, 2, 32000)
     ids = tok.encode("Hello world", bos=True, eos=True)
     assert ids[0] == 1 and ids[-1] == 2 and tok.decode(ids[1:-1]) == "Hello world"
+
+
+def test_a_new_fast_engine_starts_from_an_empty_compiled_code_cache() -> None:
+    """Points of a local sweep share one process; compiled code of an earlier point (whose guards name
+    that point's freed model-parallel group) must not pile up to dynamo's recompile limit."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from energybench.engine.fast import FastEngine
+    from energybench.model.llama import TransformerBlock
+
+    def compiled_entries() -> int:
+        return len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__))
+
+    tokens = prompts_of([5, 9], TINY.vocab_size, seed=2)
+    for point in range(2):
+        with one_process():
+            m = build_model(TINY, CPU, torch.float32, seed=7)
+            m.setup_caches(4, 32)
+            engine = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=True, graphs=False)
+            assert compiled_entries() == 0, point  # the earlier point's code is gone
+            out = engine.generate(tokens, [3, 3], NoHooks())
+            assert compiled_entries() > 0  # this point compiled its layers
+            assert [len(o) for o in out.outputs] == [3, 3]

@@ -38,3 +38,23 @@ def test_fast_engine_on_gpu_matches_reference(dtype: torch.dtype) -> None:
             assert [o[:2] for o in fast.outputs] == [o[:2] for o in ref.outputs]
         paper = Sampling(0.8, 0.95)
         assert generate(model, "fast", paper, seed=3).outputs == generate(model, "fast", paper, seed=3).outputs
+
+
+def test_fast_engines_of_successive_points_do_not_pile_up_compiled_code() -> None:
+    """A local sweep builds a model and a fast engine per point in one process; each point's teardown
+    frees fairscale's model-parallel group that its compiled code guards on. Without a reset the cache
+    of TransformerBlock.forward grew by 3 entries a point and the 4th point ran eagerly (H100)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from energybench.model.llama import TransformerBlock
+
+    device = torch.device("cuda", 0)
+    counts = []
+    for point in range(4):
+        with model_parallel(DistEnv.single(), device):
+            model = build_model(TINY, device, torch.float16, seed=7)
+            model.setup_caches(8, 64)
+            out = generate(model, "fast", Sampling(0.0, 0.95))
+            assert [len(o) for o in out.outputs] == LIMITS
+            counts.append(len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__)))
+    assert max(counts) == counts[0] and counts[0] < 8, counts  # torch._dynamo.config.recompile_limit is 8

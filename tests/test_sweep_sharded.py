@@ -37,8 +37,18 @@ if os.environ.get("RANK") == "1":  # rank 1 of every point breaks in its first b
     from energybench.engine.fast import FastEngine
     from energybench.engine.reference import ReferenceEngine
 
+    import time
+
+    import torch.distributed as dist
+
     def fail(*args, **kwargs):
         raise RuntimeError("rank 1 broke")
+
+    def slow_destroy(*args, _destroy=dist.destroy_process_group, **kwargs):
+        _destroy(*args, **kwargs)  # rank 0's collective breaks here: it records and exits first
+        time.sleep(5)  # while this rank is still tearing down (the launcher then stops it)
+
+    dist.destroy_process_group = slow_destroy
 
     def die(*args, **kwargs):
         os._exit(3)  # killed, as by the OOM killer: no error file
@@ -53,9 +63,9 @@ def test_a_failing_rank_names_the_cause_not_rank_0s_broken_collective(tmp_path: 
 
     out = tmp_path / "out"
     args = ["experiment=quickstart", "shards=2", "samples=4", "max_tokens=4", "batch=4", f"out_dir={out}"]
-    stale = point_dir(compose([*args, "engine=fast"])) / "errors" / "rank-1.txt"
-    stale.parent.mkdir(parents=True)
-    stale.write_text("RuntimeError: an earlier attempt's error\n")
+    stale = point_dir(compose([*args, "engine=fast"])) / "errors" / "rank-1.json"
+    stale.parent.mkdir(parents=True)  # the earliest error of all, but an earlier attempt's
+    stale.write_text('{"reason": "RuntimeError: an earlier attempt\'s error", "failed_at_unix_s": 0}\n')
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_RANK_1)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'inject'}:{REPO}", "OMP_NUM_THREADS": "1"}
