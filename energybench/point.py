@@ -162,7 +162,8 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
     started_at = dt.datetime.now(dt.timezone.utc)
-    with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):  # cleanup runs before the group is torn down
+    # cleanup runs before the group is torn down; _first_error records an error before either runs
+    with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
         t0 = time.perf_counter()
         tokenizer = None
         if cfg.model.tokenizer and cfg.dataset.name != "synthetic":  # synthetic prompts are token ids already
