@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from energybench.config import PointConfig
 from energybench.distributed import free_port
-from energybench.point import PointOutcome, Terminated, run_point, signals_raise
+from energybench.point import PointOutcome, Terminated, first_error, rank_errors, run_point, signals_raise
 from energybench.results.layout import point_dir, point_id, write_config
 from energybench.results.store import read_status, write_status
 
@@ -56,12 +55,11 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
     status = read_status(pdir) or {}
     if failed_rank is None and status.get("state") == "done":
         return PointOutcome(point_id(cfg), "done", None, _run_row(pdir))
-    errors = _rank_errors(pdir)
+    errors = rank_errors(pdir)  # this attempt's: the directory was cleared before the ranks started
     if failed_rank not in (None, 0) and failed_rank not in errors:  # it died without a word (OOM killer, ...)
         reason = f"rank {failed_rank} exited with code {procs[failed_rank].returncode}"
-    elif errors:  # the earliest error is the cause; the others' broken collectives are its consequence
-        rank = min(errors, key=lambda r: (errors[r][0], r))
-        reason = errors[rank][1] if rank == 0 else f"rank {rank}: {errors[rank][1]}"
+    elif errors:
+        reason = first_error(errors)
     elif status.get("state") == "failed" and status.get("reason"):
         reason = status["reason"]
     else:
@@ -100,18 +98,6 @@ def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-
-
-def _rank_errors(pdir: Path) -> dict[int, tuple[float, str]]:
-    """rank -> (when its error was raised, reason), from the errors/rank-<k>.json its point wrote."""
-    out = {}
-    for path in sorted((pdir / "errors").glob("rank-*.json")) if (pdir / "errors").is_dir() else []:
-        try:
-            error = json.loads(path.read_text())
-            out[int(path.stem.removeprefix("rank-"))] = (float(error["failed_at_unix_s"]), str(error["reason"]))
-        except (ValueError, KeyError, TypeError):
-            continue  # written whole and renamed into place, so only a foreign file lands here
-    return out
 
 
 def _run_row(pdir: Path) -> dict | None:

@@ -111,6 +111,30 @@ def _error_path(pdir: Path, env: DistEnv) -> Path:
     return pdir / "errors" / f"rank-{env.rank}.json"
 
 
+def rank_errors(pdir: Path, since_unix_s: float = 0.0) -> dict[int, tuple[float, str]]:
+    """rank -> (failed_at_unix_s, reason) from the point's errors/rank-<k>.json, raised at or after
+    `since_unix_s` (older files are an earlier attempt's)."""
+    out = {}
+    for path in sorted((pdir / "errors").glob("rank-*.json")) if (pdir / "errors").is_dir() else []:
+        try:
+            error = json.loads(path.read_text())
+            rank, failed_at = int(path.stem.removeprefix("rank-")), float(error["failed_at_unix_s"])
+        except (ValueError, KeyError, TypeError):
+            continue  # written whole and renamed into place, so only a foreign file lands here
+        if failed_at >= since_unix_s:
+            out[rank] = (failed_at, str(error["reason"]))
+    return out
+
+
+def first_error(errors: dict[int, tuple[float, str]]) -> str | None:
+    """The point's reason from its ranks' errors: the earliest one (the teardown of a failing rank breaks
+    the collectives the others wait in), as "rank <k>: ..." unless it is rank 0's."""
+    if not errors:
+        return None
+    rank = min(errors, key=lambda r: (errors[r][0], r))
+    return errors[rank][1] if rank == 0 else f"rank {rank}: {errors[rank][1]}"
+
+
 def _reason(e: BaseException) -> str:
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return f"CUDA out of memory: {str(e).splitlines()[0]}"

@@ -186,13 +186,14 @@ def _failed(p: _Point, reason: str) -> JobReturn:
 
 def _point_reason(p: _Point) -> str | None:
     """What the point itself recorded: the first failing rank's error, else its status reason."""
+    from energybench.point import first_error, rank_errors
     from energybench.results.layout import point_dir
     from energybench.results.store import read_status
 
     pdir = point_dir(p.cfg)
-    errors = sorted((pdir / "errors").glob("rank-*.txt")) if (pdir / "errors").is_dir() else []
-    for path in (e for e in errors if e.stat().st_mtime >= p.since - 1):
-        return f"rank {path.stem.removeprefix('rank-')}: {path.read_text().strip()}"
+    reason = first_error(rank_errors(pdir, since_unix_s=p.since - 1))
+    if reason:
+        return reason
     status = read_status(pdir) or {}
     if status.get("state") == "failed" and status.get("reason"):
         return str(status["reason"])
