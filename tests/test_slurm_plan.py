@@ -91,7 +91,8 @@ def test_preflight_rejects_65b_on_one_32gb_gpu_and_names_the_fix() -> None:
     (["model=65b", "cluster=local"], True),  # no GPU type, no CUDA here: unknown, not refused
     (["model=7b", "cluster.gpu_type=null", "cluster.gpu_memory_gb=16"], False),
 ])
-def test_preflight_memory_cases(overrides: list[str], fits: bool) -> None:
+def test_preflight_memory_cases(overrides: list[str], fits: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("energybench.plan._local_gpu_gib", lambda cfg: None)  # as on a machine without CUDA
     cfg = compose(["cluster=supercloud_v100", "dataset=synthetic", *overrides])
     assert (preflight(cfg) is None) == fits
 

@@ -58,6 +58,11 @@ def _last_attempt(fig: Figure, point: str, rows: pd.DataFrame) -> pd.DataFrame:
     return last.assign(elapsed_s=last["elapsed_s"] - last["elapsed_s"].min())
 
 
+# The sample columns power_timeline reads (besides sweep, point_id, node and elapsed_s): a reader that
+# selects columns (the report) asks for these.
+TIMELINE_COLUMNS = ("power_w", "window", "gpu_index", "gpu_uuid", "attempt")
+
+
 def power_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, metric: str = "power_w",
                    max_points: int = 4) -> Figure:
     """Power of every GPU of a point (one line per node:GPU) over time, windows shaded; a panel per point."""

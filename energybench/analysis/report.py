@@ -14,6 +14,7 @@ import pandas as pd
 import energybench
 import energybench.results as results
 from energybench.analysis import FIGURES
+from energybench.analysis.extra import TIMELINE_COLUMNS
 from energybench.analysis.grid import REPLICATES, done, sort_values, value_label, varied
 from energybench.analysis.render import Block, markdown, to_html
 from energybench.analysis.tables import (efficiency_table, memory_table, power_cap_table, status_table,
@@ -22,7 +23,6 @@ from energybench.analysis.tables import (efficiency_table, memory_table, power_c
 FIXED = ("model", "dataset", "gpu_name", "batch", "max_tokens", "shards", "power_cap_w", "samples", "engine",
          "length", "temperature", "top_p", "dtype", "cluster")
 TIMELINE_POINTS = 4
-SAMPLE_COLUMNS = ["power_w", "window", "gpu_index", "gpu_uuid"]
 
 
 def _scope(points: pd.DataFrame) -> list[Block]:
@@ -71,7 +71,7 @@ def _timeline_points(points: pd.DataFrame) -> list[Path]:
 def _figures(points: pd.DataFrame, fig_dir: Path, dpi: int) -> list[Block]:
     blocks = [Block("h2", "Figures")]
     chosen = _timeline_points(points)
-    samples = results.gpu_samples(*chosen, columns=SAMPLE_COLUMNS) if chosen else pd.DataFrame()
+    samples = results.gpu_samples(*chosen, columns=TIMELINE_COLUMNS) if chosen else pd.DataFrame()
     for spec in FIGURES:
         fig = spec.draw(samples if spec.input == "samples" else points)
         title = fig.get_suptitle() or spec.name

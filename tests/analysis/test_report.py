@@ -70,3 +70,32 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(make: str, tmp_path:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(target) in err[0]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == (["sweep"] if make == "empty" else [])
+
+
+def test_the_report_timeline_of_a_requeued_point_draws_its_last_attempt(energy_sweep: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from energybench.analysis import power_timeline
+    from energybench.analysis.report import TIMELINE_COLUMNS
+
+    point = next(p for p in sorted(energy_sweep.glob("point=*")) if (p / "samples").is_dir())
+    copy = tmp_path / point.parent.name / point.name
+    shutil.copytree(point, copy)
+    for part in list(copy.glob("samples/node=*/part-*.parquet")):  # a second attempt, 100 s later
+        t = pq.read_table(part)
+        later = pc.add(t["timestamp"], pa_duration_s(100))
+        t = t.set_column(t.schema.get_field_index("attempt"), "attempt", pc.add(t["attempt"], 1))
+        t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp", later)
+        pq.write_table(t, part.with_name(f"part-retry-{part.name.removeprefix('part-')}"))
+    samples = results.gpu_samples(copy, columns=TIMELINE_COLUMNS)  # what the report reads
+    fig = power_timeline(samples)
+    assert any("the last is drawn" in note for note in fig.notes), fig.notes
+
+
+def pa_duration_s(seconds: int):
+    import pyarrow as pa
+
+    return pa.scalar(seconds * 1_000_000, type=pa.duration("us"))
