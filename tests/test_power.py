@@ -223,7 +223,7 @@ def test_a_point_on_a_slurm_node_keys_its_state_file_as_the_restore_command_look
     monkeypatch.setenv("SLURMD_NODENAME", "n7")
     env = DistEnv.single() if layout == "single" else DistEnv.from_environ({**os.environ, "RANK": "0",
                                                                              "WORLD_SIZE": "1"})
-    assert env.hostname == "n7" and env.nodelist == (("n7",) if layout == "single" else env.nodelist)
+    assert env.hostname == "n7" and env.nodelist == ("n7",)
     states = tmp_path / "states"
     with power_limits(PowerConfig(backend="nvml"), 200.0, env, gpus, states):
         assert read_state(state_path(states, "n7")).host == "n7"

@@ -30,9 +30,7 @@ def test_quickstart_with_two_shards_runs_both_engines(tmp_path: Path) -> None:
 
 
 BREAK_RANK_1 = '''
-import json
 import os
-import signal
 if os.environ.get("RANK") == "1":  # rank 1 of every point breaks in its first batch; rank 0 waits in a collective
     from energybench.engine.fast import FastEngine
     from energybench.engine.reference import ReferenceEngine

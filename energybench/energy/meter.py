@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 import torch
 import torch.distributed as dist
 
-from energybench.distributed import DistEnv
+from energybench.distributed import DistEnv, gather
 from energybench.results.metrics import sum_or_none
 
 log = logging.getLogger("energybench.energy")
@@ -55,7 +55,6 @@ class Reading:
     """One closed window, seen from rank 0."""
 
     name: str
-    start_s: float  # time.time() at the opening edge, rank 0
     duration_s: float  # wall time between the synchronized edges, rank 0
     deltas_j: dict[str, float | None] = field(default_factory=dict)  # per counter key, every node
 
@@ -91,18 +90,18 @@ class Meter:
         self.device = device
         self.counters = counters if env.is_node_leader else None
         self.on_windows = on_windows  # told the open windows after each change (the node's sampler labels rows)
-        self._open: dict[str, tuple[float, float, dict[str, Count | None]]] = {}
+        self._open: dict[str, tuple[float, dict[str, Count | None]]] = {}
         self._stack: list[str] = []  # open windows, innermost last
-        self._last_edge: tuple[float, float, dict[str, Count | None]] | None = None  # the latest end's
+        self._last_edge: tuple[float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
 
-    def _edge(self) -> tuple[float, float, dict[str, Count | None]]:
+    def _edge(self) -> tuple[float, dict[str, Count | None]]:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         if self.env.world_size > 1:
             dist.barrier()
         counters = self.counters.read() if self.counters is not None else {}
-        return time.perf_counter(), time.time(), counters
+        return time.perf_counter(), counters
 
     def begin(self, name: str, at_last_end: bool = False) -> None:
         """Open `name`. at_last_end: it starts where the window just closed ended, with nothing run between
@@ -116,22 +115,20 @@ class Meter:
     def end(self, name: str) -> Reading | None:
         """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None."""
         self._last_edge = edge = self._edge()
-        t1, _, c1 = edge
+        t1, c1 = edge
         self._stack.remove(name)
         if self.on_windows is not None:
             self.on_windows(tuple(self._stack))
-        t0, wall0, c0 = self._open.pop(name)
+        t0, c0 = self._open.pop(name)
         local = {key: delta_j(c0.get(key), count) for key, count in c1.items()}
         if self.env.world_size > 1:
-            gathered: list[dict[str, float | None] | None] = [None] * self.env.world_size
-            dist.all_gather_object(gathered, local)
             merged: dict[str, float | None] = {}
-            for part in gathered:
+            for part in gather(self.env, local):
                 merged.update(part or {})  # one leader per node; each GPU and node under its own key
             local = merged
         if self.env.rank != 0:
             return None
-        reading = Reading(name, wall0, t1 - t0, local)
+        reading = Reading(name, t1 - t0, local)
         self.readings.append(reading)
         return reading
 
