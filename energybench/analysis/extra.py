@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from energybench.analysis.grid import (REPLICATES, add_note, done, message_figure, new_figure, point_label,
+from energybench.analysis.grid import (add_note, done, message_figure, new_figure, point_label,
                                        varied, why_missing)
 from energybench.analysis.tables import CAP_METRICS, power_cap_table
 
@@ -100,7 +100,7 @@ def power_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, m
 def _labelled(points: pd.DataFrame, needed: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
     d = done(points)
     d = d[d[list(needed)].notna().all(axis=1)] if all(n in d for n in needed) else d.iloc[0:0]
-    dims = [a for a in varied(done(points)) if a not in REPLICATES] or ["model"]
+    dims = varied(done(points)) or ["model"]
     d = d.assign(label=[point_label(r, dims) for _, r in d.iterrows()]).sort_values(dims)
     return d, dims
 

@@ -13,7 +13,6 @@ from matplotlib.figure import Figure
 # Grid dimensions a figure may put on x, colour or panels; `seed` is a replicate: averaged, spread shown.
 AXES = ("model", "gpu_name", "dataset", "batch", "max_tokens", "shards", "power_cap_w", "engine", "length",
         "samples", "temperature", "top_p", "dtype", "cluster", "sweep")
-REPLICATES = ("seed",)
 NUMERIC_AXES = ("batch", "max_tokens", "shards", "power_cap_w", "samples", "temperature", "top_p")
 SHORT = {"batch": "b", "max_tokens": "t", "shards": "s", "samples": "n", "temperature": "T", "top_p": "p"}
 MAX_PANELS = 12
@@ -153,7 +152,7 @@ PREFERRED_X = ("batch", "shards", "max_tokens", "power_cap_w", "model", "dataset
 def choose_axes(d: pd.DataFrame, x: str, hue: Sequence[str]) -> tuple[str, list[str], str | None]:
     """The requested x and colour axes where they vary; else the sweep's own varied axes take their place,
     so a sweep over batch alone still gets a line instead of one bar per panel. Returns a note if moved."""
-    dims = [a for a in varied(d) if a not in REPLICATES]
+    dims = varied(d)
     use_hue = [h for h in hue if h in dims and h != x]
     note = None
     if x not in dims and dims:

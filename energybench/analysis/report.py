@@ -13,9 +13,10 @@ import pandas as pd
 
 import energybench
 import energybench.results as results
+from energybench.results.metrics import CROSS_CHECK_TOLERANCE
 from energybench.analysis import FIGURES
 from energybench.analysis.extra import TIMELINE_COLUMNS
-from energybench.analysis.grid import REPLICATES, done, sort_values, value_label, varied
+from energybench.analysis.grid import done, sort_values, value_label, varied
 from energybench.analysis.render import Block, markdown, to_html
 from energybench.analysis.tables import (efficiency_table, memory_table, power_cap_table, status_table,
                                          summary_table, utilization_table)
@@ -30,7 +31,7 @@ def _scope(points: pd.DataFrame) -> list[Block]:
     tally = ", ".join(f"{n} {state}" for state, n in counts.items())
     blocks = [Block("p", f"{len(points)} points: {tally}.")]
     d = done(points) if len(done(points)) else points
-    dims = [a for a in varied(d) if a not in REPLICATES]
+    dims = varied(d)
     if dims:
         blocks.append(Block("h2", "What the sweep varied"))
         blocks.append(Block("p", "; ".join(
@@ -93,9 +94,10 @@ def _checks(points: pd.DataFrame) -> list[Block]:
         for _, r in d[d[col].notna() & (d[col].astype(str) != "")].iterrows():
             rows.append({"point_id": r["point_id"], "note": f"{col}: {r[col]}"})
     if "counter_vs_integral" in d:
-        off = d[(d["counter_vs_integral"] - 1).abs() > 0.05]
+        off = d[(d["counter_vs_integral"] - 1).abs() > CROSS_CHECK_TOLERANCE]
         rows += [{"point_id": r["point_id"], "note": f"counter_vs_integral={r['counter_vs_integral']:.3f}: energy "
-                  "counter and integrated power samples disagree by more than 5%"} for _, r in off.iterrows()]
+                  f"counter and integrated power samples disagree by more than {CROSS_CHECK_TOLERANCE:.0%}"}
+                 for _, r in off.iterrows()]
     if not rows:
         return []
     return _table("Measurement warnings", pd.DataFrame(rows))

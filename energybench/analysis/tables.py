@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from energybench.analysis.grid import NO_ENERGY, REPLICATES, done, is_missing, value_label, varied
+from energybench.analysis.grid import NO_ENERGY, done, is_missing, value_label, varied
 
 CAP_METRICS = ("duration_s", "energy_j", "tokens_per_s", "energy_per_token_j")
 
@@ -63,7 +63,7 @@ def power_cap_table(points: pd.DataFrame) -> pd.DataFrame:
                       "power_cap was not varied in these points (sweep it: power_cap=250,175,150)")
     labels = [_cap(r) for _, r in d.iterrows()]
     d = d.assign(cap_w=[c for c, _ in labels], cap_label=[lbl for _, lbl in labels])
-    groups = [a for a in varied(d) if a not in ("power_cap_w",) and a not in REPLICATES]
+    groups = [a for a in varied(d) if a != "power_cap_w"]
     metrics = [m for m in CAP_METRICS if m in d]
     mean = d.groupby([*groups, "cap_w", "cap_label"], dropna=False, observed=True)[metrics].mean().reset_index()
     rows = []
@@ -85,7 +85,7 @@ def _pivot(points: pd.DataFrame, metric: str, what: str) -> pd.DataFrame:
     d = done(points)
     if metric not in d or d[metric].isna().all():
         return _noted(pd.DataFrame(), f"no {what} recorded in these points (it comes from the GPU sampler)")
-    dims = [a for a in varied(d) if a not in REPLICATES]
+    dims = varied(d)
     cols = next((c for c in ("shards", "batch") if c in dims), None)
     index = [a for a in dims if a != cols] or ["model"]
     if cols is None:
@@ -108,7 +108,7 @@ def memory_table(points: pd.DataFrame) -> pd.DataFrame:
 def efficiency_table(points: pd.DataFrame) -> pd.DataFrame:
     """Measured tokens/s against the HBM roofline of decode, and J/token against its floor, per point."""
     d = done(points)
-    dims = [a for a in varied(d) if a not in REPLICATES] or ["model", "batch"]
+    dims = varied(d) or ["model", "batch"]
     cols = ["card", "mem_bandwidth_gb_s", "context_tokens", "tokens_per_s", "roofline_tokens_per_s",
             "roofline_frac", "energy_per_token_j", "energy_floor_per_token_j", "energy_over_floor"]
     out = d[[c for c in dict.fromkeys(dims + cols) if c in d]].reset_index(drop=True)

@@ -18,12 +18,11 @@ from energybench.energy.gpus import NodeGpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.rapl import Rapl, RaplUnavailable
 from energybench.energy.sampler import Sampler, SamplerError
-from energybench.results.metrics import mean_or_none, ratio, sum_or_none
+from energybench.results.metrics import CROSS_CHECK_TOLERANCE, mean_or_none, ratio, sum_or_none
 from energybench.results.schema import GPUS, table
 from energybench.results.store import write_parquet
 
 log = logging.getLogger("energybench.energy")
-CROSS_CHECK_TOLERANCE = 0.05  # counter_vs_integral further than this from 1 is logged as a warning
 
 
 class Measurement:

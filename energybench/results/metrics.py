@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     import pandas as pd
 
+# counter_vs_integral further than this from 1: the point logs a warning and the report lists it.
+CROSS_CHECK_TOLERANCE = 0.05
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 

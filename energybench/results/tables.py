@@ -85,10 +85,6 @@ def _to_pandas(t: pa.Table) -> "pd.DataFrame":
     return t.to_pandas()
 
 
-def _points_filter(points: Sequence[str] | None) -> ds.Expression | None:
-    return None if points is None else ds.field("point").isin(list(points))
-
-
 def batches(*paths: str | Path, points: Sequence[str] | None = None, measured_only: bool = False,
             with_config: bool = True) -> "pd.DataFrame":
     """One row per batch (warm-up rows flagged by `warmup`) of every point under `paths`.
@@ -101,7 +97,7 @@ def batches(*paths: str | Path, points: Sequence[str] | None = None, measured_on
     from energybench.results.load import points as load_points
 
     dirs = point_dirs(*paths)
-    t = _scan(_files(dirs, BATCHES_FILE, points), None, _points_filter(points))
+    t = _scan(_files(dirs, BATCHES_FILE, points), None, None)
     if t is None:
         return pd.DataFrame(columns=["sweep", "point_id", "batch_index", "warmup"])
     if measured_only:
@@ -127,8 +123,7 @@ def gpu_samples(*paths: str | Path, points: Sequence[str] | None = None, nodes: 
     """
     import pandas as pd
 
-    filters = [f for f in (_points_filter(points),
-                           None if nodes is None else ds.field("node").isin(list(nodes)),
+    filters = [f for f in (None if nodes is None else ds.field("node").isin(list(nodes)),
                            None if windows is None else ds.field("window").isin(list(windows))) if f is not None]
     expr = None
     for f in filters:
@@ -148,7 +143,7 @@ def gpus(*paths: str | Path, points: Sequence[str] | None = None) -> "pd.DataFra
     """One row per GPU per point (every node): that GPU's energy, idle power, power, utilization, limits."""
     import pandas as pd
 
-    t = _scan(_files(point_dirs(*paths), GPUS_FILE, points), None, _points_filter(points))
+    t = _scan(_files(point_dirs(*paths), GPUS_FILE, points), None, None)
     if t is None:
         return pd.DataFrame(columns=["sweep", "point_id", "node", "gpu_uuid", "energy_j"])
     return _to_pandas(t)
