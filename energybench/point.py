@@ -321,11 +321,11 @@ class BatchLog:
             "step_times_s": stats.step_times_s,
         })
         if time.monotonic() - self._written >= self.every_s:
-            self.flush()
+            self.flush(durable=False)  # inside the generation window
 
-    def flush(self) -> None:
+    def flush(self, durable: bool = True) -> None:
         if self.enabled and self.rows:
-            write_parquet(table(self.earlier + self.rows, BATCHES), self.path)
+            write_parquet(table(self.earlier + self.rows, BATCHES), self.path, durable)
             self._written = time.monotonic()
 
     def measured_rows(self) -> list[dict]:

@@ -14,21 +14,24 @@ import pyarrow.parquet as pq
 STATES = ("pending", "running", "done", "failed", "skipped")
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:  # on disk before it replaces the old file, even if the node crashes
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write `table` to `path` so that readers only ever see a complete file."""
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+def write_parquet(table: pa.Table, path: Path, durable: bool = True) -> None:
+    """Write `table` to `path` so that readers (and a killed writer) only ever leave a complete file.
+    durable=False skips the fsync: for rewrites inside a measured window, which a later durable write
+    supersedes (an fsync on a shared file system can take long, and every rank waits for it)."""
+    _atomic(path, lambda tmp: pq.write_table(table, tmp), durable)
 
 
 def write_text(text: str, path: Path) -> None:
