@@ -32,7 +32,7 @@ from energybench.energy.samples import PartWriter, WindowStats, read_gpu
 
 log = logging.getLogger("energybench.energy")
 
-TRACKED = ("idle", "generation")  # windows whose per-GPU statistics are kept
+TRACKED = ("generation",)  # windows whose per-GPU statistics are kept (idle power comes from the counters)
 COUNTER_EVERY_S = 1.0  # the energy counter is read at most this often (~4 ms a read on H100; it steps every 0.1 s)
 PARENT_POLL_S = 0.5  # how often the process looks for a message or a dead parent
 
