@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from energybench.nodes import node_name
-from energybench.energy.nvml import GpuInfo, Nvml, NvmlFault, NvmlUnavailable
-from energybench.power.backends import LimitError, make_backend
-from energybench.power.cap import restore
+from energybench.energy.nvml import Nvml, NvmlUnavailable
+from energybench.power.backends import LimitError
+from energybench.power.cap import restore_saved
 from energybench.power.state import PowerState, read_state
 
 
@@ -30,18 +30,9 @@ def restore_file(path: Path, host: str) -> list[str]:
     state: PowerState = read_state(path)
     if state.host != host:
         return [f"{path} is for host {state.host}, this is {host}: run the restore there"]
-    backend = make_backend(state.backend, state.command)
-    if backend is None:
-        return [f"{path}: backend {state.backend!r} changes no limits"]
     nvml = Nvml()
     try:
-        gpus = {}
-        for saved in state.gpus:
-            try:
-                gpus[saved.uuid] = nvml.gpu(GpuInfo(saved.uuid, saved.index, ""))
-            except NvmlFault as e:
-                return [str(e)]
-        failures = restore(state, gpus, backend)
+        failures = [f"{path}: {f}" for f in restore_saved(state, nvml, {})]
     finally:
         nvml.close()
     if not failures:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, agree
-from energybench.energy.nvml import Gpu, GpuInfo, NvmlFault
+from energybench.energy.nvml import Gpu, GpuInfo, Nvml, NvmlFault
 from energybench.power.backends import Backend, LimitError, make_backend
 from energybench.power.state import PowerState, SavedLimit, read_state, state_path, write_state
 
@@ -118,20 +118,8 @@ def _restore_stale(path: Path, gpus: list[Gpu]) -> None:
     if state.pid != os.getpid() and _alive(state.pid):
         raise LimitError(f"{path} belongs to process {state.pid}, still running on this node: two points must not "
                          "share a power.state_dir on one node (leave power.state_dir=null: one per point)")
-    backend = make_backend(state.backend, state.command)
-    failures = ["its backend changes no limits"] if backend is None else []
-    if backend is not None:
-        nvml = gpus[0].nvml
-        opened = {g.uuid: g for g in gpus}
-        try:
-            for saved in state.gpus:
-                if saved.uuid not in opened:
-                    opened[saved.uuid] = nvml.gpu(GpuInfo(saved.uuid, saved.index, ""))
-        except NvmlFault as e:
-            failures.append(str(e))
-        if not failures:
-            with _signals_deferred():
-                failures = restore(state, opened, backend)
+    with _signals_deferred():
+        failures = restore_saved(state, gpus[0].nvml, {g.uuid: g for g in gpus})
     if failures:
         raise LimitError(f"power limits left by a killed earlier point ({path}) could not be restored: "
                          f"{'; '.join(failures)}; restore them with: python -m energybench.power restore {path}")
@@ -189,6 +177,22 @@ def _check_enforced(cfg: PowerConfig, cap_w: float, limits: PowerLimits, backend
     fix = ("set the limit beforehand, use power.backend=nvml or command, or power.policy=observe to record and run"
            if backend is None else "check the site's power policy, or use power.policy=observe to record and run")
     raise LimitError(f"{msg}; {fix}")
+
+
+def restore_saved(state: PowerState, nvml: Nvml, opened: dict[str, Gpu]) -> list[str]:
+    """Put back the limits a state file recorded, with its own backend, opening by UUID the GPUs not in
+    `opened`; returns what failed (empty: all restored and verified)."""
+    backend = make_backend(state.backend, state.command)
+    if backend is None:
+        return [f"its backend {state.backend!r} changes no limits"]
+    gpus = dict(opened)
+    try:
+        for saved in state.gpus:
+            if saved.uuid not in gpus:
+                gpus[saved.uuid] = nvml.gpu(GpuInfo(saved.uuid, saved.index, ""))
+    except NvmlFault as e:
+        return [str(e)]
+    return restore(state, gpus, backend)
 
 
 def restore(state: PowerState, gpus: dict[str, Gpu], backend: Backend) -> list[str]:
