@@ -40,21 +40,21 @@ def test_fast_engine_on_gpu_matches_reference(dtype: torch.dtype) -> None:
         assert generate(model, "fast", paper, seed=3).outputs == generate(model, "fast", paper, seed=3).outputs
 
 
-def test_fast_engines_of_successive_points_do_not_pile_up_compiled_code() -> None:
-    """A local sweep builds a model and a fast engine per point in one process; each point's teardown
-    frees fairscale's model-parallel group that its compiled code guards on. Without a reset the cache
-    of TransformerBlock.forward grew by 3 entries a point and the 4th point ran eagerly (H100)."""
+def test_fast_engines_of_successive_points_do_not_pile_up_compiled_code(tmp_path) -> None:
+    """A local sweep runs its points in one process (run_point, each with its own model-parallel group,
+    model and fast engine). Each point's teardown frees the group its compiled code guards on: without
+    a reset the cache of TransformerBlock.forward grew by 3 entries a point and the 4th point of a 7B
+    sweep ran eagerly (H100, docs/benchmarks/meter-stale-compile.md)."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
+    from energybench.confload import compose
+    from energybench.launch import run_local
     from energybench.model.llama import TransformerBlock
 
-    device = torch.device("cuda", 0)
     counts = []
     for point in range(4):
-        with model_parallel(DistEnv.single(), device):
-            model = build_model(TINY, device, torch.float16, seed=7)
-            model.setup_caches(8, 64)
-            out = generate(model, "fast", Sampling(0.0, 0.95))
-            assert [len(o) for o in out.outputs] == LIMITS
-            counts.append(len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__)))
+        cfg = compose(["experiment=quickstart", "engine=fast", "device=cuda", "meter.gpu=none", "samples=8",
+                       "batch=4", "max_tokens=8", f"out_dir={tmp_path}", f"sweep=p{point}"])
+        assert run_local(cfg).state == "done"
+        counts.append(len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__)))
     assert max(counts) == counts[0] and counts[0] < 8, counts  # torch._dynamo.config.recompile_limit is 8
