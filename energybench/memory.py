@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from energybench.config import ClusterConfig, ModelConfig, PointConfig
+from energybench.results.metrics import DTYPE_BYTES, kv_bytes_per_token
 
 GIB = 2**30
 
@@ -44,11 +45,9 @@ def param_count(m: ModelConfig) -> int:
     return m.n_layers * (attention + ffn + norms) + m.dim + embeddings
 
 
-def dtype_bytes(dtype: str, on_gpu: bool = True) -> int:
-    """Bytes per element of `dtype` as the point resolves it (auto: float16 on GPUs, float32 on CPUs)."""
-    if dtype == "auto":
-        return 2 if on_gpu else 4
-    return 4 if dtype == "float32" else 2
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of `dtype` on a GPU (auto resolves to float16 there)."""
+    return DTYPE_BYTES["float16" if dtype == "auto" else dtype]
 
 
 def longest_prompt_tokens(cfg: PointConfig) -> int:
@@ -69,7 +68,7 @@ def memory_need(cfg: PointConfig) -> MemoryNeed:
     """Bytes the point's weights and KV cache take on the GPUs, all shards together."""
     elem = dtype_bytes(cfg.dtype)
     seq_len = min(cfg.model.max_seq_len, longest_prompt_tokens(cfg) + cfg.max_tokens)
-    kv = 2 * cfg.model.n_layers * cfg.batch * seq_len * cfg.model.dim * elem  # [2, L, B, S, H * D]
+    kv = cfg.batch * seq_len * kv_bytes_per_token(cfg.model.dim, cfg.model.n_layers, elem)
     return MemoryNeed(param_count(cfg.model) * elem, kv, seq_len)
 
 
