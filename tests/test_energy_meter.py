@@ -66,6 +66,39 @@ def test_prefill_and_decode_share_their_edge(fake_nvml) -> None:
     nvml.close()
 
 
+def test_a_batch_gathers_its_prefill_and_decode_readings_once_after_decode_ends(fake_nvml, monkeypatch) -> None:
+    """On several ranks a reading is a collective; prefill's must not run inside decode's window, which
+    starts at the very edge prefill ended on."""
+    import energybench.energy.meter as meter_module
+
+    clock = Clock()
+    fake_nvml.configure(FAKE_GPUS, clock=clock)
+    nvml = Nvml()
+    gpus = [nvml.gpu(info) for info in nvml.gpus()]
+    two_ranks = DistEnv(0, 2, 0, 2, 0, 1, "127.0.0.1", 0, "node1")  # rank 0 of 2 on one node
+    meter = Meter(two_ranks, CPU, NodeCounters("node1", gpus, None))
+    gathered: list[tuple[tuple[str, ...], object]] = []
+
+    def gather(env, obj):  # what rank 1 (no counters: not the node leader's GPUs) would add
+        gathered.append((tuple(meter._open), obj))
+        return [obj, [{} for _ in obj]]
+
+    monkeypatch.setattr(meter_module, "gather", gather)
+    monkeypatch.setattr(meter_module.dist, "barrier", lambda: None)
+    hooks = meter.phase_hooks("batch0")
+    hooks.phase_start("prefill")
+    clock.t += 1
+    hooks.phase_end("prefill")
+    hooks.phase_start("decode")
+    clock.t += 3
+    hooks.phase_end("decode")
+    assert len(gathered) == 1 and gathered[0][0] == ()  # one collective, with no window open
+    prefill, decode = hooks.readings["prefill"], hooks.readings["decode"]
+    assert prefill.energy_j[A] == pytest.approx(100, abs=1e-3) and decode.energy_j[A] == pytest.approx(300, abs=1e-3)
+    assert [r.name for r in meter.readings] == ["batch0/prefill", "batch0/decode"]
+    nvml.close()
+
+
 def test_a_cap_lowers_the_energy_the_fake_counts(fake_nvml) -> None:
     clock = Clock()
     fake_nvml.configure(FAKE_GPUS, clock=clock)

@@ -94,6 +94,7 @@ class Meter:
         self._stack: list[str] = []  # open windows, innermost last
         self._last_edge: tuple[float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
+        self._pending: list[tuple[str, float, dict[str, float | None]]] = []  # deferred ends, not gathered yet
 
     def _edge(self) -> tuple[float, dict[str, Count | None]]:
         if self.device.type == "cuda":
@@ -112,25 +113,34 @@ class Meter:
         if self.on_windows is not None:
             self.on_windows(tuple(self._stack))
 
-    def end(self, name: str) -> Reading | None:
-        """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None."""
+    def end(self, name: str, defer: bool = False) -> Reading | None:
+        """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None.
+
+        defer: for a window the next one starts from (prefill -> decode, same edge), keep its deltas here
+        and return None; the next end without defer gathers them with its own in one collective, so the
+        gather never runs inside a measured window."""
         self._last_edge = edge = self._edge()
         t1, c1 = edge
         self._stack.remove(name)
         if self.on_windows is not None:
             self.on_windows(tuple(self._stack))
         t0, c0 = self._open.pop(name)
-        local = {key: delta_j(c0.get(key), count) for key, count in c1.items()}
+        self._pending.append((name, t1 - t0, {key: delta_j(c0.get(key), count) for key, count in c1.items()}))
+        if defer:
+            return None
+        pending, self._pending = self._pending, []
+        deltas = [d for _, _, d in pending]
         if self.env.world_size > 1:
-            merged: dict[str, float | None] = {}
-            for part in gather(self.env, local):
-                merged.update(part or {})  # one leader per node; each GPU and node under its own key
-            local = merged
+            merged: list[dict[str, float | None]] = [{} for _ in pending]
+            for rank_deltas in gather(self.env, deltas):
+                for window, part in zip(merged, rank_deltas):
+                    window.update(part)  # one leader per node; each GPU and node under its own key
+            deltas = merged
         if self.env.rank != 0:
             return None
-        reading = Reading(name, t1 - t0, local)
-        self.readings.append(reading)
-        return reading
+        readings = [Reading(n, duration_s, d) for (n, duration_s, _), d in zip(pending, deltas)]
+        self.readings.extend(readings)
+        return readings[-1]
 
     def phase_hooks(self, prefix: str) -> "PhaseWindows":
         return PhaseWindows(self, prefix)
@@ -151,6 +161,8 @@ class PhaseWindows:
 
     def phase_end(self, phase: str) -> None:
         self._just_ended = True
-        reading = self.meter.end(f"{self.prefix}/{phase}")
-        if reading is not None:
-            self.readings[phase] = reading
+        # prefill's reading is gathered with decode's: its collective would otherwise run in decode's window
+        if self.meter.end(f"{self.prefix}/{phase}", defer=phase == "prefill") is not None:
+            for reading in self.meter.readings[-2:]:
+                if reading.name.startswith(f"{self.prefix}/"):
+                    self.readings[reading.name.rsplit("/", 1)[1]] = reading
