@@ -96,15 +96,15 @@ def batches(*paths: str | Path, points: Sequence[str] | None = None, measured_on
 
     from energybench.results.load import points as load_points
 
-    dirs = point_dirs(*paths)
-    t = _scan(_files(dirs, BATCHES_FILE, points), None, None)
+    grouped = _files(point_dirs(*paths), BATCHES_FILE, points)
+    t = _scan(grouped, None, None)
     if t is None:
         return pd.DataFrame(columns=["sweep", "point_id", "batch_index", "warmup"])
     if measured_only:
         t = t.filter(pc.invert(t.column("warmup")))
     frame = _to_pandas(t)
     if with_config:
-        info = load_points(*paths, derive=False)
+        info = load_points(*[f.parent for files in grouped.values() for f in files], derive=False)  # those read
         info = info[[c for c in CONFIG_AXES if c in info.columns]].assign(  # rows name their sweep by directory,
             sweep=[Path(d).name for d in info["sweep_dir"]])                # as here (copied or renamed sweeps)
         frame["sweep"], frame["point_id"] = frame["sweep"].astype(str), frame["point_id"].astype(str)
