@@ -23,7 +23,7 @@ def test_roofline_reproduces_the_engine_issue_for_llama_7b_on_h100(batch: int, e
     weights = weight_bytes_per_step(LLAMA_7B.dim, LLAMA_7B.n_layers, LLAMA_7B.hidden_dim, LLAMA_7B.vocab_size, 2)
     kv = kv_bytes_per_token(LLAMA_7B.dim, LLAMA_7B.n_layers, 2)
     tokens_per_s = roofline_tokens_per_s(card.mem_bandwidth_gb_s, 1, batch, weights, kv, 100 + 128)
-    assert tokens_per_s == pytest.approx(expected, rel=0.02)
+    assert tokens_per_s == pytest.approx(expected, rel=1e-3)  # 10,275 against the issue's 10,267
     assert weights == pytest.approx(13.2e9, rel=0.01) and kv == 2 * 32 * 4096 * 2
 
 

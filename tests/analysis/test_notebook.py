@@ -32,9 +32,11 @@ def test_notebook_executes_on_two_sweeps(energy_sweep: Path, cpu_sweep: Path, tm
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    figure_cells = [c for c in nb.cells if c.cell_type == "code" and
-                    any(f"analysis.{spec.draw.__name__}(" in c.source.splitlines()[-1] for spec in FIGURES)]
-    assert len(figure_cells) >= len(FIGURES) and len(images) == len(figure_cells)  # each drew or said why
+    drawn = {spec.draw.__name__: [c for c in nb.cells if c.cell_type == "code" and
+                                  f"analysis.{spec.draw.__name__}(" in c.source.splitlines()[-1]] for spec in FIGURES}
+    assert all(drawn.values()), [name for name, cells in drawn.items() if not cells]  # every figure has a cell
+    figure_cells = {id(c): c for cells in drawn.values() for c in cells}
+    assert len(images) == len(figure_cells)  # each drew or said why
     text = "".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in outputs)
     assert "failed" in text and "running" in text  # both sweeps' partial points were listed
     assert (tmp_path / "tokens_per_s.png").is_file()
