@@ -24,6 +24,7 @@ from pathlib import Path
 
 T_PROCESS = time.time()  # before torch is imported
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # energybench without installing it, as the ranks get it via PYTHONPATH
 KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
 COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
            "prefill_s", "startup_s", "engine_ready_s", "gpu")
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def launch(args: argparse.Namespace, model: str, command: str) -> int:
     """Start `shards` ranks of this script for `model` and wait for them all."""
-    port = 29500 + os.getpid() % 1000
+    from energybench.distributed import free_port  # here: the launcher only (it imports torch)
+
+    port = free_port()
     procs = []
     for rank in range(args.shards):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.shards), "LOCAL_RANK": str(rank),

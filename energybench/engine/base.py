@@ -9,7 +9,6 @@ from typing import Protocol
 import torch
 
 EOS_ID = 2  # LLaMA's SentencePiece end-of-sequence id
-BOS_ID = 1
 
 
 class PhaseHooks(Protocol):
@@ -48,16 +47,6 @@ class BatchStats:
     @property
     def duration_s(self) -> float:
         return self.prefill_s + self.decode_s
-
-    @property
-    def ttft_s(self) -> float:
-        return self.prefill_s
-
-    @property
-    def tpot_s(self) -> float | None:
-        """Mean time per output token after the first (decode time per decode step)."""
-        decode_steps = self.steps - self.prefill_steps
-        return self.decode_s / decode_steps if decode_steps > 0 else None
 
 
 class StepClock:
