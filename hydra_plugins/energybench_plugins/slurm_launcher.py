@@ -120,7 +120,7 @@ class EnergybenchSlurmLauncher(BaseSubmititLauncher):
                 jobs = executor.map_array(self, *zip(*args))
             except Exception as e:  # sbatch refused the array: those points fail, the others go on
                 for p in members:
-                    p.outcome = _failed(p, f"sbatch refused the job: {_first_line(e)}")
+                    p.outcome = _failed(p, f"sbatch refused the job: {_last_line(e)}")
                 continue
             tasks = params["nodes"] * params["tasks_per_node"]
             for p, job in zip(members, jobs):
@@ -208,7 +208,8 @@ def _pid(p: _Point) -> str:
     return point_id(p.cfg)
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
+    """The last non-blank line of an error (sbatch's own message ends submitit's)."""
     lines = [line for line in str(e).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(e).__name__
 
