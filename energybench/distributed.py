@@ -64,7 +64,7 @@ class DistEnv:
                 master_port=int(env.get("MASTER_PORT", "29500")),
                 hostname=host,
                 slurm_job_id=job_id,
-                nodelist=tuple(env.get("ENERGYBENCH_NODELIST", host).split(",")),
+                nodelist=tuple(env.get("ENERGYBENCH_NODELIST", host).split(",")),  # torchrun names no nodes
             )
         if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
             return _from_slurm(env, host)
