@@ -72,7 +72,7 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
         write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id)
     try:
         with signals_raise():
-            row = _measure(cfg, env, pdir)
+            row = _measure(cfg, env, pid, pdir)
     except Exception as e:  # the point fails, the sweep goes on
         reason = _reason(e)
         log.error("point %s failed: %s", pid, reason)
@@ -179,7 +179,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
+def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | None:
     if env.world_size != cfg.shards:
         raise ConfigError(f"shards={cfg.shards} but {env.world_size} processes were started for the point; "
                           f"start one per shard (srun --ntasks={cfg.shards})")
@@ -204,16 +204,16 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
         cleanup.callback(engine.close)  # frees CUDA graphs while NCCL is still up
         load_s = time.perf_counter() - t0
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
-                 point_id(cfg), len(workload.samples), len(batches), load_s, device)
+                 pid, len(workload.samples), len(batches), load_s, device)
 
         attempt = gather(env, (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0)[0]
         with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
                 power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
                 measurement(cfg.meter, env, device, node, caps.columns(), caps.notes, pdir,
-                            {"point_id": point_id(cfg), "attempt": attempt}) as m, _first_error(pdir, env):
+                            {"point_id": pid, "attempt": attempt}) as m, _first_error(pdir, env):
             m.idle()  # the idle baseline, at the point's power cap, before the warm-up
-            generation, batch_log = _run_batches(cfg, env, engine, m.meter, batches, pdir, attempt)
-            energy = m.summary(generation, point_id(cfg), attempt, pdir)
+            generation, batch_log = _run_batches(cfg, env, engine, m.meter, batches, pid, pdir, attempt)
+            energy = m.summary(generation, pid, attempt, pdir)
         if env.rank != 0:
             return None
         assert generation is not None and energy is not None
@@ -241,16 +241,16 @@ def _measure(cfg: PointConfig, env: DistEnv, pdir: Path) -> dict | None:
         return row
 
 
-def _run_batches(cfg: PointConfig, env: DistEnv, engine, meter: Meter, batches: list, pdir: Path,
+def _run_batches(cfg: PointConfig, env: DistEnv, engine, meter: Meter, batches: list, pid: str, pdir: Path,
                  attempt: int) -> tuple[Reading | None, BatchLog]:
     """Warm-up batches, then the measured ones inside the `generation` window (rank 0 gets its Reading)."""
-    batch_log = BatchLog(pdir / "batches.parquet", point_id(cfg), attempt, enabled=env.rank == 0,
+    batch_log = BatchLog(pdir / "batches.parquet", pid, attempt, enabled=env.rank == 0,
                          every_s=cfg.meter.flush_s)
     try:
         for w in range(cfg.warmup_batches):  # burn-in, then measure
             prompts, limits = batches[w % len(batches)]
             batch_log.add(w, True, *_generate(engine, meter, f"warmup{w}", prompts, limits))
-        progress = Progress(len(batches), point_id(cfg), enabled=env.rank == 0)
+        progress = Progress(len(batches), pid, enabled=env.rank == 0)
         meter.begin("generation")
         for i, (prompts, limits) in enumerate(batches):
             stats, readings, started = _generate(engine, meter, f"batch{i}", prompts, limits)
