@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from energybench import provenance
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
 from energybench.engine import NoHooks, Sampling, make_engine
@@ -137,7 +138,7 @@ class Bench:
             "power_per_gpu_w": energy_j / duration_s / self.env.world_size, "load_s": self.startup_s,
             "startup_s": self.startup_s, "engine_ready_s": ready_s, "gpu": self.gpu,
             "gpus": self.env.world_size, "date": now_utc(), "torch": torch.__version__,
-            "command": os.environ.get("EB_COMMAND", ""), **extra,
+            **provenance.record(), "command": os.environ.get("EB_COMMAND", ""), **extra,
         }
         print(json.dumps(record), flush=True)
         with (self.args.out / "records.jsonl").open("a") as f:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 
 import energybench.results as results
+from energybench import provenance
 from energybench.config import DatasetConfig, ModelConfig, PointConfig, to_mapping
 from energybench.results.schema import RUN, table
 from energybench.results.schema import SAMPLES_FILE
@@ -152,7 +153,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    meta = {"date": dt.date.today().isoformat(), "machine": platform.node(), "cpus": os.cpu_count(),
+    meta = {**provenance.record(), "date": dt.date.today().isoformat(), "machine": platform.node(), "cpus": os.cpu_count(),
             "load_avg_1min": load_before, "python": platform.python_version(),
             "pyarrow": pa.__version__, "command": "PYTHONPATH=. python benchmarks/load.py " + " ".join(
                 f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from energybench import provenance
 from energybench.confload import compose  # noqa: E402
 from energybench.launch import run_local  # noqa: E402
 from energybench.results.layout import point_dir  # noqa: E402
@@ -198,7 +199,8 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     started = time.monotonic()
-    record = {"date": dt.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
+    record = {"date": dt.date.today().isoformat(), **provenance.record(),
+              "command": " ".join(["python", *sys.argv]),
               "sampler": "a separate process per node (energybench.energy.sampler_process)",
               "host": platform.node(), "point": merged(POINT, [f"shards={args.shards}"], args.overrides),
               "probe": probe()}

@@ -25,6 +25,7 @@ from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from energybench import provenance
 from energybench.confload import compose  # noqa: E402
 from energybench.launch import run_local  # noqa: E402
 from energybench.model.llama import TransformerBlock  # noqa: E402
@@ -44,7 +45,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         raise SystemExit("points_in_process.py needs a CUDA GPU (the fast engine compiles only there)")
     rows: list[dict] = []
-    record = {"date": dt.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
+    record = {"date": dt.date.today().isoformat(), **provenance.record(), "command": " ".join(["python", *sys.argv]),
               "gpu_name": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "point": [*POINT, *args.overrides], "points": rows}
     args.out.mkdir(parents=True, exist_ok=True)

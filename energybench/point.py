@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 import yaml
 
-import energybench
+from energybench import provenance
 from energybench.config import ConfigError, PointConfig, from_mapping
 from energybench.data import Sample, load_workload
 from energybench.distributed import DistEnv, gather, model_parallel
@@ -232,7 +232,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             "started_at": started_at,
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
-            "energybench_version": energybench.__version__,
+            **provenance.record(),
             **run_metrics(batch_log.measured_rows(), generation.duration_s, generation.total_energy_j,
                           energy["idle_power_w"]),
             **energy,

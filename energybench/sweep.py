@@ -8,6 +8,7 @@ pre-flights every point, skips finished ones and prints the summary; the launche
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 from energybench.config import ConfigError
 from energybench.confload import check_group_choices, conf_dir, to_point_config
 from energybench.point import PointOutcome
+from energybench.provenance import remember_command
 
 
 @hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
@@ -41,6 +43,8 @@ def _stop_if_interrupted(outcome: PointOutcome) -> PointOutcome:
 
 
 def cli() -> None:
+    prog = "python -m energybench.sweep" if sys.argv[0].endswith(".py") else Path(sys.argv[0]).name
+    remember_command(sys.argv[1:], prog)
     try:
         check_group_choices([a for a in sys.argv[1:] if not a.startswith("-")])
     except ConfigError as e:

@@ -40,6 +40,11 @@ def test_two_point_multirun_writes_two_done_points(tmp_path: Path) -> None:
     assert (points["tokens"] == 8 * 8).all()  # sampled length: every response runs to max_tokens
     assert points["energy_j"].isna().all()  # no meter on a CPU: null, never 0
     assert (points["tokens_per_s"] > 0).all()
+    # provenance: the code (this checkout's commit), the software and the user's command
+    assert (points["code_source"] == "git").all() and points["git_commit"].str.len().eq(40).all()
+    assert points["torch_version"].notna().all() and points["python_version"].notna().all()
+    assert set(points["command"]) == {f"python -m energybench.sweep -m experiment=quickstart samples=8 max_tokens=8 "
+                                      f"batch=2,4 out_dir={out}"}
     for point_dir in results.point_dirs(out):
         assert {p.name for p in point_dir.iterdir()} >= {"config.yaml", "status.json", "run.parquet",
                                                          "batches.parquet"}

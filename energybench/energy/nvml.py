@@ -68,6 +68,10 @@ class Nvml:
             self._closed = True
             self.lib.nvmlShutdown()
 
+    def driver_version(self) -> str:
+        """The NVIDIA driver's version, e.g. '580.159.04'."""
+        return _text(self.lib.nvmlSystemGetDriverVersion())
+
     def gpus(self) -> list[GpuInfo]:
         """Every GPU NVML sees on this node (NVML ignores CUDA_VISIBLE_DEVICES)."""
         found = []

@@ -24,6 +24,10 @@ RUN = pa.schema([
     ("energy_per_token_j", F64), ("energy_per_response_j", F64), ("power_w", F64),
     ("gpu_util_pct", F64), ("gpu_mem_used_frac", F64), ("counter_vs_integral", F64),
     ("energy_method", STR), ("energybench_version", STR),
+    # provenance (energybench.provenance): which code, software and command made the row
+    ("git_commit", STR), ("git_dirty", BOOL), ("code_source", STR), ("python_version", STR),
+    ("torch_version", STR), ("cuda_version", STR), ("driver_version", STR), ("nccl_version", STR),
+    ("command", STR),
     # measurement notes and cross-checks (docs/measurement.md, docs/power.md)
     ("energy_notes", STR), ("power_notes", STR), ("sacct_energy_j", F64), ("sacct_note", STR),
 ])
