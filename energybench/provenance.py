@@ -1,9 +1,11 @@
 """Which code, software and command made a result: the provenance every run row and benchmark record carries.
 
 `code_source` says how the commit is known, never guessed:
+- "stated": the tree is a copy (e.g. sent to a GPU machine) and whoever copied it stated the commit
+  in $ENERGYBENCH_SOURCE_COMMIT (and $ENERGYBENCH_SOURCE_DIRTY = 0|1). A stated commit wins over a
+  .git found beside the package: a copied tree may carry a .git of another commit (seen on the lent
+  GPU machines: their copy's .git was the landed main, under the files of a later commit);
 - "git": read from the git checkout the package was imported from (`git_dirty` from `git status`);
-- "stated": the tree is a copy (e.g. sent to a GPU machine without its .git) and whoever copied it
-  stated the commit in $ENERGYBENCH_SOURCE_COMMIT (and $ENERGYBENCH_SOURCE_DIRTY = 0|1);
 - "installed package": imported from an installed (non-git) package: no commit, only the version.
 """
 
@@ -41,17 +43,17 @@ def code() -> dict:
     """{git_commit, git_dirty, code_source, energybench_version} of the imported energybench package."""
     root = Path(energybench.__file__).resolve().parent.parent
     version = energybench.__version__
+    stated = os.environ.get(SOURCE_COMMIT_ENV)
+    if stated:
+        dirty = os.environ.get(SOURCE_DIRTY_ENV)
+        return {"git_commit": stated, "git_dirty": None if dirty is None else dirty == "1",
+                "code_source": "stated", "energybench_version": version}
     if (root / ".git").exists():
         commit = _git(root, "rev-parse", "HEAD")
         status = _git(root, "status", "--porcelain", "--untracked-files=no")
         if commit:
             return {"git_commit": commit, "git_dirty": bool(status), "code_source": "git",
                     "energybench_version": version}
-    stated = os.environ.get(SOURCE_COMMIT_ENV)
-    if stated:
-        dirty = os.environ.get(SOURCE_DIRTY_ENV)
-        return {"git_commit": stated, "git_dirty": None if dirty is None else dirty == "1",
-                "code_source": "stated", "energybench_version": version}
     return {"git_commit": None, "git_dirty": None, "code_source": "installed package",
             "energybench_version": version}
 

@@ -21,7 +21,8 @@ def fresh_cache():
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the package is not imported from a git checkout")
-def test_git_checkout_names_its_commit():
+def test_git_checkout_names_its_commit(monkeypatch):
+    monkeypatch.delenv(provenance.SOURCE_COMMIT_ENV, raising=False)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     code = provenance.code()
     assert code["code_source"] == "git"
@@ -41,6 +42,14 @@ def test_copied_tree_uses_the_stated_commit(tmp_path, monkeypatch):
     monkeypatch.setenv(provenance.SOURCE_DIRTY_ENV, "0")
     assert provenance.code() == {"git_commit": "a" * 40, "git_dirty": False, "code_source": "stated",
                                  "energybench_version": energybench.__version__}
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the package is not imported from a git checkout")
+def test_stated_commit_wins_over_a_git_beside_the_copy(monkeypatch):
+    monkeypatch.setenv(provenance.SOURCE_COMMIT_ENV, "b" * 40)
+    monkeypatch.delenv(provenance.SOURCE_DIRTY_ENV, raising=False)
+    code = provenance.code()
+    assert (code["git_commit"], code["code_source"], code["git_dirty"]) == ("b" * 40, "stated", None)
 
 
 def test_installed_package_says_so_instead_of_guessing(tmp_path, monkeypatch):
