@@ -217,6 +217,10 @@ def advise_group(group: pd.DataFrame, key: dict[str, object], batches: pd.DataFr
     d["feasible"] = (over <= 0).all(axis=1)
     d["violation"] = over.max(axis=1) if len(over.columns) else 0.0
     a.notes += _sparse(d)
+    few = d[d["n_batches"].fillna(0) < 2] if batches is not None and n > 0 else d.iloc[0:0]
+    if len(few):
+        a.notes.append(f"{len(few)} point(s) measured fewer than two batches ({', '.join(map(str, few['point_id']))}): "
+                       "no interval for them or for a saving against them (run samples >= 2 x batch)")
     a.default, a.fastest = _default(d, energy, a.notes), _fastest(d, energy)
     feasible = rank(d[d["feasible"]], energy)
     if feasible.empty:
