@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from energybench.analysis.advice_text import advice_table, front_table
+from energybench.analysis.advise import Advice, Constraints, advise
 from energybench.analysis.extra import energy_split, gross_vs_net, power_cap_effect, power_timeline, roofline
 from energybench.analysis.grid import done, point_label, varied
 from energybench.analysis.paper import (energy_per_response_by_shards_batch, energy_per_second_by_model,
@@ -63,7 +65,7 @@ FIGURES: tuple[FigureSpec, ...] = (
 )
 
 __all__ = [
-    "FIGURES", "FigureSpec", "done", "efficiency_table", "energy_per_response_by_shards_batch",
+    "Advice", "Constraints", "FIGURES", "FigureSpec", "advice_table", "advise", "done", "front_table", "efficiency_table", "energy_per_response_by_shards_batch",
     "energy_per_second_by_model", "energy_per_token_by_shards_tokens", "energy_split", "gross_vs_net",
     "memory_table", "point_label", "power_by_shards_batch", "power_cap_effect", "power_cap_table",
     "power_timeline", "roofline", "status_table", "summary_table", "tokens_per_s_by_model",

@@ -1,8 +1,8 @@
 """TEST FIXTURE: sweeps written as a sweep writes them (run.parquet, batches.parquet, status.json, config.yaml),
 with metrics chosen by the test, so that the advice has a known answer.
 
-Each done point gets BATCHES measured batches (and one warm-up) whose per-batch J/token, TPOT and TTFT spread
-around the chosen values by SPREAD and average exactly to them; run.parquet is aggregated from those batches by
+Each done point gets `batches` measured batches (and one warm-up) whose per-batch J/token, TPOT and TTFT spread
+around the chosen values by SPREAD and average exactly to them (when `batches` is a multiple of 4); run.parquet is aggregated from those batches by
 energybench.results.metrics.run_metrics, as a real point is.
 """
 
@@ -53,7 +53,8 @@ def _batches(spec: Spec, point: str) -> list[dict]:
     t0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
     rows = []
     for i in range(spec.batches + 1):  # batch 0 is the warm-up
-        f = SPREAD[(i - 1) % len(SPREAD)] if i else 1.0
+        spread = i and spec.batches % len(SPREAD) == 0  # other counts: every batch measures the chosen value
+        f = SPREAD[(i - 1) % len(SPREAD)] if spread else 1.0
         tokens = spec.batch * TOKENS_PER_RESPONSE
         duration = tokens / spec.tokens_per_s
         rows.append({"point_id": point, "batch_index": i, "warmup": i == 0, "attempt": 1,
