@@ -76,7 +76,8 @@ def render(advices: list[Advice], points: pd.DataFrame) -> str:
     width = {"display.width": 200, "display.max_columns": 40, "display.max_colwidth": 60}
     out = [f"Factors: {factors_line(points)}.", ""]
     with pd.option_context(*[x for kv in width.items() for x in kv]):
-        out += ["Recommendation per workload:", advice_table(advices).to_string(index=False, float_format="{:.4g}".format), ""]
+        table = advice_table(advices).to_string(index=False, float_format="{:.4g}".format)
+        out += ["Recommendation per workload:", table, ""]
         for a in advices:
             out += [f"== {a.label} ==", a.sentence or "Nothing to recommend."]
             out += [f"  - {n}" for n in a.notes]

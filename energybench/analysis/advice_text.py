@@ -135,7 +135,8 @@ def factors_line(points: pd.DataFrame) -> str:
         return f"{column} = {', '.join(f'{v:g}' for v in values)} {unit}"
 
     pue = sorted({float(v) for v in points["pue"].dropna()}) if "pue" in points else [1.0]
-    return "; ".join([one("carbon_intensity_g_per_kwh", "gCO2e/kWh", "--carbon-g-per-kwh or carbon.intensity_g_per_kwh"),
+    carbon = one("carbon_intensity_g_per_kwh", "gCO2e/kWh", "--carbon-g-per-kwh or carbon.intensity_g_per_kwh")
+    return "; ".join([carbon,
                       f"PUE = {', '.join(f'{v:g}' for v in pue)}" + (" (the default: IT energy only)"
                                                                      if pue == [1.0] else ""),
                       one("usd_per_kwh", "USD/kWh", "--usd-per-kwh or cost.usd_per_kwh")])

@@ -44,7 +44,8 @@ class Constraints:
             limit = getattr(self, f.name)
             if limit is not None:
                 bound, column = f.name.split("_", 1)  # max_tpot_s -> ("max", "tpot_s")
-                words = f"{LABEL.get(column, column)} {'≤' if bound == 'max' else '≥'} {limit:g}{UNIT.get(column, '')}"
+                sign = "≤" if bound == "max" else "≥"
+                words = f"{LABEL.get(column, column)} {sign} {limit:g}{UNIT.get(column, '')}"
                 out.append((column, bound, float(limit), words))
         return out
 

@@ -58,8 +58,8 @@ def _last_attempt(fig: Figure, point: str, rows: pd.DataFrame) -> pd.DataFrame:
     return last.assign(elapsed_s=last["elapsed_s"] - last["elapsed_s"].min())
 
 
-# The sample columns power_timeline and utilization_timeline read (besides sweep, point_id, node and elapsed_s): a reader that
-# selects columns (the report) asks for these.
+# The sample columns power_timeline and utilization_timeline read (besides sweep, point_id, node and
+# elapsed_s): a reader that selects columns (the report) asks for these.
 TIMELINE_COLUMNS = ("power_w", "gpu_util_pct", "window", "gpu_index", "gpu_uuid", "attempt")
 
 

@@ -2,8 +2,8 @@
 with metrics chosen by the test, so that the advice has a known answer.
 
 Each done point gets `batches` measured batches (and one warm-up) whose per-batch J/token, TPOT and TTFT spread
-around the chosen values by SPREAD and average exactly to them (when `batches` is a multiple of 4); run.parquet is aggregated from those batches by
-energybench.results.metrics.run_metrics, as a real point is.
+around the chosen values by SPREAD and average exactly to them (when `batches` is a multiple of 4); run.parquet is
+aggregated from those batches by energybench.results.metrics.run_metrics, as a real point is.
 """
 
 from __future__ import annotations
