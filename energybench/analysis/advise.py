@@ -190,7 +190,7 @@ def _closest(d: pd.DataFrame, over: pd.DataFrame, constraints: Constraints, ener
         if over.loc[row.name, words] > 0:
             value = _gpus(d).loc[row.name] if column == "gpus" else row[column]
             unit = UNIT.get(column, "")
-            missed.append(f"{LABEL[column]} {value:.4g}{unit} against the limit {limit:g}{unit} "
+            missed.append(f"{LABEL[column]} {value:.3g}{unit} against the limit {limit:g}{unit} "
                           f"({pct(over.loc[row.name, words])})")
     return row, f"the closest is {describe(row, d)} ({row['point_id']}): " + "; ".join(missed)
 
