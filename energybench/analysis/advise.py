@@ -204,6 +204,28 @@ def _fronts(d: pd.DataFrame, energy: str) -> pd.DataFrame:
     return d
 
 
+def _recommend(a: Advice, feasible: pd.DataFrame, batches: pd.DataFrame | None, n: int, seed: int) -> None:
+    """The first of the ranked feasible points, its savings, and notes on ties and on a runner-up that the
+    batches cannot tell apart from it."""
+    energy = a.energy_metric
+    a.recommended = best = feasible.iloc[0]
+    tied = feasible[(feasible[energy] == best[energy]) & (feasible.index != best.name)]
+    if len(tied):
+        a.notes.append(f"{len(tied) + 1} points tie at {energy}={best[energy]:.4g}; {best['point_id']} wins the "
+                       "tie-break (lower TPOT, higher tokens/s, fewer GPUs, then point id)")
+    elif len(feasible) > 1 and batches is not None and n > 0:
+        runner = feasible.iloc[1]
+        s = _savings(best, {"runner-up": runner}, energy, batches, n, seed)
+        s = s[s["metric"] == energy]
+        if len(s) and np.isfinite(s["hi"].iloc[0]) and s["hi"].iloc[0] >= 0:
+            lo, hi = s["lo"].iloc[0], s["hi"].iloc[0]
+            a.notes.append(f"the runner-up, {describe(runner, feasible)}, is within the uncertainty: "
+                           f"{pct(s['change'].iloc[0])} {LABEL[energy]} against it, 95 % interval {pct(lo)} to "
+                           f"{pct(hi)}; the batches cannot tell the two apart")
+    a.savings = _savings(best, {"the paper's default": a.default, "the fastest point": a.fastest}, energy,
+                         batches, n, seed)
+
+
 def advise_group(group: pd.DataFrame, key: dict[str, object], batches: pd.DataFrame | None,
                  constraints: Constraints, per: str, n: int, seed: int) -> Advice:
     """The advice for the points of one workload (see `advise`)."""
@@ -229,14 +251,7 @@ def advise_group(group: pd.DataFrame, key: dict[str, object], batches: pd.DataFr
         a.notes.append(f"no measured point meets {' and '.join(over.columns)}; {text}")
         a.sentence = a.notes[-1][0].upper() + a.notes[-1][1:] + "."
     else:
-        a.recommended = feasible.iloc[0]
-        tied = feasible[(feasible[energy] == a.recommended[energy]) & (feasible.index != a.recommended.name)]
-        if len(tied):
-            a.notes.append(f"{len(tied) + 1} points tie at {energy}={a.recommended[energy]:.4g}; "
-                           f"{a.recommended['point_id']} wins the tie-break (lower TPOT, higher tokens/s, "
-                           "fewer GPUs, then point id)")
-        a.savings = _savings(a.recommended, {"the paper's default": a.default, "the fastest point": a.fastest},
-                             energy, batches, n, seed)
+        _recommend(a, feasible, batches, n, seed)
     role = pd.Series("", index=d.index, dtype=object)
     for name, row in (("fastest", a.fastest), ("paper default", a.default), ("closest", a.closest),
                       ("recommended", a.recommended)):

@@ -154,3 +154,13 @@ def test_cli_on_the_committed_h200_sweep() -> None:
     ok = points[points["tpot_s"] <= 0.03].sort_values("energy_per_token_j").iloc[0]  # the answer, from the records
     assert f"batch {ok['batch']} at shards {ok['shards']}" in proc.stdout.split("==")[2].splitlines()[1]
     assert "highest cap (700 W) stands in" in proc.stdout
+
+
+def test_a_runner_up_within_the_uncertainty_is_named(tmp_path: Path) -> None:
+    close = write_sweep([Spec(64, 1, 0.35), Spec(128, 1, 0.34), Spec(16, 1, 0.9)], tmp_path / "close")
+    a = one((results.points(close), results.batches(close)))
+    assert knobs(a.recommended) == (128, 1)
+    assert any("runner-up, batch 64 at shards 1, is within the uncertainty" in n for n in a.notes), a.notes
+    apart = write_sweep([Spec(64, 1, 0.35), Spec(128, 1, 0.20)], tmp_path / "apart")
+    b = one((results.points(apart), results.batches(apart)))
+    assert not any("runner-up" in n for n in b.notes)
