@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pandas as pd
 
-from energybench.analysis.grid import done, value_label
 from energybench.analysis.advice_text import LABEL, UNIT, describe, pct, sentence
+from energybench.analysis.grid import done, value_label
 from energybench.analysis.pareto import pareto_mask
 from energybench.analysis.uncertainty import bootstrap_points, relative_difference
 
