@@ -96,7 +96,7 @@ def advice_table(advices: list["Advice"]) -> pd.DataFrame:
     for a in advices:
         row: dict[str, object] = {"workload": a.label}
         pick = a.recommended if a.recommended is not None else a.closest
-        row["recommended"] = "none meets the constraints" if pick is None else (
+        row["recommended"] = "no point with energy measured" if pick is None else (
             describe(pick, a.points) + ("" if a.recommended is not None else " (closest, misses)"))
         if pick is not None:
             e = a.energy_metric
