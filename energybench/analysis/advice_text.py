@@ -38,7 +38,8 @@ def _interval_words(lo: float, hi: float, less: bool) -> str:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return " (no interval: a point has fewer than two measured batches)"
     a, b = (-100 * hi, -100 * lo) if less else (100 * lo, 100 * hi)
-    return f" (95 % interval {a:.0f} to {b:.0f} %)"
+    digits = 1 if b - a < 2 else 0  # a narrow interval keeps a decimal rather than reading "19 to 19 %"
+    return f" (95 % interval {a:.{digits}f} to {b:.{digits}f} %)"
 
 
 def sentence(a: Advice, d: pd.DataFrame) -> str:
