@@ -4,10 +4,11 @@ recommended configuration and the paper's default marked."""
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from energybench.analysis.advise import Advice, Constraints, advise
-from energybench.analysis.grid import LABELS, add_note, message_figure, new_figure, point_label, why_missing
+from energybench.analysis.advise import KNOBS, Advice, Constraints, advise
+from energybench.analysis.grid import LABELS, add_note, message_figure, point_label, why_missing
 
 MAX_WORKLOADS = 4
 PANELS = (("tpot_s", "min", "TPOT, s (time per output token)"), ("tokens_per_s", "max", "tokens/s (generated)"))
@@ -22,10 +23,10 @@ def _panel(ax, a: Advice, x: str, y: str, xlabel: str) -> None:
                     ecolor="0.7", lw=0.8, zorder=1)
     front = d[d[f"on_front_{x}"]].sort_values([x, y])
     ax.plot(front[x], front[y], drawstyle="steps-post" if x == "tpot_s" else "steps-pre", color="C0", lw=1.5,
-            zorder=3, label="Pareto front")
+            marker="o", ms=4, zorder=3, label="Pareto front")  # the marker shows a front of one point too
+    knobs = ["batch", "shards"] + [k for k in KNOBS[2:] if d[k].nunique(dropna=False) > 1]
     for _, r in d.iterrows():
-        ax.annotate(point_label(r, ["batch", "shards"]), (r[x], r[y]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(point_label(r, knobs), (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     marks = (("paper default", a.default, "s", "none", "C1"), ("recommended", a.recommended, "*", "C3", "C3"),
              ("closest (misses the constraints)", a.closest, "X", "C3", "C3"))
     for name, row, marker, face, edge in marks:
@@ -49,8 +50,12 @@ def pareto_figure(points: pd.DataFrame, batches: pd.DataFrame | None = None,
                if not a.points.empty]
     if not advices:
         return message_figure(title, why_missing(points, energy))
+    advices.sort(key=lambda a: (-len(a.points), a.label))  # the workloads with the most measured points first
     shown = advices[:MAX_WORKLOADS]
-    fig, axes = new_figure(2 * len(shown), 5.0, 3.8)
+    fig = Figure(figsize=(10.0, 3.8 * len(shown) + 0.4), layout="constrained")  # a row per workload
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(len(shown), 2, i + 1) for i in range(2 * len(shown))]
+    fig.notes, fig.empty = [], False
     fig.suptitle(title)
     for i, a in enumerate(shown):
         for j, (x, _, xlabel) in enumerate(PANELS):
@@ -60,7 +65,8 @@ def pareto_figure(points: pd.DataFrame, batches: pd.DataFrame | None = None,
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
     if len(advices) > MAX_WORKLOADS:
-        add_note(fig, f"{len(advices)} workloads; the first {MAX_WORKLOADS} are shown (filter the points frame)")
+        add_note(fig, f"{len(advices)} workloads; the {MAX_WORKLOADS} with the most measured points are shown "
+                      "(filter the points frame for others)")
     for a in shown:
         if a.recommended is None and a.closest is not None:
             add_note(fig, f"{a.label}: {a.sentence}")
