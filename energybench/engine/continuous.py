@@ -72,6 +72,7 @@ class Edge:
     """Scheduler state at an iteration's start, the same on every rank."""
 
     steps: int  # steps done so far
+    at_s: float  # seconds after the start of serving (rank 0's clock read that counted the arrivals)
     arrived: int  # requests arrived
     filled: bool  # every slot has been in use at once
     finished: int  # requests done
@@ -149,8 +150,9 @@ class _Run:
     def loop(self) -> list[Trace]:
         self.t0 = time.perf_counter()
         while self.finished < len(self.requests):
-            arrived = self._agree(bisect.bisect_right(self.arrivals, self.now_s()))
-            self.observer.edge(Edge(len(self.steps), arrived, self.filled, self.finished))
+            at_s = self.now_s()
+            arrived = self._agree(bisect.bisect_right(self.arrivals, at_s))
+            self.observer.edge(Edge(len(self.steps), at_s, arrived, self.filled, self.finished))
             if self.admitted == arrived and not any(self.slots):
                 time.sleep(max(0.0, self.arrivals[self.admitted] - self.now_s()))
                 self._record("idle", 0, ())

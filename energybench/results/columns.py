@@ -24,4 +24,6 @@ def config_columns(cfg: PointConfig) -> dict:
         "length": cfg.length,
         "weights": cfg.model.weights,
         "cluster": cfg.cluster.name,
+        "workload": cfg.workload,
+        **({"rate_rps": cfg.online.rate, "burstiness": cfg.online.burstiness} if cfg.workload == "online" else {}),
     }
