@@ -37,3 +37,17 @@ def test_what_is_measured_is_part_of_its_id(override: str) -> None:
 
 def test_the_id_is_readable() -> None:
     assert pid("power_cap=250").startswith("tiny-synthetic-b8-t32-s1-p250W-reference-")
+
+
+@pytest.mark.parametrize("override", ["online.rate=4", "online.burstiness=0.5", "online.requests=9",
+                                      "online.slo_ttft_s=2"])
+def test_online_settings_do_not_change_an_offline_points_id(override: str) -> None:
+    assert pid(override) == pid() == "tiny-synthetic-b8-t32-s1-pnone-reference-cbf5edf7"  # the id before online
+
+
+def test_an_online_point_names_its_rate_and_each_online_setting_changes_its_id() -> None:
+    online = ("engine=fast", "workload=online", "online.rate=4")
+    assert pid(*online).startswith("tiny-synthetic-b8-t32-s1-pnone-fast-r4-")
+    ids = {pid(*online, extra) for extra in ("online.rate=4", "online.rate=8", "online.burstiness=0.5",
+                                               "online.requests=100", "online.seed=3")}
+    assert len(ids) == 5 and pid("engine=fast") not in ids
