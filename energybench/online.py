@@ -161,8 +161,8 @@ def _requests(cfg: PointConfig) -> tuple[list[Request], str | None]:
     from energybench.point import _prepare
 
     o = cfg.online
-    times = arrival_times_s(o.rate, o.burstiness, cfg.seed if o.seed is None else o.seed,  # type: ignore[arg-type]
-                            o.requests, o.duration_s)
+    assert o.rate is not None  # config check: workload=online needs it
+    times = arrival_times_s(o.rate, o.burstiness, cfg.seed if o.seed is None else o.seed, o.requests, o.duration_s)
     tokenizer = None
     if cfg.model.tokenizer and cfg.dataset.name != "synthetic":
         from energybench.model.tokenizer import Tokenizer

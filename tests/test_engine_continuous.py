@@ -31,10 +31,13 @@ class Recorder:
 
 @pytest.fixture
 def model():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # spinning OpenMP threads on a busy 2-core machine stall steps by 0.5 s
     with one_process():
         m = build_model(TINY, CPU, torch.float32, seed=7)
         m.setup_caches(4, 128)  # 4 slots
         yield m
+    torch.set_num_threads(threads)
 
 
 def serve(model, arrivals: list[float], prefill_tokens: int = 10):
@@ -78,12 +81,13 @@ def test_freed_slots_are_refilled_at_the_next_step_in_arrival_order(model) -> No
 
 
 def test_requests_wait_for_their_arrival_and_an_empty_engine_waits_idle(model) -> None:
-    arrivals = [0.0, 0.0, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6, 0.6, 0.6]
+    arrivals = [0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
     traces, recorder, _ = serve(model, arrivals)
     for t in traces:
         assert t.admitted_s >= t.arrival_s
     idle = [s for s in recorder.steps if s.kind == "idle"]
-    assert idle and all(s.tokens == () for s in idle)
-    assert sum(s.duration_s for s in idle) > 0.3  # the tiny model is done long before the next arrival
+    assert idle and all(s.tokens == () and s.live == 0 for s in idle)  # the tiny model is done long before 1 s
+    for s in idle:  # a wait ends at the arrival it waited for
+        assert any(s.end_s - s.duration_s < a <= s.end_s for a in arrivals), (s.end_s, s.duration_s)
     arrived = [e.arrived for e in recorder.edges]
     assert arrived == sorted(arrived) and arrived[-1] == len(LENS)

@@ -64,3 +64,17 @@ def test_the_report_draws_the_online_figures(online_sweep: Path, tmp_path: Path)
     md = (out / "report.md").read_text()
     assert "## Online serving (workload=online)" in md
     assert (out / "figures" / "online_load.png").is_file() and (out / "figures" / "online_timeline.png").is_file()
+
+
+def test_a_two_shard_online_point_admits_the_same_requests_on_both_ranks(tmp_path: Path) -> None:
+    # rank 0's arrival count is broadcast at every scheduler edge; ranks that disagreed would deadlock or
+    # fail in a collective of mismatched shapes
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "engine=fast", "workload=online",
+         "online.rate=20", "online.requests=30", "shards=2", "batch=4", "max_tokens=8", f"out_dir={tmp_path}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    point = results.points(tmp_path).iloc[0]
+    assert point["status"] == "done" and point["shards"] == 2 and point["requests"] == 30
+    assert len(requests(tmp_path)) == 30

@@ -208,26 +208,24 @@ class _Run:
 
     def _prefill(self) -> None:
         """Up to `budget` prompt tokens of the slots still prefilling, in admission order; one forward."""
-        work, left = [], self.budget
-        for i in sorted((i for i, s in enumerate(self.slots) if s is not None and not s.decoding),
-                        key=lambda i: self.slots[i].request.index):  # type: ignore[union-attr]
-            slot = self.slots[i]
-            n = min(len(slot.request.prompt) - slot.fed, left)  # type: ignore[union-attr]
+        pending = sorted(((i, s) for i, s in enumerate(self.slots) if s is not None and not s.decoding),
+                         key=lambda item: item[1].request.index)
+        work, slots, left = [], [], self.budget
+        for i, slot in pending:
+            n = min(len(slot.request.prompt) - slot.fed, left)
             if n <= 0:
                 break
-            work.append((i, slot.fed, n))  # type: ignore[union-attr]
+            work.append((i, slot.fed, n))
+            slots.append(slot)
             left -= n
-        prompts = [self.slots[i].request.prompt for i, _, _ in work]  # type: ignore[union-attr]
-        first = self.e.prefill_rows(work, prompts).tolist()  # waits for the device
-        for i, start, n in work:
-            self.slots[i].fed += n  # type: ignore[union-attr]
+        first = self.e.prefill_rows(work, [s.request.prompt for s in slots]).tolist()  # waits for the device
+        for (i, start, n), slot in zip(work, slots):
+            slot.fed += n
             self.pos[i] = start + n  # a still-prefilling row's decode writes land where its next chunk goes
-        shares = tuple((self.slots[i].request.index, n) for i, _, n in work)  # type: ignore[union-attr]
-        done = [(i, t) for (i, _, _), t in zip(work, first) if self.slots[i].decoding]  # type: ignore[union-attr]
+        shares = tuple((s.request.index, n) for (_, _, n), s in zip(work, slots))
+        done = [(i, s, t) for (i, _, _), s, t in zip(work, slots, first) if s.decoding]
         end_s = self._record("prefill", len(work), shares, len(done))
-        for i, token in done:
-            slot = self.slots[i]
-            assert slot is not None
+        for i, slot, token in done:
             slot.out.append(token)
             self.traces[slot.request.index].first_token_s = end_s
             self.tok[i] = token
@@ -244,11 +242,11 @@ class _Run:
         span = _fit(self.e.spans, min(max(self.pos[i] for i in live) + 1, self.e.room))
         self.e.tok[:b, 0].copy_(torch.tensor(self.tok[:b]))
         self.e.pos[:b, 0].copy_(torch.tensor(self.pos[:b]))
-        nxt = sample(self.e._step(b, span), self.e.sampling, self.e.generator).tolist()  # [b]
-        shares = tuple((self.slots[i].request.index, 1) for i in live)  # type: ignore[union-attr]
+        nxt = sample(self.e._step(b, span), self.e.sampling, self.e.generator).tolist()  # [b], waits
+        slots = [self.slots[i] for i in live]
+        shares = tuple((s.request.index, 1) for s in slots if s is not None)
         end_s = self._record("decode", b, shares, len(live))
-        for i in live:
-            slot = self.slots[i]
+        for i, slot in zip(live, slots):
             assert slot is not None
             slot.out.append(nxt[i])
             self.tok[i], self.pos[i] = nxt[i], self.pos[i] + 1
