@@ -85,7 +85,12 @@ def test_online_run_metrics(online) -> None:
     assert row["latency_p99_s"] >= row["ttft_p99_s"]
     met = [r["ttft_s"] <= 0.05 and (r["tpot_s"] is None or r["tpot_s"] <= 0.1) for r in mine]
     assert [r["slo_met"] for r in mine] == met
-    assert row["goodput_rps"] == pytest.approx(sum(met) / row["duration_s"])
+    assert row["slo_attainment"] == pytest.approx(sum(met) / len(mine))
+    start = min(s["end_s"] - s["duration_s"] for s in window)
+    finished = [r for r in requests if start <= r["finished_s"] < start + row["duration_s"]]
+    assert row["achieved_rate_rps"] == pytest.approx(len(finished) / row["duration_s"])
+    assert row["goodput_rps"] == pytest.approx(sum(r["slo_met"] for r in finished) / row["duration_s"])
+    assert row["goodput_rps"] <= row["achieved_rate_rps"]
     assert 1 <= row["mean_live"] <= 4  # 200/s saturates 4 slots of the tiny model on 2 CPU cores
     for r in requests:
         assert r["queue_s"] == pytest.approx(r["admitted_s"] - r["arrival_s"])

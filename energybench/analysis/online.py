@@ -23,6 +23,17 @@ def online_points(points: pd.DataFrame) -> pd.DataFrame:
     return d[d["workload"] == "online"] if "workload" in d else d.iloc[0:0]
 
 
+TABLE = ("rate_rps", "achieved_rate_rps", "mean_live", "tokens_per_s", "energy_per_token_j", "energy_per_response_j",
+         "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "latency_p99_s", "goodput_rps", "slo_attainment")
+
+
+def online_table(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per online point (steady window): offered and achieved rate, load, J/token, J/request, latencies."""
+    d = online_points(points)
+    keys = [k for k in LINE_KEYS if k in d and d[k].nunique(dropna=False) > 1]
+    return d[keys + [c for c in TABLE if c in d]].sort_values(keys + ["rate_rps"]).reset_index(drop=True)
+
+
 def load_curves(points: pd.DataFrame) -> Figure:
     """J/token and p99 TPOT (steady window) against the offered request rate, one line per model/engine/cap."""
     title = "Online: energy per token and p99 TPOT against request rate"
@@ -87,6 +98,7 @@ def report_blocks(points: pd.DataFrame, fig_dir: Path, dpi: int) -> list[Block]:
     blocks = [Block("h2", "Online serving (workload=online)"),
               Block("p", "Steady window only (ramp-up and drain excluded); energy per request is each request's "
                          "attributed share (docs/methodology.md).")]
+    blocks.append(Block("table", frame=online_table(points)))
     dirs = [Path(p) for p in d.sort_values("rate_rps")["point_dir"]]
     chosen = dirs if len(dirs) <= TIMELINES else [dirs[round(i * (len(dirs) - 1) / (TIMELINES - 1))]
                                                   for i in range(TIMELINES)]

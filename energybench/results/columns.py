@@ -16,7 +16,7 @@ def config_columns(cfg: PointConfig) -> dict:
         "max_tokens": cfg.max_tokens,
         "shards": cfg.shards,
         "power_cap_w": cfg.power_cap,
-        "samples": cfg.samples,
+        "samples": cfg.samples if cfg.workload == "offline" else None,  # online: one prompt per request
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "seed": cfg.seed,

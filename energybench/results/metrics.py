@@ -216,22 +216,24 @@ def online_metrics(requests: list[dict], steps: list[dict], window_s: tuple[floa
     responses          = requests that arrived in the window; their ttft/tpot/latency means and p50/p90/p99
     energy_per_response_j = mean attributed energy (energy_j of requests.parquet, whole life) of those
     achieved_rate_rps  = requests finished in the window / duration_s
-    goodput_rps        = requests of the window meeting the SLO / duration_s; slo_attainment = their share
+    goodput_rps        = requests finished in the window that met the SLO / duration_s
+    slo_attainment     = share of the requests that arrived in the window that met the SLO
     mean_live          = sequences holding a slot, averaged over the window's time
     wasted_tokens      = batch rows computed for free or prefilling slots in decode steps
     """
     start_s, end_s = window_s
     duration_s = end_s - start_s
     mine = [r for r in requests if r["in_window"]]
+    finished = [r for r in requests if start_s <= r["finished_s"] < end_s]
     tokens = sum(s["new_tokens"] for s in steps)
     out = {
         "responses": len(mine), "requests": len(requests), "batches": None,
         "prompt_tokens": sum(r["prompt_tokens"] for r in mine), "tokens": tokens,
         "wasted_tokens": sum(s["rows"] - s["tokens"] for s in steps if s["kind"] == "decode"),
         "duration_s": duration_s, "energy_j": energy_j, "idle_power_w": idle_power_w,
-        "achieved_rate_rps": ratio(sum(start_s <= r["finished_s"] < end_s for r in requests), duration_s),
+        "achieved_rate_rps": ratio(len(finished), duration_s),
         "mean_live": ratio(sum(s["live"] * s["duration_s"] for s in steps), sum(s["duration_s"] for s in steps)),
-        "goodput_rps": ratio(sum(bool(r["slo_met"]) for r in mine), duration_s),
+        "goodput_rps": ratio(sum(bool(r["slo_met"]) for r in finished), duration_s),
         "slo_attainment": ratio(sum(bool(r["slo_met"]) for r in mine), len(mine)),
         "queue_s": mean_or_none(r["queue_s"] for r in mine),
     }
