@@ -199,6 +199,9 @@ def _write(cfg: PointConfig, env: DistEnv, pdir: Path, ids: dict, windows: Windo
         **energy,
     }
     write_parquet(table([row], RUN), pdir / "run.parquet")
+    log.info("point %s: ramp-up %.1f s, steady %.1f s (%d requests, mean live %.1f, %.0f tokens/s, achieved %.2f/s), "
+             "drain %.1f s", ids["point_id"], ramp.duration_s, row["duration_s"], row["responses"],
+             row["mean_live"] or 0.0, row["tokens_per_s"] or 0.0, row["achieved_rate_rps"] or 0.0, drain.duration_s)
     return row
 
 
