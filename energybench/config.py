@@ -130,7 +130,7 @@ class OnlineConfig:
     """workload=online: requests arriving over time into a continuously refilled batch (docs/methodology.md)."""
 
     rate: float | None = None  # mean arrival rate, requests/s; required for workload=online
-    burstiness: float = 1.0  # 1: Poisson arrivals; else gamma inter-arrival times of this shape (< 1 burstier)
+    burstiness: float = 1.0  # 1: Poisson arrivals; else gamma inter-arrival gaps of this shape (< 1 burstier)
     requests: int | None = None  # requests sent; None: every arrival within duration_s
     duration_s: float | None = 30.0  # arrivals over this many seconds when requests is None
     seed: int | None = None  # seeds the arrival times; None: the point's seed

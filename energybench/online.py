@@ -134,7 +134,8 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict
                 m.idle()
                 for w in range(cfg.warmup_batches):  # burn-in (outside every window), then serve
                     chunk = requests[(w * cfg.batch) % len(requests):][: cfg.batch]
-                    engine.generate([r.prompt for r in chunk], [r.limit for r in chunk], m.meter.phase_hooks(f"warmup{w}"))
+                    hooks = m.meter.phase_hooks(f"warmup{w}")
+                    engine.generate([r.prompt for r in chunk], [r.limit for r in chunk], hooks)
                 windows = Windows(m.meter, len(requests), cfg.online.counter_read_s)
                 windows.begin()
                 serve_at = dt.datetime.now(dt.timezone.utc)
