@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
 ENGINES = ("reference", "fast")
+WORKLOADS = ("offline", "online")
 LENGTH_MODES = ("sampled", "oracle")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -133,6 +134,18 @@ class CarbonConfig:
 @dataclass(frozen=True)
 class CostConfig:
     usd_per_kwh: float | None = None  # electricity price, USD per kWh; None: unknown, no cost columns
+class OnlineConfig:
+    """workload=online: requests arriving over time into a continuously refilled batch (docs/methodology.md)."""
+
+    rate: float | None = None  # mean arrival rate, requests/s; required for workload=online
+    burstiness: float = 1.0  # 1: Poisson arrivals; else gamma inter-arrival gaps of this shape (< 1 burstier)
+    requests: int | None = None  # requests sent; None: every arrival within duration_s
+    duration_s: float | None = 30.0  # arrivals over this many seconds when requests is None
+    seed: int | None = None  # seeds the arrival times; None: the point's seed
+    slo_ttft_s: float = 1.0  # goodput: a request meets the SLO with TTFT <= this ...
+    slo_tpot_s: float = 0.1  # ... and time per output token <= this
+    prefill_tokens: int = 512  # prompt tokens prefilled per step at most; longer prompts go in chunks
+    counter_read_s: float = 0.5  # energy counters read at step edges at most this often (per-request energy)
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,8 @@ class PointConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # where points run
     carbon: CarbonConfig = field(default_factory=CarbonConfig)  # CO2 from energy (analysis only; not in the id)
     cost: CostConfig = field(default_factory=CostConfig)  # money from energy (analysis only; not in the id)
+    workload: str = "offline"  # offline: fixed batches of `samples` prompts | online: requests over time
+    online: OnlineConfig = field(default_factory=OnlineConfig)  # workload=online only (out of offline ids)
 
 
 T = TypeVar("T")
@@ -333,6 +348,29 @@ def _check_CarbonConfig(c: CarbonConfig, prefix: str) -> None:
 def _check_CostConfig(c: CostConfig, prefix: str) -> None:
     if c.usd_per_kwh is not None:
         _positive(prefix + "usd_per_kwh", c.usd_per_kwh, zero_ok=True)
+def _check_OnlineConfig(o: OnlineConfig, prefix: str) -> None:
+    if o.rate is not None:
+        _positive(prefix + "rate", o.rate)
+    _positive(prefix + "burstiness", o.burstiness)
+    if o.requests is not None:
+        _positive(prefix + "requests", o.requests)
+    if o.duration_s is not None:
+        _positive(prefix + "duration_s", o.duration_s)
+    for name in ("slo_ttft_s", "slo_tpot_s", "prefill_tokens", "counter_read_s"):
+        _positive(prefix + name, getattr(o, name))
+
+
+def _check_online(p: PointConfig) -> None:
+    _choice("workload", p.workload, WORKLOADS)
+    if p.workload != "online":
+        return
+    if p.engine != "fast":
+        raise ConfigError(f"engine={p.engine} cannot run workload=online: Meta's static loop runs a batch to its "
+                          "end and cannot admit a request mid-batch; use engine=fast (continuous batching)")
+    if p.online.rate is None:
+        raise ConfigError("workload=online needs online.rate=<requests per second>, e.g. online.rate=4")
+    if p.online.requests is None and p.online.duration_s is None:
+        raise ConfigError("workload=online needs online.requests=<n> or online.duration_s=<seconds of arrivals>")
 
 
 def _check_PointConfig(p: PointConfig, prefix: str) -> None:
@@ -366,3 +404,4 @@ def _check_PointConfig(p: PointConfig, prefix: str) -> None:
         )
     if not p.sweep or "/" in p.sweep or p.sweep.startswith("."):
         raise ConfigError(f"sweep={p.sweep!r}: must be a plain directory name")
+    _check_online(p)

@@ -183,6 +183,10 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
     if env.world_size != cfg.shards:
         raise ConfigError(f"shards={cfg.shards} but {env.world_size} processes were started for the point; "
                           f"start one per shard (srun --ntasks={cfg.shards})")
+    if cfg.workload == "online":  # requests over time, continuous batching: its own module
+        from energybench.online import measure_online
+
+        return measure_online(cfg, env, pid, pdir)
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
     started_at = dt.datetime.now(dt.timezone.utc)

@@ -58,3 +58,44 @@ def test_fast_engines_of_successive_points_do_not_pile_up_compiled_code(tmp_path
         assert run_local(cfg).state == "done"
         counts.append(len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__)))
     assert max(counts) == counts[0] and counts[0] < 8, counts  # torch._dynamo.config.recompile_limit is 8
+
+
+def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_own_tokens() -> None:
+    """Requests queueing for 4 slots, refilled mid-flight, prompts prefilled in chunks, decode replayed as
+    CUDA graphs at the buckets covering the slots in use: in fp32 every request gets the tokens it gets alone."""
+    from energybench.engine.continuous import ContinuousEngine, Request
+    from energybench.engine.fast import FastEngine
+
+    class Steps:
+        def __init__(self) -> None:
+            self.rows: list[int] = []
+
+        def edge(self, edge) -> None:
+            pass
+
+        def step(self, step) -> None:
+            if step.kind == "decode":
+                self.rows.append(step.rows)
+
+    device = torch.device("cuda", 0)
+    lengths, limits = [5, 17, 9, 30, 3, 12, 25, 8, 14, 6], [7, 12, 3, 20, 9, 5, 16, 11, 4, 10]
+    with model_parallel(DistEnv.single(), device):
+        model = build_model(TINY, device, torch.float32, seed=7)
+        model.setup_caches(4, 128)
+        prompts = prompts_of(lengths, TINY.vocab_size, seed=3)
+        greedy = Sampling(0.0, 0.95)
+        engine = ContinuousEngine(model, greedy, torch.Generator(device=device).manual_seed(0))
+        try:
+            assert engine.use_graphs and engine.graphs
+            steps = Steps()
+            traces = engine.serve([Request(i, p, lim, 0.01 * i) for i, (p, lim) in enumerate(zip(prompts, limits))],
+                                  steps, prefill_tokens=10)
+        finally:
+            engine.close()
+        alone = FastEngine(model, greedy, torch.Generator(device=device).manual_seed(0))
+        try:
+            for trace, prompt, limit in zip(traces, prompts, limits):
+                assert trace.ids == alone.generate([prompt], [limit], NoHooks()).outputs[0], trace.index
+        finally:
+            alone.close()
+        assert set(steps.rows) <= set(engine.batches) and max(steps.rows) == 4

@@ -48,3 +48,15 @@ def test_ids_are_those_written_before_the_carbon_and_cost_keys_existed() -> None
     """Recorded from the tree before `carbon` and `cost` were added: results written then keep their ids.
     (The committed records under docs/benchmarks/ predate earlier id changes and do not match either.)"""
     assert pid() == "tiny-synthetic-b8-t32-s1-pnone-reference-cbf5edf7"
+@pytest.mark.parametrize("override", ["online.rate=4", "online.burstiness=0.5", "online.requests=9",
+                                      "online.slo_ttft_s=2"])
+def test_online_settings_do_not_change_an_offline_points_id(override: str) -> None:
+    assert pid(override) == pid() == "tiny-synthetic-b8-t32-s1-pnone-reference-cbf5edf7"  # the id before online
+
+
+def test_an_online_point_names_its_rate_and_each_online_setting_changes_its_id() -> None:
+    online = ("engine=fast", "workload=online", "online.rate=4")
+    assert pid(*online).startswith("tiny-synthetic-b8-t32-s1-pnone-fast-r4-")
+    ids = {pid(*online, extra) for extra in ("online.rate=4", "online.rate=8", "online.burstiness=0.5",
+                                               "online.requests=100", "online.seed=3")}
+    assert len(ids) == 5 and pid("engine=fast") not in ids

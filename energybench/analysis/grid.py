@@ -12,9 +12,10 @@ from matplotlib.figure import Figure
 
 # Grid dimensions a figure may put on x, colour or panels; `seed` is a replicate: averaged, spread shown.
 AXES = ("model", "gpu_name", "dataset", "batch", "max_tokens", "shards", "power_cap_w", "engine", "length",
-        "samples", "temperature", "top_p", "dtype", "cluster", "sweep")
-NUMERIC_AXES = ("batch", "max_tokens", "shards", "power_cap_w", "samples", "temperature", "top_p")
-SHORT = {"batch": "b", "max_tokens": "t", "shards": "s", "samples": "n", "temperature": "T", "top_p": "p"}
+        "samples", "temperature", "top_p", "dtype", "cluster", "sweep", "workload", "rate_rps")
+NUMERIC_AXES = ("batch", "max_tokens", "shards", "power_cap_w", "samples", "temperature", "top_p", "rate_rps")
+SHORT = {"batch": "b", "max_tokens": "t", "shards": "s", "samples": "n", "temperature": "T", "top_p": "p",
+         "rate_rps": "r"}
 MAX_PANELS = 12
 ENERGY_METRICS = ("energy_j", "net_energy_j", "power_w", "power_per_gpu_w", "net_power_w", "energy_per_token_j",
                   "energy_per_response_j", "net_energy_per_token_j", "prefill_energy_j", "decode_energy_j",

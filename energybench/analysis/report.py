@@ -18,6 +18,7 @@ import energybench.analysis.report_sections as sections
 from energybench.analysis import FIGURES
 from energybench.analysis.extra import TIMELINE_COLUMNS
 from energybench.analysis.grid import done, sort_values, value_label, varied
+from energybench.analysis.online import report_blocks as online_blocks
 from energybench.analysis.render import Block, markdown, to_html
 from energybench.analysis.tables import (efficiency_table, memory_table, power_cap_table, status_table,
                                          summary_table, utilization_table)
@@ -121,6 +122,7 @@ def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110,
     blocks += _table("Results", summary_table(points), "One row per finished point (measured window; warm-up "
                      "excluded). J/token = energy of every GPU of the job / generated tokens.")
     blocks += _figures(points, fig_dir, dpi)
+    blocks += online_blocks(points, fig_dir, dpi)
     blocks += _table("Power cap (paper Table III)", power_cap_table(points),
                      "% change against the highest cap of the same configuration.")
     blocks += _table("GPU utilization, % (paper Table IV)", utilization_table(points))

@@ -95,6 +95,7 @@ class Meter:
         self._last_edge: tuple[float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
         self._pending: list[tuple[str, float, dict[str, float | None]]] = []  # deferred ends, not gathered yet
+        self.last_counts: dict[str, Count | None] = {}
 
     def _edge(self) -> tuple[float, dict[str, Count | None]]:
         if self.device.type == "cuda":
@@ -102,6 +103,7 @@ class Meter:
         if self.env.world_size > 1:
             dist.barrier()
         counters = self.counters.read() if self.counters is not None else {}
+        self.last_counts = counters  # this node's counters at the latest edge (online points attribute from them)
         return time.perf_counter(), counters
 
     def begin(self, name: str, at_last_end: bool = False) -> None:

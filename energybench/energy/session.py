@@ -93,8 +93,9 @@ def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], id
     uuid, stats, limit = g["uuid"], g["stats"], g["limit"] or {}
     energy_j = generation.energy_j.get(uuid)
 
-    def phase_j(phase: str) -> float | None:
-        return sum_or_none(r.energy_j.get(uuid) for r in readings if re.fullmatch(rf"batch\d+/{phase}", r.name))
+    def phase_j(phase: str) -> float | None:  # None, not 0, where no batch windows ran (online points)
+        parts = [r.energy_j.get(uuid) for r in readings if re.fullmatch(rf"batch\d+/{phase}", r.name)]
+        return sum_or_none(parts) if parts else None
 
     return {
         "node": node, "gpu_uuid": uuid, "gpu_index": g["index"], "gpu_name": g["name"],

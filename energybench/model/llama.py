@@ -99,11 +99,12 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
-                mask: torch.Tensor | None, fused: bool = False) -> torch.Tensor:
+                mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, S, dim]; positions: [B, S] cache slots written; attends to slots [0, n_slots) through
         the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible). fused=False is Meta's
         arithmetic; fused=True computes the same function with real-valued rotary embeddings (freqs_cis
-        then [B, S, D/2, 2]) and one scaled_dot_product_attention kernel reading the cache in place."""
+        then [B, S, D/2, 2]) and one scaled_dot_product_attention kernel reading the cache in place.
+        rows: [B] cache rows of the batch's sequences (None: rows 0..B-1, read in place)."""
         bsz, seqlen, _ = x.shape
         proj = fused_linear if fused else _call
         q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
@@ -112,11 +113,15 @@ class Attention(nn.Module):
         rotate = apply_rotary_emb_real if fused else apply_rotary_emb
         q, k = rotate(q, freqs_cis), rotate(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
-        rows = torch.arange(bsz, device=x.device).unsqueeze(1)  # [B, 1]
-        self.cache.k[rows, positions] = k
-        self.cache.v[rows, positions] = v
-        keys = self.cache.k[:bsz, :n_slots].transpose(1, 2)  # [B, H, T, D]
-        values = self.cache.v[:bsz, :n_slots].transpose(1, 2)
+        index = torch.arange(bsz, device=x.device) if rows is None else rows  # [B] cache rows
+        self.cache.k[index.unsqueeze(1), positions] = k
+        self.cache.v[index.unsqueeze(1), positions] = v
+        if rows is None:
+            keys = self.cache.k[:bsz, :n_slots].transpose(1, 2)  # [B, H, T, D] read in place
+            values = self.cache.v[:bsz, :n_slots].transpose(1, 2)
+        else:  # scattered rows (continuous batching's prefill): gathered copies
+            keys = self.cache.k[rows, :n_slots].transpose(1, 2)
+            values = self.cache.v[rows, :n_slots].transpose(1, 2)
         q = q.transpose(1, 2)  # [B, H, S, D]
         if fused:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B, H, S, D]
@@ -151,8 +156,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
-                mask: torch.Tensor | None, fused: bool = False) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused)
+                mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows)
         return h + self.feed_forward(self.ffn_norm(h), fused)
 
 
@@ -200,17 +205,18 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, n_slots: int,
                 mask: torch.Tensor | None = None, last_only: bool = True, *,
                 logits_at: torch.Tensor | None = None, fused: bool = False,
-                layers: Sequence[nn.Module] | None = None) -> torch.Tensor:
+                layers: Sequence[nn.Module] | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """tokens, positions: [B, S]; attends to cache slots [0, n_slots) through the additive mask
         [B or 1, 1, S, n_slots] (None: all of them). Returns float32 logits [B, vocab] of the last
         position (or of position logits_at[b] of row b), or [B, S, vocab] with last_only=False.
-        fused: see Attention.forward; layers: callables standing in for self.layers (compiled copies)."""
+        fused, rows: see Attention.forward; layers: callables standing in for self.layers (compiled copies)."""
         assert self.freqs_cis is not None and self.freqs_real is not None, "call setup_caches() before forward"
         assert tokens.shape[0] <= self.max_batch, (tokens.shape[0], self.max_batch)
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         for layer in self.layers if layers is None else layers:
-            h = layer(h, positions, n_slots, freqs, mask, fused)
+            h = layer(h, positions, n_slots, freqs, mask, fused) if rows is None else \
+                layer(h, positions, n_slots, freqs, mask, fused, rows)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:

@@ -16,7 +16,7 @@ def config_columns(cfg: PointConfig) -> dict:
         "max_tokens": cfg.max_tokens,
         "shards": cfg.shards,
         "power_cap_w": cfg.power_cap,
-        "samples": cfg.samples,
+        "samples": cfg.samples if cfg.workload == "offline" else None,  # online: one prompt per request
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "seed": cfg.seed,
@@ -24,4 +24,6 @@ def config_columns(cfg: PointConfig) -> dict:
         "length": cfg.length,
         "weights": cfg.model.weights,
         "cluster": cfg.cluster.name,
+        "workload": cfg.workload,
+        **({"rate_rps": cfg.online.rate, "burstiness": cfg.online.burstiness} if cfg.workload == "online" else {}),
     }

@@ -26,12 +26,16 @@ def point_id(cfg: PointConfig) -> str:
         data.pop(key)
     data["cluster"] = {k: data["cluster"][k] for k in _CLUSTER_KEYS_KEPT}
     data["power"].pop("state_dir")  # where the restore file goes
+    if cfg.workload == "offline":  # ids of offline points stay what they were before workload=online existed
+        data.pop("workload")
+        data.pop("online")
     if cfg.dataset.name == "synthetic":  # no text to tokenize: the tokenizer ($ENERGYBENCH_TOKENIZER) is unused
         data["model"].pop("tokenizer")
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
     cap = "none" if cfg.power_cap is None else f"{cfg.power_cap:g}W"
+    rate = f"-r{cfg.online.rate:g}" if cfg.workload == "online" else ""
     return (f"{cfg.model.name}-{cfg.dataset.name}-b{cfg.batch}-t{cfg.max_tokens}-s{cfg.shards}"
-            f"-p{cap}-{cfg.engine}-{digest}")
+            f"-p{cap}-{cfg.engine}{rate}-{digest}")
 
 
 def sweep_dir(cfg: PointConfig) -> Path:

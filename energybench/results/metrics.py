@@ -227,3 +227,74 @@ def carbon_cost(points: "pd.DataFrame", intensity_g_per_kwh: float | None = None
         df[f"cost{suffix}_usd"] = facility_kwh * df["usd_per_kwh"]
         df[f"cost{suffix}_per_mtoken_usd"] = df[f"cost{suffix}_usd"] / tokens * 1e6
     return df
+
+
+def percentile(values: Iterable[float | None], q: float) -> float | None:
+    """The q-th percentile (0-100) of the present values, interpolated linearly (numpy's default); None if none."""
+    xs = sorted(v for v in values if v is not None)
+    if not xs:
+        return None
+    at = (len(xs) - 1) * q / 100
+    lo = int(at)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (at - lo)
+
+
+def request_times(arrival_s: float, admitted_s: float, first_token_s: float, finished_s: float,
+                  output_tokens: int) -> dict[str, float | None]:
+    """One request's latencies (online points): queueing, time to first token, time per output token, latency."""
+    return {
+        "queue_s": admitted_s - arrival_s,
+        "ttft_s": first_token_s - arrival_s,
+        "tpot_s": (finished_s - first_token_s) / (output_tokens - 1) if output_tokens > 1 else None,
+        "latency_s": finished_s - arrival_s,
+    }
+
+
+def slo_met(ttft_s: float, tpot_s: float | None, slo_ttft_s: float, slo_tpot_s: float) -> bool:
+    """Goodput's test: first token within slo_ttft_s and every later token at slo_tpot_s or faster on average."""
+    return ttft_s <= slo_ttft_s and (tpot_s is None or tpot_s <= slo_tpot_s)
+
+
+def online_metrics(requests: list[dict], steps: list[dict], window_s: tuple[float, float],
+                   energy_j: float | None, idle_power_w: float | None) -> dict:
+    """Run columns of an online point over its steady window `window_s` (start, end; seconds after serving
+    started). `requests`: requests.parquet rows (all); `steps`: steps.parquet rows of the window.
+
+    tokens             = generated tokens of the window's steps; tokens_per_s, power_w, energy_per_token_j,
+                         net_energy_j as for offline points (derived)
+    responses          = requests that arrived in the window; their ttft/tpot/latency means and p50/p90/p99
+    energy_per_response_j = mean attributed energy (energy_j of requests.parquet, whole life) of those
+    achieved_rate_rps  = requests finished in the window / duration_s
+    goodput_rps        = requests finished in the window that met the SLO / duration_s
+    slo_attainment     = share of the requests that arrived in the window that met the SLO
+    mean_live          = sequences holding a slot, averaged over the window's time
+    wasted_tokens      = batch rows computed for free or prefilling slots in decode steps
+    """
+    start_s, end_s = window_s
+    duration_s = end_s - start_s
+    mine = [r for r in requests if r["in_window"]]
+    finished = [r for r in requests if start_s <= r["finished_s"] < end_s]
+    tokens = sum(s["new_tokens"] for s in steps)
+    out = {
+        "responses": len(mine), "requests": len(requests), "batches": None,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in mine), "tokens": tokens,
+        "wasted_tokens": sum(s["rows"] - s["tokens"] for s in steps if s["kind"] == "decode"),
+        "duration_s": duration_s, "energy_j": energy_j, "idle_power_w": idle_power_w,
+        "achieved_rate_rps": ratio(len(finished), duration_s),
+        "mean_live": ratio(sum(s["live"] * s["duration_s"] for s in steps), sum(s["duration_s"] for s in steps)),
+        "goodput_rps": ratio(sum(bool(r["slo_met"]) for r in finished), duration_s),
+        "slo_attainment": ratio(sum(bool(r["slo_met"]) for r in mine), len(mine)),
+        "queue_s": mean_or_none(r["queue_s"] for r in mine),
+    }
+    for kind in ("prefill", "decode"):
+        out[f"{kind}_s"] = sum(s["duration_s"] for s in steps if s["kind"] == kind)
+        out[f"{kind}_energy_j"] = sum_or_none(s["energy_j"] for s in steps if s["kind"] == kind)
+    for name in ("ttft", "tpot", "latency"):
+        out[f"{name}_s"] = mean_or_none(r[f"{name}_s"] for r in mine)
+        for q in (50, 90, 99):
+            out[f"{name}_p{q}_s"] = percentile((r[f"{name}_s"] for r in mine), q)
+    out.update(derived(tokens, len(mine), duration_s, energy_j, idle_power_w))
+    attributed = [r["energy_j"] for r in mine]
+    out["energy_per_response_j"] = mean_or_none(attributed) if None not in attributed else None
+    return out

@@ -30,6 +30,27 @@ RUN = pa.schema([
     ("command", STR),
     # measurement notes and cross-checks (docs/measurement.md, docs/power.md)
     ("energy_notes", STR), ("power_notes", STR), ("sacct_energy_j", F64), ("sacct_note", STR),
+    # workload=online (results.metrics.online_metrics); null for offline points
+    ("workload", STR), ("rate_rps", F64), ("burstiness", F64), ("requests", I64), ("achieved_rate_rps", F64),
+    ("ttft_p50_s", F64), ("ttft_p90_s", F64), ("ttft_p99_s", F64), ("tpot_p50_s", F64), ("tpot_p90_s", F64),
+    ("tpot_p99_s", F64), ("latency_p50_s", F64), ("latency_p90_s", F64), ("latency_p99_s", F64),
+    ("queue_s", F64), ("goodput_rps", F64), ("slo_attainment", F64), ("mean_live", F64),
+    ("rampup_s", F64), ("drain_s", F64), ("rampup_energy_j", F64), ("drain_energy_j", F64),
+])
+
+# requests.parquet (online points): one row per request; times in seconds after serving started.
+REQUESTS = pa.schema([
+    ("point_id", STR), ("attempt", I64), ("request_index", I64), ("arrival_s", F64), ("admitted_s", F64),
+    ("first_token_s", F64), ("finished_s", F64), ("prompt_tokens", I64), ("output_tokens", I64), ("eos", BOOL),
+    ("queue_s", F64), ("ttft_s", F64), ("tpot_s", F64), ("latency_s", F64),
+    ("energy_j", F64), ("window_energy_j", F64), ("in_window", BOOL), ("slo_met", BOOL),
+])
+
+# steps.parquet (online points): one row per engine step (prefill or decode forward, or an idle wait).
+STEPS = pa.schema([
+    ("point_id", STR), ("attempt", I64), ("step_index", I64), ("kind", STR), ("window", STR), ("started_at", TS),
+    ("end_s", F64), ("duration_s", F64), ("rows", I64), ("live", I64), ("tokens", I64), ("new_tokens", I64),
+    ("energy_j", F64),
 ])
 
 # batches.parquet: one row per generate call, warm-up batches included and flagged.
