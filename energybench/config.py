@@ -134,6 +134,9 @@ class CarbonConfig:
 @dataclass(frozen=True)
 class CostConfig:
     usd_per_kwh: float | None = None  # electricity price, USD per kWh; None: unknown, no cost columns
+
+
+@dataclass(frozen=True)
 class OnlineConfig:
     """workload=online: requests arriving over time into a continuously refilled batch (docs/methodology.md)."""
 
@@ -348,6 +351,8 @@ def _check_CarbonConfig(c: CarbonConfig, prefix: str) -> None:
 def _check_CostConfig(c: CostConfig, prefix: str) -> None:
     if c.usd_per_kwh is not None:
         _positive(prefix + "usd_per_kwh", c.usd_per_kwh, zero_ok=True)
+
+
 def _check_OnlineConfig(o: OnlineConfig, prefix: str) -> None:
     if o.rate is not None:
         _positive(prefix + "rate", o.rate)

@@ -23,7 +23,8 @@ from energybench.analysis.uncertainty import bootstrap_points, relative_differen
 # The knobs a user chooses between; every other axis that varies (model, dataset, card, response length...)
 # defines the workload, and points are only compared within one workload.
 KNOBS = ("batch", "shards", "power_cap_w", "engine")
-GROUP_AXES = ("model", "dataset", "gpu_name", "max_tokens", "length", "temperature", "top_p", "dtype")
+GROUP_AXES = ("model", "dataset", "gpu_name", "max_tokens", "length", "temperature", "top_p", "dtype", "workload",
+              "rate_rps", "burstiness")  # an online point is compared only with points at its own load
 LATENCY = ("tpot_s", "ttft_s", "latency_s")
 INTERVAL_METRICS = ("energy_per_token_j", "energy_per_response_j", "tokens_per_s", "tpot_s", "ttft_s", "latency_s")
 PAPER_BATCH, PAPER_ENGINE = 64, "reference"

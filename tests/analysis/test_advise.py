@@ -164,3 +164,17 @@ def test_a_runner_up_within_the_uncertainty_is_named(tmp_path: Path) -> None:
     apart = write_sweep([Spec(64, 1, 0.35), Spec(128, 1, 0.20)], tmp_path / "apart")
     b = one((results.points(apart), results.batches(apart)))
     assert not any("runner-up" in n for n in b.notes)
+
+
+def test_online_points_are_compared_only_with_points_at_their_own_load() -> None:
+    import pandas as pd
+
+    from energybench.analysis.advise import groups
+
+    base = {"model": "7b", "dataset": "alpaca", "status": "done", "gpu_name": "H200", "max_tokens": 128}
+    points = pd.DataFrame([
+        {**base, "point_id": "offline", "workload": "offline", "rate_rps": None},
+        {**base, "point_id": "online-4", "workload": "online", "rate_rps": 4.0},
+        {**base, "point_id": "online-16", "workload": "online", "rate_rps": 16.0},
+    ])
+    assert sorted(sorted(part["point_id"]) for _, part in groups(points)) == [["offline"], ["online-16"], ["online-4"]]
