@@ -38,6 +38,7 @@ from energybench.engine import BatchStats, Sampling, make_engine
 from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
+from energybench.threads import size_torch_threads
 from energybench.results.columns import config_columns
 from energybench.results.layout import point_dir, point_id, write_config
 from energybench.results.metrics import ratio, run_metrics, sum_or_none
@@ -78,12 +79,27 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
         log.error("point %s failed: %s", pid, reason)
         log.debug("%s", traceback.format_exc())
         if env.rank == 0:
-            write_status(pdir, "failed", reason)
+            _status_or_log(pdir, "failed", reason)
         _record_error(e, pdir, env)
         return PointOutcome(pid, "failed", reason, interrupted=isinstance(e, Terminated))
     if env.rank == 0:
-        write_status(pdir, "done")
+        why = _status_or_log(pdir, "done")
+        if why is not None:  # the results are on disk but the point cannot be marked done: not a result
+            return PointOutcome(pid, "failed", why)
     return PointOutcome(pid, "done", None, row)
+
+
+def _status_or_log(pdir: Path, state: str, reason: str | None = None) -> str | None:
+    """Write status.json; if the disk refuses (full, read-only), log it and return why instead of raising, so
+    the point still ends with its reason and the sweep goes on (the status stays `running`, and readers see
+    it `interrupted` once this process is gone)."""
+    try:
+        write_status(pdir, state, reason)
+    except OSError as e:
+        why = f"cannot write {pdir / 'status.json'}: {_reason(e)}"
+        log.error("point %s: %s", pdir.name, why)
+        return why
+    return None
 
 
 @contextmanager
@@ -185,6 +201,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
                           f"start one per shard (srun --ntasks={cfg.shards})")
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
+    threads = size_torch_threads(env)
     started_at = dt.datetime.now(dt.timezone.utc)
     # cleanup runs before the group is torn down; _first_error records an error before either runs
     with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
@@ -232,6 +249,8 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             "started_at": started_at,
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
+            "torch_threads": threads,
+            "samples_with_replacement": workload.with_replacement,
             **provenance.record(),
             **run_metrics(batch_log.measured_rows(), generation.duration_s, generation.total_energy_j,
                           energy["idle_power_w"]),

@@ -115,7 +115,7 @@ def test_sweep_skips_points_that_cannot_run_and_runs_the_rest(tmp_path: Path) ->
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # 7b cannot fit a 2 GiB GPU; tiny cannot be split 3 ways (8 heads); tiny at shards=1 runs here
     proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "samples=4",
-                           "max_tokens=4", "model=tiny,7b", "shards=1,3", "cluster.gpu_memory_gb=2",
+                           "batch=4", "max_tokens=4", "model=tiny,7b", "shards=1,3", "cluster.gpu_memory_gb=2",
                            f"out_dir={out}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 done, 0 failed, 3 skipped" in proc.stdout

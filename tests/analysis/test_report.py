@@ -24,9 +24,9 @@ def test_report_of_a_partial_cpu_sweep_lists_failures_and_skips_energy_figures(c
     md = (out / "report.md").read_text()
     points = results.points(cpu_sweep)
     failed = points[points["status"] == "failed"].iloc[0]
-    killed = points[points["status"] == "running"].iloc[0]
+    killed = points[points["status"] == "interrupted"].iloc[0]
     assert failed["point_id"] in md and "/nonexistent/llama" in md
-    assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 running." in md
+    assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 interrupted." in md
     assert "batch: 1, 2; max_tokens: 2, 4" in md  # what the sweep varied
     assert "![Inference throughput (paper Fig. 2)](figures/fig2_tokens_per_s.png)" in md
     assert md.count("Not drawn: no energy measured") == 6
@@ -56,7 +56,7 @@ def test_report_of_two_sweeps(cpu_sweep: Path, energy_sweep: Path, tmp_path: Pat
                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main([str(cpu_sweep), str(energy_sweep)]) == 0
-    assert "12 points: 8 done, 2 failed, 2 running." in (tmp_path / "energybench-report" / "report.md").read_text()
+    assert "12 points: 8 done, 2 failed, 2 interrupted." in (tmp_path / "energybench-report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])

@@ -1,0 +1,105 @@
+"""Who runs a point or holds a sweep (host, pid, process start, Slurm job), and whether that owner is still alive."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+import subprocess
+from typing import Any, Mapping
+
+# squeue states of a job that has not ended (a requeued job comes back under the same id)
+SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING", "RESIZING",
+               "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING", "PREEMPTED")
+
+
+def host() -> str:
+    """The machine's own name (not Slurm's node name: simulated nodes share a host and its pids)."""
+    return socket.gethostname()
+
+
+def boot_id() -> str | None:
+    """This boot of the kernel: a pid recorded before a reboot names no process after it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22); None where unknown.
+    A pid reused by a later process has a later start: the pair (pid, start) names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])  # fields after "(comm)": state is field 3
+
+
+def this_process(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The owner record of this process: host, pid, pid_start, boot_id, slurm_job_id."""
+    env = os.environ if environ is None else environ
+    array_id, task_id = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_id}_{task_id}" if array_id and task_id else env.get("SLURM_JOB_ID")
+    pid = os.getpid()
+    return {"host": host(), "pid": pid, "pid_start": process_start(pid), "boot_id": boot_id(), "slurm_job_id": job}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def slurm_job_alive(job_id: str) -> bool | None:
+    """True while squeue lists job `job_id` as pending or running; False once squeue no longer does
+    (sacct then has its end state); None where no Slurm client answers on this machine."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None  # the controller did not answer: say nothing
+    state = out.stdout.strip().split("\n")[0]
+    return state in SLURM_ALIVE
+
+
+def alive(owner: Mapping[str, Any] | None) -> bool | None:
+    """Whether the process an owner record names still runs: True, False, or None where this machine
+    cannot tell (another host and no Slurm job to ask about, or a record written without an owner).
+
+    A Slurm job is asked about first (squeue); else, on this host, the pid must exist with the same start
+    time (a reused pid is a different process) in the same boot."""
+    if not owner:
+        return None
+    job = owner.get("slurm_job_id")
+    if job:
+        state = slurm_job_alive(str(job))
+        if state is not None:
+            return state
+    if owner.get("host") != host() or not isinstance(owner.get("pid"), int):
+        return None
+    if owner.get("boot_id") and boot_id() and owner["boot_id"] != boot_id():
+        return False
+    if not _pid_alive(owner["pid"]):
+        return False
+    start = process_start(owner["pid"])
+    return owner.get("pid_start") is None or start is None or start == owner["pid_start"]
+
+
+def describe(owner: Mapping[str, Any] | None) -> str:
+    """'pid 123 on host h (Slurm job 45)' for messages."""
+    if not owner:
+        return "an unknown process"
+    text = f"pid {owner.get('pid')} on host {owner.get('host')}"
+    return text + (f" (Slurm job {owner['slurm_job_id']})" if owner.get("slurm_job_id") else "")
