@@ -354,9 +354,15 @@ class BatchLog:
 def _earlier_attempts(path: Path, attempt: int) -> list[dict]:
     if not path.is_file():
         return []
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return [r for r in pq.read_table(path).to_pylist() if r["attempt"] is not None and r["attempt"] < attempt]
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as e:  # truncated by a full disk or a crash: this attempt replaces it
+        log.warning("%s does not read back (%s); its earlier attempts' rows are lost", path, str(e).splitlines()[0])
+        return []
+    return [r for r in rows if r["attempt"] is not None and r["attempt"] < attempt]
 
 
 def _read_config(path: Path) -> object:
