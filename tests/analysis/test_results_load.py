@@ -125,6 +125,8 @@ def test_a_requeued_partial_point_counts_the_batches_of_its_current_attempt(cpu_
     pq.write_table(pa.Table.from_pylist(rows, pq.read_schema(killed / "batches.parquet")), point / "batches.parquet")
     write_status(point, "running")  # the requeued job started attempt 2
     assert results.points(point)["batches_done"].tolist() == [1]
+    assert results.batches(point)["attempt"].tolist() == [2, 2]  # the current attempt (warm-up + 1) by default
+    assert results.batches(point, all_attempts=True)["attempt"].tolist() == [1, 1, 1, 2, 2]
 
 
 def test_batches_of_a_renamed_sweep_directory_keep_their_point_axes(cpu_sweep: Path, tmp_path: Path) -> None:
