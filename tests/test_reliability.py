@@ -163,7 +163,8 @@ def test_a_truncated_done_point_is_named_by_loaders_and_measured_again(tmp_path:
     out = tmp_path / "out"
     assert sweep(*QUICK, f"out_dir={out}").returncode == 0
     (pdir,) = results.point_dirs(out)
-    assert pq.read_table(pdir / "run.parquet")["torch_threads"][0].as_py() >= 1  # recorded per point
+    row = pq.read_table(pdir / "run.parquet").to_pylist()[0]
+    assert row["torch_threads"] >= 1 and row["samples_with_replacement"] is True  # recorded per point (synthetic)
     for name in ("run.parquet", "batches.parquet"):
         data = (pdir / name).read_bytes()
         (pdir / name).write_bytes(data[: len(data) // 2])  # a disk that lost the file's end

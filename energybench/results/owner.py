@@ -74,6 +74,21 @@ def slurm_job_alive(job_id: str) -> bool | None:
     return state in SLURM_ALIVE
 
 
+@functools.lru_cache(maxsize=4096)
+def slurm_end_state(job_id: str) -> str | None:
+    """The state sacct records for an ended job (COMPLETED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, ...),
+    or None where accounting does not answer."""
+    if shutil.which("sacct") is None:
+        return None
+    try:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    return states[-1] if states else None
+
+
 def alive(owner: Mapping[str, Any] | None) -> bool | None:
     """Whether the process an owner record names still runs: True, False, or None where this machine
     cannot tell (another host and no Slurm job to ask about, or a record written without an owner).
@@ -97,9 +112,13 @@ def alive(owner: Mapping[str, Any] | None) -> bool | None:
     return owner.get("pid_start") is None or start is None or start == owner["pid_start"]
 
 
-def describe(owner: Mapping[str, Any] | None) -> str:
-    """'pid 123 on host h (Slurm job 45)' for messages."""
+def describe(owner: Mapping[str, Any] | None, ended: bool = False) -> str:
+    """'pid 123 on host h (Slurm job 45)' for messages; with `ended`, the job's end state from sacct."""
     if not owner:
         return "an unknown process"
     text = f"pid {owner.get('pid')} on host {owner.get('host')}"
-    return text + (f" (Slurm job {owner['slurm_job_id']})" if owner.get("slurm_job_id") else "")
+    job = owner.get("slurm_job_id")
+    if not job:
+        return text
+    state = slurm_end_state(str(job)) if ended else None
+    return text + f" (Slurm job {job}" + (f", ended {state})" if state else ")")

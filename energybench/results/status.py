@@ -18,7 +18,7 @@ def interrupted_reason(status: Mapping[str, Any]) -> str | None:
     owner = status.get("owner")
     if owners.alive(owner) is not False:
         return None
-    return (f"interrupted: {owners.describe(owner)} that ran attempt {status.get('attempt')} is gone (killed, "
+    return (f"interrupted: {owners.describe(owner, ended=True)} that ran attempt {status.get('attempt')} is gone (killed, "
             "out of disk or node lost) without recording a result; re-run the sweep to measure it again")
 
 
