@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from typing import Any, Mapping
 
 # squeue states of a job that has not ended (a requeued job comes back under the same id)
@@ -58,7 +59,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=4096)
+def _cached(ttl_s: float):
+    """Remember a Slurm query's answer for `ttl_s` (a sweep of many points asks about the same job once; a
+    notebook that reloads later gets a fresh answer)."""
+
+    def wrap(query):
+        answers: dict[str, tuple[float, Any]] = {}
+
+        @functools.wraps(query)
+        def cached(job_id: str):
+            now = time.monotonic()
+            if job_id not in answers or now - answers[job_id][0] > ttl_s:
+                answers[job_id] = (now, query(job_id))
+            return answers[job_id][1]
+
+        return cached
+
+    return wrap
+
+
+@_cached(ttl_s=10.0)
 def slurm_job_alive(job_id: str) -> bool | None:
     """True while squeue lists job `job_id` as pending or running; False once squeue no longer does
     (sacct then has its end state); None where no Slurm client answers on this machine."""
@@ -74,7 +94,7 @@ def slurm_job_alive(job_id: str) -> bool | None:
     return state in SLURM_ALIVE
 
 
-@functools.lru_cache(maxsize=4096)
+@_cached(ttl_s=10.0)
 def slurm_end_state(job_id: str) -> str | None:
     """The state sacct records for an ended job (COMPLETED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, ...),
     or None where accounting does not answer."""

@@ -27,7 +27,13 @@ class EnergybenchSweeper(BasicSweeper):
         _check_slurm_client([cfg for _, cfg in jobs])
         locks = _lock_sweeps([cfg for _, cfg in jobs])
         try:
-            return self._run(plan_sweep(jobs), invalid)
+            try:
+                plan = plan_sweep(jobs)
+            except OSError as e:  # a full or read-only disk before any point starts
+                print(f"error: cannot write {e.filename or 'the sweep directory'}: {e.strerror or e}; free space "
+                      "or choose another out_dir", file=sys.stderr)
+                sys.exit(2)
+            return self._run(plan, invalid)
         finally:
             for lock in locks:
                 lock.release()
