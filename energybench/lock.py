@@ -32,15 +32,23 @@ class LockError(RuntimeError):
 class SweepLock:
     """The lock on one sweep directory; `release()` (or leaving the `with`) removes it."""
 
-    def __init__(self, sweep_dir: Path, fd: int) -> None:
+    def __init__(self, sweep_dir: Path, fd: int, created: list[Path]) -> None:
         self.sweep_dir, self.path, self._fd = sweep_dir, sweep_dir / LOCK_NAME, fd
+        self.created = created  # directories acquire() made, deepest first
 
     def release(self) -> None:
+        """Remove the lock, and the directories acquire() created if the sweep left them empty (a sweep that
+        skipped every point leaves nothing behind); nothing else is ever removed."""
         if self._fd < 0:
             return
         self.path.unlink(missing_ok=True)
         os.close(self._fd)  # also drops the flock
         self._fd = -1
+        for directory in self.created:
+            try:
+                directory.rmdir()  # only if empty
+            except OSError:
+                break
 
     def __enter__(self) -> SweepLock:
         return self
@@ -68,6 +76,7 @@ def acquire(sweep_dir: Path, command: str | None = None) -> SweepLock:
     """Create the sweep directory if needed and take its lock; LockError if another live sweep holds it,
     or if the directory cannot be created or written (the message names it and the fix)."""
     sweep_dir = Path(sweep_dir).expanduser()
+    created = [d for d in (sweep_dir, *sweep_dir.parents) if not d.exists()]
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -86,7 +95,7 @@ def acquire(sweep_dir: Path, command: str | None = None) -> SweepLock:
         _flock(fd)
         os.write(fd, (json.dumps(holder_record(command), indent=1) + "\n").encode())
         os.fsync(fd)
-        return SweepLock(sweep_dir, fd)
+        return SweepLock(sweep_dir, fd, created)
     raise LockError(f"{path}: could not take the lock (other sweeps keep taking it); try again")
 
 

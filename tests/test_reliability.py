@@ -302,3 +302,35 @@ def test_torch_threads_are_sized_to_the_cpus_this_rank_may_use() -> None:
     assert torch_threads(two, {"OMP_NUM_THREADS": "3"}) == 3  # the user's choice stands
     slurm = {"SLURM_CPUS_PER_TASK": "1", "SLURM_PROCID": "0"}  # each Slurm task has its own CPUs
     assert torch_threads(two, slurm) == 1
+
+
+# ---- owners and locks held by Slurm jobs (judged by squeue/sacct, wherever their host is) ----
+
+@pytest.mark.slurm
+def test_a_point_or_lock_of_a_slurm_job_is_released_when_the_job_ends(tmp_path: Path) -> None:
+    from energybench.lock import LockError, acquire
+
+    partition = os.environ.get("ENERGYBENCH_TEST_PARTITION", "debug")
+    job = subprocess.run(["sbatch", "--parsable", "-p", partition, "--wrap", "sleep 600"], capture_output=True,
+                         text=True, check=True).stdout.strip().split(";")[0]
+    owner = {"host": "a-node-of-the-cluster", "pid": 1, "slurm_job_id": job}  # not this host: only Slurm can tell
+    _, pdir = _point(tmp_path)
+    pdir.mkdir(parents=True)
+    (pdir / "status.json").write_text(json.dumps({"state": "running", "attempt": 1, "owner": owner}))
+    sweep_dir = tmp_path / "locked"
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.lock").write_text(json.dumps({**owner, "started_at": "x"}))
+    try:
+        assert results.points(pdir)["status"].item() == "running"
+        with pytest.raises(LockError, match=f"Slurm job {job}"):
+            acquire(sweep_dir)
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(1)
+    time.sleep(11)  # answers are cached 10 s
+    points = results.points(pdir)
+    assert points["status"].item() == "interrupted" and f"Slurm job {job}" in points["reason"].item()
+    acquire(sweep_dir).release()  # the stale lock is taken over
