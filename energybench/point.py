@@ -38,12 +38,12 @@ from energybench.engine import BatchStats, Sampling, make_engine
 from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
-from energybench.threads import size_torch_threads
 from energybench.results.columns import config_columns
 from energybench.results.layout import point_dir, point_id, write_config
 from energybench.results.metrics import ratio, run_metrics, sum_or_none
 from energybench.results.schema import BATCHES, RUN, table
 from energybench.results.store import read_status, write_parquet, write_status, write_text
+from energybench.threads import size_torch_threads
 
 log = logging.getLogger("energybench.point")
 
