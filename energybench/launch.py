@@ -15,6 +15,7 @@ from energybench.distributed import free_port
 from energybench.point import PointOutcome, Terminated, first_error, rank_errors, run_point, signals_raise
 from energybench.results.layout import point_dir, point_id, write_config
 from energybench.results.store import read_status, write_status
+from energybench.threads import usable_cpus
 
 
 def run_local(cfg: PointConfig) -> PointOutcome:
@@ -39,10 +40,11 @@ def run_ranks(cfg: PointConfig, grace_s: float = 10.0) -> PointOutcome:
             **os.environ,
             "RANK": str(rank), "WORLD_SIZE": str(cfg.shards), "LOCAL_RANK": str(rank),
             "LOCAL_WORLD_SIZE": str(cfg.shards), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.shards))),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, usable_cpus() // cfg.shards))),
+            "ENERGYBENCH_PARENT_PID": str(os.getpid()),  # the rank dies with this process (energybench.lifeline)
             "NCCL_NVLS_ENABLE": os.environ.get("NCCL_NVLS_ENABLE", "0"),
         }
-        procs.append(subprocess.Popen([sys.executable, "-m", "energybench.point", "--config", str(config_path)],
+        procs.append(subprocess.Popen([sys.executable, "-m", "energybench.lifeline", "--config", str(config_path)],
                                       env=env))
     try:
         with signals_raise():  # SIGTERM to this process alone (not its group) must reach the ranks too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from energybench.config import ClusterConfig, ModelConfig, PointConfig
@@ -45,9 +46,9 @@ def param_count(m: ModelConfig) -> int:
     return m.n_layers * (attention + ffn + norms) + m.dim + embeddings
 
 
-def dtype_bytes(dtype: str) -> int:
-    """Bytes per element of `dtype` on a GPU (auto resolves to float16 there)."""
-    return DTYPE_BYTES["float16" if dtype == "auto" else dtype]
+def dtype_bytes(dtype: str, on_cpu: bool = False) -> int:
+    """Bytes per element of `dtype` (auto resolves to float16 on a GPU, float32 on the CPU)."""
+    return DTYPE_BYTES[("float32" if on_cpu else "float16") if dtype == "auto" else dtype]
 
 
 def longest_prompt_tokens(cfg: PointConfig) -> int:
@@ -64,9 +65,9 @@ def longest_prompt_tokens(cfg: PointConfig) -> int:
     return min(longest, room)
 
 
-def memory_need(cfg: PointConfig) -> MemoryNeed:
-    """Bytes the point's weights and KV cache take on the GPUs, all shards together."""
-    elem = dtype_bytes(cfg.dtype)
+def memory_need(cfg: PointConfig, on_cpu: bool = False) -> MemoryNeed:
+    """Bytes the point's weights and KV cache take on the GPUs (or in host memory), all shards together."""
+    elem = dtype_bytes(cfg.dtype, on_cpu)
     seq_len = min(cfg.model.max_seq_len, longest_prompt_tokens(cfg) + cfg.max_tokens)
     kv = cfg.batch * seq_len * kv_bytes_per_token(cfg.model.dim, cfg.model.n_layers, elem)
     return MemoryNeed(param_count(cfg.model) * elem, kv, seq_len)
@@ -96,3 +97,33 @@ def memory_problem(cfg: PointConfig, memory_gib: float | None) -> str | None:
             f"{need.kv_cache_bytes / GIB:.1f} GiB of KV cache (batch {cfg.batch} x {need.seq_len} positions) = "
             f"{need.per_gpu_bytes(cfg.shards) / GIB:.1f} GiB per GPU at shards={cfg.shards}, more than "
             f"{USABLE_FRACTION:.0%} of the {memory_gib:g} GiB of a {gpu}; {fix}")
+
+
+def host_memory_gib() -> float | None:
+    """This machine's memory (or the cgroup's limit, if lower), GiB; None where unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total / GIB
+
+
+def host_memory_problem(cfg: PointConfig, memory_gib: float | None = None) -> str | None:
+    """Why a point run on this machine's CPU (every shard in its memory) cannot fit it, or None."""
+    memory_gib = host_memory_gib() if memory_gib is None else memory_gib
+    if memory_gib is None:
+        return None
+    need = memory_need(cfg, on_cpu=True)
+    if need.total_bytes <= USABLE_FRACTION * memory_gib * GIB:
+        return None
+    dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
+    return (f"model {cfg.model.name} in {dtype} on the CPU needs {need.weights_bytes / GIB:.1f} GiB of weights + "
+            f"{need.kv_cache_bytes / GIB:.1f} GiB of KV cache, more than {USABLE_FRACTION:.0%} of this machine's "
+            f"{memory_gib:.1f} GiB of memory; use a smaller model (model=tiny) or run it on GPUs")

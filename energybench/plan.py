@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from energybench.config import PointConfig
+from energybench.results import owner as owners
 from energybench.results.layout import point_dir, point_id, write_config
+from energybench.results.status import broken_files, interrupted_reason
 from energybench.results.store import read_status, write_status
+
+log = logging.getLogger("energybench.plan")
 
 
 @dataclass
 class Plan:
     todo: list[tuple[list[str], PointConfig]] = field(default_factory=list)  # (overrides, config) to launch
     skipped: list[tuple[PointConfig, str]] = field(default_factory=list)  # (config, reason)
+    interrupted: list[tuple[PointConfig, str]] = field(default_factory=list)  # in todo: why its last run is void
 
 
 def preflight(cfg: PointConfig) -> str | None:
     """Why `cfg` cannot run where it is sent, or None: a Slurm job shape that does not fill whole
-    nodes, or weights + KV cache larger than `shards` GPUs of the preset's memory (energybench.memory).
+    nodes, or weights + KV cache larger than `shards` GPUs of the preset's memory, or than this machine's
+    memory for points run here on the CPU (energybench.memory).
     (Shards that do not divide the head count are refused when the point is validated.)"""
-    from energybench.memory import gpu_memory_gib, memory_problem
+    from energybench.memory import gpu_memory_gib, host_memory_problem, memory_problem
 
     if cfg.cluster.launcher == "slurm":
         from energybench.slurm import shape_problem
@@ -28,7 +35,20 @@ def preflight(cfg: PointConfig) -> str | None:
         why = shape_problem(cfg)
         if why is not None:
             return why
-    return memory_problem(cfg, gpu_memory_gib(cfg.cluster) or _local_gpu_gib(cfg))
+    stated = gpu_memory_gib(cfg.cluster)  # the GPUs the preset names, wherever the sweep itself runs
+    if stated is None and _runs_on_local_cpu(cfg):
+        return host_memory_problem(cfg)
+    return memory_problem(cfg, stated or _local_gpu_gib(cfg))
+
+
+def _runs_on_local_cpu(cfg: PointConfig) -> bool:
+    if cfg.cluster.launcher != "local" or cfg.device == "cuda":
+        return False
+    if cfg.device == "cpu":
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def _local_gpu_gib(cfg: PointConfig) -> float | None:
@@ -42,9 +62,36 @@ def _local_gpu_gib(cfg: PointConfig) -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
+def resume_reason(cfg: PointConfig, status: dict | None) -> str | None:
+    """Why the point must not be launched now: done (and its files read back), or still being run by a
+    live process (never started twice); None if it goes."""
+    if not status:
+        return None
+    pdir = point_dir(cfg)
+    if status.get("state") == "done" and cfg.resume:
+        broken = broken_files(pdir)
+        if not broken:
+            return "already done (resume=true; resume=false re-runs it)"
+        log.warning("point %s is done but %s does not read back (%s); measuring it again", point_id(cfg),
+                    broken[0][0], broken[0][1])
+        return None
+    if status.get("state") != "running" or "owner" not in status:
+        return None  # written before owners were recorded: as before, it runs again
+    if cfg.cluster.launcher == "slurm" and status.get("submitit_job_id"):
+        return None  # the Slurm launcher waits for that job instead of submitting another (its _attach)
+    alive = owners.alive(status["owner"])
+    if alive:
+        return (f"still running in {owners.describe(status['owner'])} (attempt {status.get('attempt')}); "
+                "a point is never started twice: wait for it, or stop that process")
+    if alive is None:
+        return (f"status running in {owners.describe(status['owner'])}, which this host cannot check; once "
+                f"that process has ended, delete {pdir / 'status.json'} (or run the sweep from that host)")
+    return None
+
+
 def plan_sweep(jobs: Sequence[tuple[list[str], PointConfig]]) -> Plan:
-    """Drop duplicates, points already done (when resuming) and points that fail pre-flight; mark the
-    rest pending on disk so partial sweeps show what was queued."""
+    """Drop duplicates, points already done (when resuming), points still run by a live process and points
+    that fail pre-flight; mark the rest pending on disk so partial sweeps show what was queued."""
     plan = Plan()
     seen: set[str] = set()
     for overrides, cfg in jobs:
@@ -53,13 +100,13 @@ def plan_sweep(jobs: Sequence[tuple[list[str], PointConfig]]) -> Plan:
             continue
         seen.add(pid)
         status = read_status(point_dir(cfg))
-        if cfg.resume and status and status["state"] == "done":
-            plan.skipped.append((cfg, "already done (resume=true; resume=false re-runs it)"))
-            continue
-        why = preflight(cfg)
+        why = resume_reason(cfg, status) or preflight(cfg)
         if why is not None:
             plan.skipped.append((cfg, why))
             continue
+        void = interrupted_reason(status) if status else None
+        if void is not None:
+            plan.interrupted.append((cfg, void))
         plan.todo.append((list(overrides), cfg))
     for _, cfg in plan.todo:
         write_config(cfg)

@@ -43,6 +43,7 @@ from energybench.results.layout import point_dir, point_id, write_config
 from energybench.results.metrics import ratio, run_metrics, sum_or_none
 from energybench.results.schema import BATCHES, RUN, table
 from energybench.results.store import read_status, write_parquet, write_status, write_text
+from energybench.threads import size_torch_threads
 
 log = logging.getLogger("energybench.point")
 
@@ -78,12 +79,27 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
         log.error("point %s failed: %s", pid, reason)
         log.debug("%s", traceback.format_exc())
         if env.rank == 0:
-            write_status(pdir, "failed", reason)
+            _status_or_log(pdir, "failed", reason)
         _record_error(e, pdir, env)
         return PointOutcome(pid, "failed", reason, interrupted=isinstance(e, Terminated))
     if env.rank == 0:
-        write_status(pdir, "done")
+        why = _status_or_log(pdir, "done")
+        if why is not None:  # the results are on disk but the point cannot be marked done: not a result
+            return PointOutcome(pid, "failed", why)
     return PointOutcome(pid, "done", None, row)
+
+
+def _status_or_log(pdir: Path, state: str, reason: str | None = None) -> str | None:
+    """Write status.json; if the disk refuses (full, read-only), log it and return why instead of raising, so
+    the point still ends with its reason and the sweep goes on (the status stays `running`, and readers see
+    it `interrupted` once this process is gone)."""
+    try:
+        write_status(pdir, state, reason)
+    except OSError as e:
+        why = f"cannot write {pdir / 'status.json'}: {_reason(e)}"
+        log.error("point %s: %s", pdir.name, why)
+        return why
+    return None
 
 
 @contextmanager
@@ -189,6 +205,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
         return measure_online(cfg, env, pid, pdir)
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
+    threads = size_torch_threads(env)
     started_at = dt.datetime.now(dt.timezone.utc)
     # cleanup runs before the group is torn down; _first_error records an error before either runs
     with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
@@ -236,6 +253,8 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             "started_at": started_at,
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
+            "torch_threads": threads,
+            "samples_with_replacement": workload.with_replacement,
             **provenance.record(),
             **run_metrics(batch_log.measured_rows(), generation.duration_s, generation.total_energy_j,
                           energy["idle_power_w"]),
@@ -339,9 +358,15 @@ class BatchLog:
 def _earlier_attempts(path: Path, attempt: int) -> list[dict]:
     if not path.is_file():
         return []
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return [r for r in pq.read_table(path).to_pylist() if r["attempt"] is not None and r["attempt"] < attempt]
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as e:  # truncated by a full disk or a crash: this attempt replaces it
+        log.warning("%s does not read back (%s); its earlier attempts' rows are lost", path, str(e).splitlines()[0])
+        return []
+    return [r for r in rows if r["attempt"] is not None and r["attempt"] < attempt]
 
 
 def _read_config(path: Path) -> object:

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "and why, tables and every figure.")
     ap.add_argument("paths", nargs="+", type=Path, help="sweep directories (<out_dir>/<sweep>), out_dirs or points")
     ap.add_argument("--out", type=Path, help="report directory (default: <path>/report for one path, "
-                                             "./energybench-report for several); replaced whole")
+                                             "./energybench-report for several); replaced whole if it is a report "
+                                             "this command wrote, refused if it is any other non-empty directory")
     ap.add_argument("--no-html", action="store_true", help="write report.md only")
     add_factor_arguments(ap)
     args = ap.parse_args(argv)

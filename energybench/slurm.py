@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from energybench.config import ClusterConfig, ConfigError, PointConfig
+from energybench.results.owner import SLURM_ALIVE
 
 JOB_NAME = "energybench"
-ALIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING", "RESIZING",
-                "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING", "PREEMPTED")
+ALIVE_STATES = SLURM_ALIVE  # squeue states of a job that has not ended
 
 # Lines the sbatch script runs before srun: one BLAS/OpenMP thread per CPU Slurm gave the task, and
 # NCCL's NVLink multicast off (as energybench.launch does for local runs).

@@ -164,7 +164,7 @@ def test_sbatch_templates_complete_and_write_their_point(tmp_path: Path) -> None
     from energybench.results.layout import point_dir
 
     out = tmp_path / "out"
-    overrides = ["experiment=quickstart", "samples=4", "max_tokens=4", f"out_dir={out}"]
+    overrides = ["experiment=quickstart", "samples=4", "batch=4", "max_tokens=4", f"out_dir={out}"]
     dirs = {name: point_dir(compose([f"cluster={preset}", f"shards={shards}", *overrides])).resolve()
             for name, (preset, shards) in TEMPLATES.items()}
     # the exit trap calls `python -m energybench.power restore <point dir>/power-state`: record it

@@ -88,11 +88,14 @@ def test_preflight_rejects_65b_on_one_32gb_gpu_and_names_the_fix() -> None:
     (["model=7b"], True),  # the paper's 7B point on one V100-32GB
     (["model=13b"], False), (["model=13b", "shards=2"], True),
     (["model=7b", "device=cpu"], True),  # CPU points are not checked against GPU memory
-    (["model=65b", "cluster=local"], True),  # no GPU type, no CUDA here: unknown, not refused
+    (["model=65b", "cluster=local"], False),  # no GPU type, no CUDA: on the CPU, 243 GiB > 90 % of 24 GiB
+    (["model=tiny", "cluster=local"], True),
     (["model=7b", "cluster.gpu_type=null", "cluster.gpu_memory_gb=16"], False),
 ])
 def test_preflight_memory_cases(overrides: list[str], fits: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("energybench.plan._local_gpu_gib", lambda cfg: None)  # as on a machine without CUDA
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("energybench.memory.host_memory_gib", lambda: 24.0)  # and with 24 GiB of memory
     cfg = compose(["cluster=supercloud_v100", "dataset=synthetic", *overrides])
     assert (preflight(cfg) is None) == fits
 
@@ -115,7 +118,7 @@ def test_sweep_skips_points_that_cannot_run_and_runs_the_rest(tmp_path: Path) ->
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # 7b cannot fit a 2 GiB GPU; tiny cannot be split 3 ways (8 heads); tiny at shards=1 runs here
     proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "samples=4",
-                           "max_tokens=4", "model=tiny,7b", "shards=1,3", "cluster.gpu_memory_gb=2",
+                           "batch=4", "max_tokens=4", "model=tiny,7b", "shards=1,3", "cluster.gpu_memory_gb=2",
                            f"out_dir={out}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 done, 0 failed, 3 skipped" in proc.stdout

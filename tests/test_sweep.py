@@ -58,7 +58,7 @@ def test_two_point_multirun_writes_two_done_points(tmp_path: Path) -> None:
 def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
     # passes validation, fails when the point loads its checkpoint
-    proc = sweep("-m", "experiment=quickstart", "samples=4", "max_tokens=4", f"out_dir={out}",
+    proc = sweep("-m", "experiment=quickstart", "samples=4", "batch=4", "max_tokens=4", f"out_dir={out}",
                  "model.weights=random,meta", "model.path=/nonexistent/llama")
     assert proc.returncode == 1
     assert "1 done, 1 failed, 0 skipped" in proc.stdout
@@ -70,7 +70,7 @@ def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None
 
 def test_rerun_skips_done_points(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ("-m", "experiment=quickstart", "samples=4", "max_tokens=4", f"out_dir={out}")
+    args = ("-m", "experiment=quickstart", "samples=4", "batch=4", "max_tokens=4", f"out_dir={out}")
     assert sweep(*args).returncode == 0
     again = sweep(*args)
     assert again.returncode == 0 and "0 done, 0 failed, 1 skipped" in again.stdout

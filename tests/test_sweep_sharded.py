@@ -98,3 +98,39 @@ def test_sigterm_to_the_sweep_alone_stops_its_ranks_and_the_sweep(tmp_path: Path
     assert not [r for r in ranks if Path(f"/proc/{r}").exists()]  # no rank left running the point
     states = sorted(json.loads(p.read_text())["state"] for p in out.glob("*/point=*/status.json"))
     assert states == ["failed", "pending"]
+
+
+def test_kill_9_of_the_sweep_takes_its_ranks_with_it_and_the_point_reads_interrupted_or_failed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen([sys.executable, "-m", "energybench.sweep", "experiment=quickstart", "shards=2",
+                              "samples=64", "max_tokens=64", "batch=2", f"out_dir={out}"], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("*/point=*/batches.parquet")):  # the ranks are generating
+            assert sweep.poll() is None and time.monotonic() < deadline, "no point started"
+            time.sleep(0.2)
+        ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(sweep.pid)], capture_output=True,
+                                                text=True).stdout.split()]
+        assert len(ranks) == 2
+        sweep.kill()  # SIGKILL: the sweep runs no handler, no finally
+        sweep.wait()
+        deadline = time.monotonic() + 30  # SIGTERM at once (parent-death signal), SIGKILL after a 10 s grace
+        while [r for r in ranks if _alive(r)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [r for r in ranks if _alive(r)], "rank processes outlived the sweep"
+    finally:
+        sweep.kill()
+        for r in [r for r in ranks if _alive(r)] if "ranks" in locals() else []:
+            os.kill(r, signal.SIGKILL)
+    (status,) = results.points(out)["status"]
+    assert status in ("failed", "interrupted")  # rank 0 recorded its SIGTERM, or died before it could: never running
+
+
+def _alive(pid: int) -> bool:
+    """A live process (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False

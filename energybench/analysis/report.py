@@ -49,7 +49,9 @@ def _not_done(points: pd.DataFrame) -> list[Block]:
         return [Block("h2", "Points not done"), Block("p", "None: every point finished.")]
     return [Block("h2", "Points not done"),
             Block("p", "These points are listed, not plotted. failed: the reason is the point's error; running: "
-                       "still running, or killed without a chance to record it (re-run the sweep to resume)."),
+                       "its process (or Slurm job) is still alive, or cannot be checked from this host; "
+                       "interrupted: its process or job is gone without recording a result (killed, out of disk, "
+                       "node lost); broken: its run.parquet does not read back. Re-run the sweep to resume."),
             Block("table", frame=table)]
 
 
@@ -138,9 +140,33 @@ def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110,
     return blocks, points
 
 
+MARKER = ".energybench-report"  # written into every report directory: only such a directory is ever replaced
+
+
+def out_problem(paths: Sequence[str | Path], out: Path) -> str | None:
+    """Why `out` must not be (re)placed by a report, or None: it holds or is one of the inputs, or it is an
+    existing non-empty directory that this command did not write (no MARKER file in it)."""
+    out = out.expanduser().resolve()
+    for p in paths:
+        src = Path(p).expanduser().resolve()
+        if out == src or out in src.parents:
+            return (f"--out {out}: it holds the results being reported ({src}); choose a new directory, "
+                    f"e.g. --out {src / 'report'}")
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: a file, not a report directory; choose a new directory"
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        return (f"--out {out}: an existing directory that energybench.report did not write (no {MARKER} in it); "
+                "it replaces only its own reports: choose a new or empty directory")
+    return None
+
+
 def write_report(paths: Sequence[str | Path], out: Path, html: bool = True,
                  factors: dict[str, float | None] | None = None) -> Path:
-    """Write report.md (+ report.html) and figures/*.png to `out`, replacing it whole; returns report.md."""
+    """Write report.md (+ report.html) and figures/*.png to `out`, replacing it whole if it is a report this
+    function wrote (MARKER); returns report.md. ValueError (nothing touched) for any other `out`."""
+    why = out_problem(paths, out)
+    if why is not None:
+        raise ValueError(why)
     out = out.expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -150,6 +176,7 @@ def write_report(paths: Sequence[str | Path], out: Path, html: bool = True,
         (tmp / "report.md").write_text(markdown(blocks))
         if html:
             (tmp / "report.html").write_text(to_html(blocks, blocks[0].text))
+        (tmp / MARKER).write_text("written by python -m energybench.report, which replaces this directory whole\n")
         os.chmod(tmp, 0o755)
         if out.exists():
             old = out.with_name(f".{out.name}.old")

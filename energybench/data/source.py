@@ -64,6 +64,9 @@ def resolve(cfg: DatasetConfig, environ: Mapping[str, str] | None = None, timeou
     env = os.environ if environ is None else environ
     if cfg.path:
         path = Path(cfg.path).expanduser()
+        if path.is_dir():
+            raise DataError(f"dataset.path={cfg.path}: a directory; pass the dataset file itself"
+                            + (f" (e.g. {path / cfg.files[0]})" if cfg.files else ""))
         if not path.is_file():
             raise DataError(f"dataset.path={cfg.path}: no such file")
         return Source(path, sha256_of(path), "path")

@@ -12,12 +12,18 @@ class Tokenizer:
         from sentencepiece import SentencePieceProcessor
 
         path = Path(model_path).expanduser()
+        if path.is_dir():
+            raise FileNotFoundError(f"model.tokenizer={path}: a directory; pass the tokenizer.model file in it")
         if not path.is_file():
             raise FileNotFoundError(
                 f"tokenizer {path} not found: set model.tokenizer=<path to the tokenizer.model of your LLaMA checkpoint>"
             )
         self.path = path
-        self.sp = SentencePieceProcessor(model_file=str(path))
+        try:
+            self.sp = SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError) as e:  # sentencepiece's own message spans lines and names its C++ source
+            raise ValueError(f"model.tokenizer={path}: not a SentencePiece model ({str(e).splitlines()[0][:120]}); "
+                             "pass the tokenizer.model of your LLaMA checkpoint") from None
         self.vocab_size: int = self.sp.vocab_size()
         self.bos_id: int = self.sp.bos_id()
         self.eos_id: int = self.sp.eos_id()

@@ -16,6 +16,7 @@ import yaml
 from energybench.config import ConfigError, ModelConfig, PointConfig, from_mapping
 from energybench.results.columns import config_columns
 from energybench.results.schema import RUN, table
+from energybench.results.status import BROKEN, check_on_error, current_state, drop_broken
 from energybench.results.store import read_status
 
 if TYPE_CHECKING:
@@ -94,15 +95,19 @@ def _settings(raw: dict) -> dict[str, Any]:
             "usd_per_kwh": cost.get("usd_per_kwh")}
 
 
-def _extras(point_dir: Path, has_run: bool) -> dict[str, Any]:
-    """Status, model shape and settings of one point, from status.json and config.yaml."""
+def _extras(point_dir: Path, has_run: bool, broken: str | None = None) -> dict[str, Any]:
+    """Status, model shape and settings of one point, from status.json and config.yaml (`broken`: why its
+    run.parquet does not read back)."""
     status = read_status(point_dir) or {}
+    state, reason = current_state(status)  # running -> interrupted once its owner is gone
+    if broken is not None:
+        state, reason = BROKEN, f"run.parquet does not read back ({broken}); re-run the sweep to measure it again"
     raw = _read_config(point_dir)
     row: dict[str, Any] = {
         "point_dir": str(point_dir), "sweep_dir": str(point_dir.parent),
         "_id": point_dir.name.removeprefix("point="),
-        "status": status.get("state") or ("done" if has_run else "unknown"),
-        "reason": status.get("reason") if status else (None if has_run else "no status.json"),
+        "status": state or ("done" if has_run else "unknown"),
+        "reason": reason if status or broken else (None if has_run else "no status.json"),
         "status_attempt": status.get("attempt"), "updated_at": status.get("updated_at"),
     }
     if raw is not None:
@@ -152,23 +157,33 @@ def _runs(files: list[Path]) -> pa.Table:
     return runs.append_column("point_dir", pa.array(dirs, pa.string()))
 
 
-def points(*paths: str | Path, derive: bool = True) -> "pd.DataFrame":
+def points(*paths: str | Path, derive: bool = True, on_error: str = "warn") -> "pd.DataFrame":
     """One row per point under `paths` (out_dirs, sweep or point directories), done or not.
 
     Done points carry their run.parquet row; pending, running, failed or killed points carry their
-    configuration, `status` and `reason` (and `batches_done` where batches.parquet exists). With `derive`,
-    the derived metrics of `energybench.results.metrics.derive_points` are added. Raises FileNotFoundError
-    for a path that does not exist.
+    configuration, `status` and `reason` (and `batches_done` where batches.parquet exists). A point whose
+    status.json says running but whose process or Slurm job is gone shows as `interrupted`
+    (energybench.results.status). A run.parquet that does not read back (truncated, damaged): with
+    on_error="warn" (the default) a BrokenFileWarning names it and its point shows as `broken`; with
+    on_error="raise", BrokenFileError names it. With `derive`, the derived metrics of
+    `energybench.results.metrics.derive_points` are added. Raises FileNotFoundError for a path that does not
+    exist.
     """
     import pandas as pd
 
     from energybench.results.metrics import derive_points
 
+    check_on_error(on_error)
     dirs = point_dirs(*paths)
     run_files = [d / "run.parquet" for d in dirs if (d / "run.parquet").is_file()]
+    try:
+        runs_table, broken = _runs(run_files), {}
+    except (OSError, pa.ArrowException):
+        run_files, broken = drop_broken(run_files, on_error)
+        runs_table = _runs(run_files)
     has_run = {f.parent for f in run_files}
-    extras = [_extras(d, d in has_run) for d in dirs]
-    runs = _runs(run_files).to_pandas().drop(columns=["status", "reason"])
+    extras = [_extras(d, d in has_run, broken.get(d / "run.parquet")) for d in dirs]
+    runs = runs_table.to_pandas().drop(columns=["status", "reason"])
     with_run = pd.DataFrame([e for e in extras if Path(e["point_dir"]) in has_run] or
                             {"point_dir": pd.Series([], dtype=runs["point_dir"].dtype)})
     rest = pd.DataFrame([e for e in extras if Path(e["point_dir"]) not in has_run])
@@ -201,6 +216,6 @@ def _integers(frame: "pd.DataFrame") -> "pd.DataFrame":
     return frame
 
 
-def load(*paths: str | Path):
+def load(*paths: str | Path, on_error: str = "warn"):
     """One pandas row per point under `paths` (same as `points`)."""
-    return points(*paths)
+    return points(*paths, on_error=on_error)

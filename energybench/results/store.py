@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from energybench.results import owner
+
 STATES = ("pending", "running", "done", "failed", "skipped")
 
 
@@ -39,8 +41,13 @@ def write_text(text: str, path: Path) -> None:
 
 
 def write_status(point_dir: Path, state: str, reason: str | None = None, **extra: Any) -> dict:
-    """status.json: the point's state for resume and reports (pending|running|done|failed|skipped)."""
+    """status.json: the point's state for resume and reports (pending|running|done|failed|skipped).
+
+    `running` also records its `owner` (this process: host, pid and start time, Slurm job), so readers can
+    tell a point still being run from one whose process died (energybench.results.status)."""
     assert state in STATES, state
+    if state == "running":
+        extra = {"owner": owner.this_process(), **extra}
     previous = read_status(point_dir) or {}
     status = {
         "state": state,

@@ -2,11 +2,13 @@
 
 The sweep runs through `python -m energybench.sweep` like a user's; the failed point fails for real (a
 checkpoint directory that does not exist). The killed point is made by hand from a done one (its run.parquet
-removed, status left `running`, one measured batch kept), as a SIGKILLed job leaves it.
+removed, status left `running` by a process that is gone, one measured batch kept), as a SIGKILLed job leaves
+it: loaders show it `interrupted`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -46,12 +48,22 @@ def make_killed_point(done_dir: Path) -> Path:
     pq.write_table(batches.set_column(batches.schema.get_field_index("point_id"), "point_id", ids),
                    target / "batches.parquet")
     write_status(target, "running", host="vm")
+    status = json.loads((target / "status.json").read_text())
+    status["owner"] = {**status["owner"], "pid": dead_pid(), "pid_start": -1}  # as a SIGKILLed job leaves it
+    (target / "status.json").write_text(json.dumps(status))
     return target
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (a point owner killed by SIGKILL, the OOM killer or a full disk)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 @pytest.fixture(scope="session")
 def cpu_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """<out>/quickstart: 4 done points (batch 1,2 x max_tokens 2,4), 1 failed, 1 killed mid-run."""
+    """<out>/quickstart: 4 done points (batch 1,2 x max_tokens 2,4), 1 failed, 1 killed mid-run (interrupted)."""
     out = tmp_path_factory.mktemp("sweep")
     proc = run_sweep(*TINY, "batch=1,2", "max_tokens=2,4", f"out_dir={out}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -125,7 +125,7 @@ def test_utilization_memory_and_efficiency_tables(energy_points: pd.DataFrame, c
     assert "no GPU utilization" in analysis.utilization_table(cpu).attrs["note"]
     assert "no known GPU" in analysis.efficiency_table(cpu).attrs["note"]
     status = analysis.status_table(cpu)
-    assert sorted(status["status"]) == ["failed", "running"]
+    assert sorted(status["status"]) == ["failed", "interrupted"]
 
 
 def test_power_timeline_has_a_line_per_gpu_and_shaded_windows(energy_samples: pd.DataFrame) -> None:

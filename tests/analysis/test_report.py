@@ -24,9 +24,9 @@ def test_report_of_a_partial_cpu_sweep_lists_failures_and_skips_energy_figures(c
     md = (out / "report.md").read_text()
     points = results.points(cpu_sweep)
     failed = points[points["status"] == "failed"].iloc[0]
-    killed = points[points["status"] == "running"].iloc[0]
+    killed = points[points["status"] == "interrupted"].iloc[0]
     assert failed["point_id"] in md and "/nonexistent/llama" in md
-    assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 running." in md
+    assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 interrupted." in md
     assert "batch: 1, 2; max_tokens: 2, 4" in md  # what the sweep varied
     assert "![Inference throughput (paper Fig. 2)](figures/fig2_tokens_per_s.png)" in md
     assert md.count("Not drawn: no energy measured") == 7
@@ -56,7 +56,7 @@ def test_report_of_two_sweeps(cpu_sweep: Path, energy_sweep: Path, tmp_path: Pat
                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main([str(cpu_sweep), str(energy_sweep)]) == 0
-    assert "12 points: 8 done, 2 failed, 2 running." in (tmp_path / "energybench-report" / "report.md").read_text()
+    assert "12 points: 8 done, 2 failed, 2 interrupted." in (tmp_path / "energybench-report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])
@@ -73,6 +73,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(make: str, tmp_path:
 
 
 def test_the_report_timeline_of_a_requeued_point_draws_its_last_attempt(energy_sweep: Path, tmp_path: Path) -> None:
+    import json
     import shutil
 
     import pyarrow.compute as pc
@@ -90,8 +91,13 @@ def test_the_report_timeline_of_a_requeued_point_draws_its_last_attempt(energy_s
         t = t.set_column(t.schema.get_field_index("attempt"), "attempt", pc.add(t["attempt"], 1))
         t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp", later)
         pq.write_table(t, part.with_name(f"part-retry-{part.name.removeprefix('part-')}"))
-    samples = results.gpu_samples(copy, columns=TIMELINE_COLUMNS)  # what the report reads
-    fig = power_timeline(samples)
+    status = json.loads((copy / "status.json").read_text())
+    (copy / "status.json").write_text(json.dumps({**status, "attempt": status["attempt"] + 1}))  # the requeued job's
+    samples = results.gpu_samples(copy, columns=TIMELINE_COLUMNS)  # what the report reads: the current attempt
+    assert set(samples["attempt"]) == {status["attempt"] + 1} and not power_timeline(samples).notes
+    every = results.gpu_samples(copy, columns=TIMELINE_COLUMNS, all_attempts=True)
+    assert set(every["attempt"]) == {status["attempt"], status["attempt"] + 1}
+    fig = power_timeline(every)  # given every attempt, the figure still draws only the last
     assert any("the last is drawn" in note for note in fig.notes), fig.notes
 
 
@@ -129,3 +135,31 @@ def test_report_recommends_prices_and_compares_sacct(tmp_path: Path) -> None:
     assert "whole job" in md  # the gap explained
     assert main([str(sweep), "--out", str(tmp_path / "r2"), "--pue", "0.5"]) == 2
     assert not (tmp_path / "r2").exists()
+@pytest.mark.parametrize("target", ["sweep", "cwd", "parent", "foreign"])
+def test_the_report_refuses_to_replace_a_folder_it_did_not_write(target: str, cpu_sweep: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    sweep = tmp_path / "out" / "quickstart"
+    shutil.copytree(cpu_sweep, sweep)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "out")
+    out = {"sweep": str(sweep), "cwd": ".", "parent": str(sweep.parent), "foreign": str(foreign)}[target]
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    assert main([str(sweep), "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --out {Path(out).resolve()}: "), err
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before  # nothing touched
+
+
+def test_the_report_replaces_its_own_report_and_fills_an_empty_folder(cpu_sweep: Path, tmp_path: Path) -> None:
+    from energybench.analysis.report import MARKER
+
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert main([str(cpu_sweep), "--out", str(out), "--no-html"]) == 0
+    assert (out / MARKER).is_file() and (out / "report.md").is_file()
+    assert main([str(cpu_sweep), "--out", str(out)]) == 0 and (out / "report.html").is_file()

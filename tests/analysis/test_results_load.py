@@ -21,11 +21,11 @@ from .energy_fixture import HZ, IDLE_S, fill
 
 def test_points_load_done_failed_and_killed_points_with_their_status(cpu_sweep: Path) -> None:
     points = results.points(cpu_sweep)
-    assert sorted(points["status"]) == ["done"] * 4 + ["failed", "running"]
+    assert sorted(points["status"]) == ["done"] * 4 + ["failed", "interrupted"]
     failed = points[points["status"] == "failed"].iloc[0]
     assert "/nonexistent/llama" in failed["reason"]
     assert failed["batch"] == 1 and failed["max_tokens"] == 2  # its configuration loads although it failed
-    killed = points[points["status"] == "running"].iloc[0]
+    killed = points[points["status"] == "interrupted"].iloc[0]
     assert killed["batches_done"] == 1 and killed["batches_expected"] == 2 and killed["seed"] == 2
     done = points[points["status"] == "done"]
     assert sorted(zip(done["batch"], done["max_tokens"])) == [(1, 2), (1, 4), (2, 2), (2, 4)]
@@ -54,13 +54,13 @@ def test_points_error_and_empty(tmp_path: Path) -> None:
 
 def test_batches_join_point_axes_and_keep_partial_points(cpu_sweep: Path) -> None:
     batches = results.batches(cpu_sweep)
-    assert set(batches["status"]) == {"done", "running"}  # the failed point wrote no batch
+    assert set(batches["status"]) == {"done", "interrupted"}  # the failed point wrote no batch
     assert batches.groupby("point_id")["warmup"].sum().eq(1).all()
     for pid, rows in batches.groupby("point_id"):
         assert (rows["batch"] == int(pid.split("-b")[1].split("-")[0])).all()
     measured = results.batches(cpu_sweep, measured_only=True)
     assert not measured["warmup"].any()
-    assert measured.groupby("status").size().to_dict() == {"done": 4 + 4 + 2 + 2, "running": 1}
+    assert measured.groupby("status").size().to_dict() == {"done": 4 + 4 + 2 + 2, "interrupted": 1}
 
 
 def test_gpu_samples_filters_and_elapsed_time(energy_sweep: Path) -> None:
@@ -125,6 +125,8 @@ def test_a_requeued_partial_point_counts_the_batches_of_its_current_attempt(cpu_
     pq.write_table(pa.Table.from_pylist(rows, pq.read_schema(killed / "batches.parquet")), point / "batches.parquet")
     write_status(point, "running")  # the requeued job started attempt 2
     assert results.points(point)["batches_done"].tolist() == [1]
+    assert results.batches(point)["attempt"].tolist() == [2, 2]  # the current attempt (warm-up + 1) by default
+    assert results.batches(point, all_attempts=True)["attempt"].tolist() == [1, 1, 1, 2, 2]
 
 
 def test_batches_of_a_renamed_sweep_directory_keep_their_point_axes(cpu_sweep: Path, tmp_path: Path) -> None:
@@ -132,4 +134,4 @@ def test_batches_of_a_renamed_sweep_directory_keep_their_point_axes(cpu_sweep: P
     shutil.copytree(cpu_sweep, copy)
     batches = results.batches(copy)
     assert set(batches["sweep"]) == {"copied-from-the-cluster"}
-    assert batches["model"].notna().all() and set(batches["status"]) == {"done", "running"}
+    assert batches["model"].notna().all() and set(batches["status"]) == {"done", "interrupted"}
