@@ -125,6 +125,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class CarbonConfig:
+    intensity_g_per_kwh: float | None = None  # grid carbon intensity, gCO2e per kWh; None: unknown, no CO2 columns
+    pue: float = 1.0  # data-centre power usage effectiveness (facility / IT energy); 1.0 counts the IT energy only
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    usd_per_kwh: float | None = None  # electricity price, USD per kWh; None: unknown, no cost columns
+
+
+@dataclass(frozen=True)
 class PointConfig:
     model: ModelConfig  # LLaMA shape and weights
     dataset: DatasetConfig  # workload
@@ -147,6 +158,8 @@ class PointConfig:
     meter: MeterConfig = field(default_factory=MeterConfig)  # energy measurement
     power: PowerConfig = field(default_factory=PowerConfig)  # power capping
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # where points run
+    carbon: CarbonConfig = field(default_factory=CarbonConfig)  # CO2 from energy (analysis only; not in the id)
+    cost: CostConfig = field(default_factory=CostConfig)  # money from energy (analysis only; not in the id)
 
 
 T = TypeVar("T")
@@ -308,6 +321,18 @@ def _check_ClusterConfig(c: ClusterConfig, prefix: str) -> None:
         _positive(prefix + "gpus_per_node", c.gpus_per_node)
     _positive(prefix + "time_min", c.time_min)
     _positive(prefix + "max_requeues", c.max_requeues, zero_ok=True)
+
+
+def _check_CarbonConfig(c: CarbonConfig, prefix: str) -> None:
+    if c.intensity_g_per_kwh is not None:
+        _positive(prefix + "intensity_g_per_kwh", c.intensity_g_per_kwh, zero_ok=True)
+    if c.pue < 1.0:
+        raise ConfigError(f"{prefix}pue={c.pue!r}: must be >= 1 (facility energy over IT energy; 1.0 for none)")
+
+
+def _check_CostConfig(c: CostConfig, prefix: str) -> None:
+    if c.usd_per_kwh is not None:
+        _positive(prefix + "usd_per_kwh", c.usd_per_kwh, zero_ok=True)
 
 
 def _check_PointConfig(p: PointConfig, prefix: str) -> None:

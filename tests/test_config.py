@@ -75,3 +75,17 @@ def test_from_mapping_rejects_bools_as_numbers() -> None:
     assert from_mapping(ModelConfig, base).dim == 8
     with pytest.raises(ConfigError, match="dim=True: expected an integer"):
         from_mapping(ModelConfig, {**base, "dim": True})
+
+
+def test_carbon_and_cost_factors_compose_and_bad_ones_are_refused() -> None:
+    cfg = compose(["experiment=quickstart", "carbon.intensity_g_per_kwh=380", "carbon.pue=1.2",
+                   "cost.usd_per_kwh=0.15"])
+    assert (cfg.carbon.intensity_g_per_kwh, cfg.carbon.pue, cfg.cost.usd_per_kwh) == (380.0, 1.2, 0.15)
+    plain = compose(["experiment=quickstart"])
+    assert (plain.carbon.intensity_g_per_kwh, plain.carbon.pue, plain.cost.usd_per_kwh) == (None, 1.0, None)
+    for override, message in (("carbon.pue=0.8", "carbon.pue=0.8: must be >= 1"),
+                              ("carbon.intensity_g_per_kwh=-5", "carbon.intensity_g_per_kwh=-5.0: must be >= 0"),
+                              ("cost.usd_per_kwh=-1", "cost.usd_per_kwh=-1.0: must be >= 0"),
+                              ("carbon.grams=3", "unknown key carbon.grams")):
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            compose(["experiment=quickstart", override])

@@ -13,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from energybench.analysis.extra import energy_split, gross_vs_net, power_cap_effect, power_timeline, roofline
+from energybench.analysis.advice_text import advice_table, front_table
+from energybench.analysis.advise import Advice, Constraints, advise
+from energybench.analysis.advice_figure import pareto_figure
+from energybench.analysis.extra import (energy_split, gross_vs_net, power_cap_effect, power_timeline, roofline,
+                                        utilization_timeline)
 from energybench.analysis.grid import done, point_label, varied
 from energybench.analysis.paper import (energy_per_response_by_shards_batch, energy_per_second_by_model,
                                         energy_per_token_by_shards_tokens, power_by_shards_batch,
@@ -50,6 +54,13 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("power_timeline", power_timeline, "samples",
                "Power of every GPU of the point (one line per node:GPU) from the sampler (~10 Hz), background "
                "shaded by window: idle baseline, warm-up, prefill, decode. Uneven lines show load imbalance."),
+    FigureSpec("utilization_timeline", utilization_timeline, "samples",
+               "SM utilization of every GPU (NVML's % of time a kernel ran, ~10 Hz), windows shaded as above. Dips "
+               "between decode steps are host-side launch gaps; a GPU lower than its peers waits on them."),
+    FigureSpec("pareto", pareto_figure, "points",
+               "Per workload, energy per token against TPOT (left) and tokens/s (right): every measured point "
+               "(b<batch> s<shards>), the Pareto front (no other point is cheaper and faster), the lowest-energy "
+               "point (star; python -m energybench.advise adds constraints) and the paper's default (square)."),
     FigureSpec("energy_split", energy_split, "points",
                "Energy per generated token split into the prefill phase (prompt processing) and decode "
                "(token-by-token generation), from counter readings at each phase edge."),
@@ -63,9 +74,9 @@ FIGURES: tuple[FigureSpec, ...] = (
 )
 
 __all__ = [
-    "FIGURES", "FigureSpec", "done", "efficiency_table", "energy_per_response_by_shards_batch",
-    "energy_per_second_by_model", "energy_per_token_by_shards_tokens", "energy_split", "gross_vs_net",
-    "memory_table", "point_label", "power_by_shards_batch", "power_cap_effect", "power_cap_table",
-    "power_timeline", "roofline", "status_table", "summary_table", "tokens_per_s_by_model",
-    "utilization_table", "varied",
+    "Advice", "Constraints", "FIGURES", "FigureSpec", "advice_table", "advise", "done", "efficiency_table",
+    "energy_per_response_by_shards_batch", "energy_per_second_by_model", "energy_per_token_by_shards_tokens",
+    "energy_split", "front_table", "gross_vs_net", "memory_table", "pareto_figure", "point_label",
+    "power_by_shards_batch", "power_cap_effect", "power_cap_table", "power_timeline", "roofline", "status_table",
+    "summary_table", "tokens_per_s_by_model", "utilization_table", "utilization_timeline", "varied",
 ]

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from energybench.analysis.grid import (add_note, done, message_figure, new_figure, point_label,
+from energybench.analysis.grid import (LABELS, add_note, done, message_figure, new_figure, point_label,
                                        varied, why_missing)
 from energybench.analysis.tables import CAP_METRICS, power_cap_table
 
@@ -58,17 +58,28 @@ def _last_attempt(fig: Figure, point: str, rows: pd.DataFrame) -> pd.DataFrame:
     return last.assign(elapsed_s=last["elapsed_s"] - last["elapsed_s"].min())
 
 
-# The sample columns power_timeline reads (besides sweep, point_id, node and elapsed_s): a reader that
-# selects columns (the report) asks for these.
-TIMELINE_COLUMNS = ("power_w", "window", "gpu_index", "gpu_uuid", "attempt")
+# The sample columns power_timeline and utilization_timeline read (besides sweep, point_id, node and
+# elapsed_s): a reader that selects columns (the report) asks for these.
+TIMELINE_COLUMNS = ("power_w", "gpu_util_pct", "window", "gpu_index", "gpu_uuid", "attempt")
 
 
 def power_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, metric: str = "power_w",
                    max_points: int = 4) -> Figure:
     """Power of every GPU of a point (one line per node:GPU) over time, windows shaded; a panel per point."""
-    title = "Per-GPU power over time"
-    if samples.empty or metric not in samples or samples[metric].isna().all():
+    return _timeline(samples, points, metric, max_points, "Per-GPU power over time")
+
+
+def utilization_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, max_points: int = 4) -> Figure:
+    """SM utilization of every GPU of a point (%, NVML's, at the sampler's ~10 Hz) over time, windows shaded."""
+    return _timeline(samples, points, "gpu_util_pct", max_points, "Per-GPU utilization over time")
+
+
+def _timeline(samples: pd.DataFrame, points: Sequence[str] | None, metric: str, max_points: int,
+              title: str) -> Figure:
+    if samples.empty:
         return message_figure(title, NO_SAMPLES)
+    if metric not in samples or samples[metric].isna().all():
+        return message_figure(title, f"{metric} is null in every sample of these points (the GPU did not report it)")
     s = samples if points is None else samples[samples["point_id"].astype(str).isin(list(points))]
     keys = list(dict.fromkeys(zip(s["sweep"].astype(str), s["point_id"].astype(str))))
     if not keys:
@@ -85,7 +96,7 @@ def power_timeline(samples: pd.DataFrame, points: Sequence[str] | None = None, m
             ax.plot(part["elapsed_s"], part[metric], lw=1, label=f"{node}:{gpu}")
         ax.set_title(key[1], fontsize=8)
         ax.set_xlabel("seconds since the point's first sample")
-        ax.set_ylabel(f"{metric} per GPU")
+        ax.set_ylabel(f"{LABELS.get(metric, metric)} per GPU")
         handles, labels = ax.get_legend_handles_labels()
         shown = [Patch(color=c, label=k) for k, c in WINDOW_COLOURS.items()]
         ax.legend(handles[:8] + shown, labels[:8] + list(WINDOW_COLOURS), fontsize=7, ncol=2)

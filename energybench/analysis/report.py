@@ -13,7 +13,8 @@ import pandas as pd
 
 import energybench
 import energybench.results as results
-from energybench.results.metrics import CROSS_CHECK_TOLERANCE
+from energybench.results.metrics import CROSS_CHECK_TOLERANCE, carbon_cost
+import energybench.analysis.report_sections as sections
 from energybench.analysis import FIGURES
 from energybench.analysis.extra import TIMELINE_COLUMNS
 from energybench.analysis.grid import done, sort_values, value_label, varied
@@ -103,9 +104,11 @@ def _checks(points: pd.DataFrame) -> list[Block]:
     return _table("Measurement warnings", pd.DataFrame(rows))
 
 
-def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110) -> tuple[list[Block], pd.DataFrame]:
-    """The report's blocks for the sweeps under `paths`; figures are written into `fig_dir`."""
-    points = results.points(*paths)
+def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110,
+          factors: dict[str, float | None] | None = None) -> tuple[list[Block], pd.DataFrame]:
+    """The report's blocks for the sweeps under `paths`; figures are written into `fig_dir`. `factors`
+    (intensity_g_per_kwh, pue, usd_per_kwh) replace the points' own carbon and cost factors."""
+    points = carbon_cost(results.points(*paths), **(factors or {}))
     if points.empty:
         raise ValueError(f"no points under {', '.join(map(str, paths))}: pass a sweep directory "
                          "(<out_dir>/<sweep>) or an out_dir")
@@ -125,6 +128,7 @@ def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110) -> tuple[l
     blocks += _table("Efficiency against physical limits", efficiency_table(points),
                      "roofline: HBM-bandwidth bound of decode from the card's datasheet bandwidth; floor: idle "
                      "power x roofline time per token.")
+    blocks += sections.recommendation(points, paths) + sections.carbon_cost(points) + sections.sacct(points)
     blocks += _checks(points)
     blocks += _table("Known GPUs", pd.DataFrame(results.cards_table()),
                      "Datasheet memory bandwidth (GB/s = 10^9 bytes/s), board power and memory used for the "
@@ -132,14 +136,15 @@ def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110) -> tuple[l
     return blocks, points
 
 
-def write_report(paths: Sequence[str | Path], out: Path, html: bool = True) -> Path:
+def write_report(paths: Sequence[str | Path], out: Path, html: bool = True,
+                 factors: dict[str, float | None] | None = None) -> Path:
     """Write report.md (+ report.html) and figures/*.png to `out`, replacing it whole; returns report.md."""
     out = out.expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "figures").mkdir()
-        blocks, _ = build(paths, tmp / "figures")
+        blocks, _ = build(paths, tmp / "figures", factors=factors)
         (tmp / "report.md").write_text(markdown(blocks))
         if html:
             (tmp / "report.html").write_text(to_html(blocks, blocks[0].text))

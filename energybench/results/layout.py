@@ -14,13 +14,15 @@ from energybench.results.store import write_text
 # Keys that say where or how a point is dispatched, not what it measures: they stay out of its id,
 # so a re-run with another partition or time limit still finds (and resumes) the same points.
 _DISPATCH_KEYS = ("out_dir", "sweep", "resume")
+# Factors that turn measured energy into CO2 and money: applied when results are read, never measured.
+_ACCOUNTING_KEYS = ("carbon", "cost")
 _CLUSTER_KEYS_KEPT = ("name", "gpu_type", "gpus_per_node")  # gpus_per_node sets the job's node layout
 
 
 def point_id(cfg: PointConfig) -> str:
     """Readable, stable id: the main axes, then a hash of everything that defines the measurement."""
     data = to_mapping(cfg)
-    for key in _DISPATCH_KEYS:
+    for key in _DISPATCH_KEYS + _ACCOUNTING_KEYS:
         data.pop(key)
     data["cluster"] = {k: data["cluster"][k] for k in _CLUSTER_KEYS_KEPT}
     data["power"].pop("state_dir")  # where the restore file goes

@@ -87,8 +87,11 @@ def _settings(raw: dict) -> dict[str, Any]:
     meter, cluster = raw.get("meter") or {}, raw.get("cluster") or {}
     samples, batch = raw.get("samples"), raw.get("batch")
     expected = -(-samples // batch) if isinstance(samples, int) and isinstance(batch, int) and batch > 0 else None
+    carbon, cost = raw.get("carbon") or {}, raw.get("cost") or {}  # absent from results older than these keys
     return {"gpu_type": cluster.get("gpu_type"), "warmup_batches": raw.get("warmup_batches"),
-            "sample_hz": meter.get("sample_hz"), "idle_s": meter.get("idle_s"), "batches_expected": expected}
+            "sample_hz": meter.get("sample_hz"), "idle_s": meter.get("idle_s"), "batches_expected": expected,
+            "carbon_intensity_g_per_kwh": carbon.get("intensity_g_per_kwh"), "pue": carbon.get("pue"),
+            "usd_per_kwh": cost.get("usd_per_kwh")}
 
 
 def _extras(point_dir: Path, has_run: bool) -> dict[str, Any]:

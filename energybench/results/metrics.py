@@ -25,6 +25,17 @@ Derived per point by `derive_points` (the points frame of `energybench.results.p
     tdp_frac                 = power_per_gpu_w / tdp_w
     effective_limit_w        = enforced_limit_w, else power_cap_w        (null: the limit as found, not recorded)
 
+Carbon and money from the measured energy (`carbon_cost`; factors from the point's config.yaml `carbon.*`,
+`cost.*`, or given when reading; PUE 1.0 where not given; an unknown intensity or price leaves its columns null):
+
+    energy_kwh               = energy_j / 3.6e6                          (GPU energy of the generation window)
+    total_energy_j           = energy_j + cpu_energy_j + dram_energy_j   (null unless RAPL read both domains)
+    co2_g                    = energy_kwh * pue * carbon_intensity_g_per_kwh
+    co2_per_token_g          = co2_g / tokens
+    cost_usd                 = energy_kwh * pue * usd_per_kwh            (the facility pays the PUE overhead too)
+    cost_per_mtoken_usd      = cost_usd / tokens * 1e6
+    co2_total_g, co2_total_per_token_g, cost_total_usd, cost_total_per_mtoken_usd: the same from total_energy_j
+
 bandwidth and TDP come from `energybench.results.hardware` (vendor datasheets) by `gpu_name`, else the
 cluster's `gpu_type`. See docs/methodology.md for why the roofline is drawn this way.
 
@@ -176,4 +187,43 @@ def derive_points(points: "pd.DataFrame") -> "pd.DataFrame":
     df["energy_floor_per_token_j"] = div(col("idle_power_w"), df["roofline_tokens_per_s"])
     df["energy_over_floor"] = div(col("energy_per_token_j"), df["energy_floor_per_token_j"])
     df["tdp_frac"] = div(df["power_per_gpu_w"], df["tdp_w"])
+    return carbon_cost(df)
+
+
+J_PER_KWH = 3.6e6
+DEFAULT_PUE = 1.0
+
+
+def carbon_cost(points: "pd.DataFrame", intensity_g_per_kwh: float | None = None, pue: float | None = None,
+                usd_per_kwh: float | None = None) -> "pd.DataFrame":
+    """The points frame with CO2 and cost columns (module docstring); a factor given here replaces the points'
+    own (`carbon_intensity_g_per_kwh`, `pue`, `usd_per_kwh` from their config.yaml) in every row.
+
+    A site's factors can so be applied to results measured before they were known; the measurement is unchanged.
+    """
+    import numpy as np
+    import pandas as pd
+
+    df = points.copy()
+    for name, given in (("carbon_intensity_g_per_kwh", intensity_g_per_kwh), ("pue", pue),
+                        ("usd_per_kwh", usd_per_kwh)):
+        if given is not None:
+            df[name] = float(given)
+        elif name not in df:
+            df[name] = np.nan
+        df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
+    df["pue"] = df["pue"].fillna(DEFAULT_PUE)
+
+    def col(name: str) -> pd.Series:
+        return pd.to_numeric(df[name], errors="coerce").astype(float) if name in df \
+            else pd.Series(np.nan, index=df.index)
+
+    tokens = col("tokens").where(col("tokens") != 0)
+    df["total_energy_j"] = col("energy_j") + col("cpu_energy_j") + col("dram_energy_j")
+    for suffix, energy in (("", col("energy_j")), ("_total", df["total_energy_j"])):
+        facility_kwh = energy / J_PER_KWH * df["pue"]
+        df[f"co2{suffix}_g"] = facility_kwh * df["carbon_intensity_g_per_kwh"]
+        df[f"co2{suffix}_per_token_g"] = df[f"co2{suffix}_g"] / tokens
+        df[f"cost{suffix}_usd"] = facility_kwh * df["usd_per_kwh"]
+        df[f"cost{suffix}_per_mtoken_usd"] = df[f"cost{suffix}_usd"] / tokens * 1e6
     return df

@@ -15,7 +15,7 @@ import energybench.results as results
 from energybench.analysis.grid import NO_ENERGY
 
 ENERGY_FIGURES = {"fig3_energy_per_second", "fig4_5_power_shards_batch", "fig6_7_energy_per_token",
-                  "fig8_9_energy_per_response", "energy_split", "gross_vs_net"}
+                  "fig8_9_energy_per_response", "energy_split", "gross_vs_net", "pareto"}
 
 
 def drawn(fig: Figure) -> int:
@@ -146,3 +146,32 @@ def test_power_timeline_has_a_line_per_gpu_and_shaded_windows(energy_samples: pd
     fig = analysis.power_timeline(requeued)
     (line,) = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
     assert len(line.get_xdata()) == len(rows) and min(line.get_xdata()) == 0 and "the last is drawn" in fig.notes[0]
+
+
+def test_utilization_timeline_draws_the_sampled_utilization(energy_samples: pd.DataFrame) -> None:
+    one = energy_samples["point_id"].astype(str).iloc[0]
+    fig = analysis.utilization_timeline(energy_samples, points=[one])
+    (ax,) = fig.axes
+    rows = energy_samples[energy_samples["point_id"].astype(str) == one]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata())]
+    assert len(lines) == rows["gpu_uuid"].nunique()
+    assert set(np.concatenate([line.get_ydata() for line in lines])) == set(rows["gpu_util_pct"])
+    assert "utilization" in ax.get_ylabel()
+    assert analysis.utilization_timeline(energy_samples.assign(gpu_util_pct=np.nan)).empty
+
+
+def test_pareto_figure_draws_the_front_and_marks_the_recommendation(tmp_path: Path) -> None:
+    from .synthetic_points import Spec, write_sweep
+
+    sweep = write_sweep([Spec(16, 1, 0.6, 0.020, 500), Spec(64, 1, 0.35, 0.025, 1000),
+                         Spec(128, 1, 0.25, 0.030, 1400), Spec(64, 2, 0.62, 0.024, 1500)], tmp_path)
+    fig = analysis.pareto_figure(results.points(sweep), results.batches(sweep), n=100)
+    tpot_ax, tps_ax = fig.axes
+    front = next(line for line in tpot_ax.get_lines() if line.get_label() == "Pareto front")
+    assert list(front.get_xdata()) == [0.020, 0.025, 0.030]  # b64 s2 is dominated on energy vs TPOT
+    labels = tpot_ax.get_legend_handles_labels()[1]
+    assert "recommended" in labels and "paper default" in labels
+    star = next(c for c in tpot_ax.collections if c.get_label() == "recommended")
+    assert tuple(star.get_offsets()[0]) == pytest.approx((0.030, 0.25))
+    front = next(line for line in tps_ax.get_lines() if line.get_label() == "Pareto front")
+    assert list(front.get_xdata()) == [1400, 1500]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import energybench.results as results
@@ -68,3 +69,43 @@ def test_derived_columns_follow_their_definitions(energy_sweep: Path) -> None:
     split = done["prefill_energy_per_token_j"] + done["decode_energy_per_token_j"]
     assert (split <= done["energy_per_token_j"] + 1e-9).all()  # gaps between batches are in energy_j only
     assert done["tdp_frac"].to_numpy() == pytest.approx((done["power_w"] / 700).to_numpy())
+
+
+def test_carbon_and_cost_from_the_points_config_and_from_factors_given_later(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    import yaml
+
+    from energybench.results.metrics import carbon_cost
+
+    from .synthetic_points import Spec, write_point
+
+    d = write_point(Spec(64, 1, 0.5), tmp_path)
+    raw = yaml.safe_load((d / "config.yaml").read_text())
+    raw.update(carbon={"intensity_g_per_kwh": 400.0, "pue": 1.2}, cost={"usd_per_kwh": 0.1})
+    (d / "config.yaml").write_text(yaml.safe_dump(raw))
+    p = results.points(d).iloc[0]
+    kwh = p["energy_j"] / 3.6e6
+    assert p["co2_g"] == pytest.approx(kwh * 1.2 * 400) and p["cost_usd"] == pytest.approx(kwh * 1.2 * 0.1)
+    assert p["co2_per_token_g"] == pytest.approx(p["co2_g"] / p["tokens"])
+    assert p["cost_per_mtoken_usd"] == pytest.approx(0.5 / 3.6e6 * 1.2 * 0.1 * 1e6)
+    assert pd.isna(p["total_energy_j"]) and pd.isna(p["co2_total_g"])  # no RAPL: no total, never GPU-only as total
+
+    t = pq.read_table(d / "run.parquet")
+    run = {**t.to_pylist()[0], "cpu_energy_j": 1000.0, "dram_energy_j": 200.0}  # RAPL read both domains
+    pq.write_table(t.from_pylist([run], t.schema), d / "run.parquet")
+    site = carbon_cost(results.points(d), intensity_g_per_kwh=50.0, usd_per_kwh=0.3).iloc[0]  # pue stays 1.2
+    total = site["energy_j"] + 1200.0
+    assert site["total_energy_j"] == pytest.approx(total)
+    assert site["co2_total_g"] == pytest.approx(total / 3.6e6 * 1.2 * 50)
+    assert site["cost_total_per_mtoken_usd"] == pytest.approx(total / 3.6e6 * 1.2 * 0.3 / site["tokens"] * 1e6)
+    assert site["co2_g"] == pytest.approx(kwh * 1.2 * 50)
+
+
+def test_without_factors_the_pue_is_one_and_carbon_and_cost_are_null(energy_sweep: Path) -> None:
+    p = analysis_done(results.points(energy_sweep))
+    assert (p["pue"] == 1.0).all() and p["co2_g"].isna().all() and p["cost_usd"].isna().all()
+    assert p["energy_j"].notna().all()
+
+
+def analysis_done(points: pd.DataFrame) -> pd.DataFrame:
+    return points[points["status"] == "done"]

@@ -29,7 +29,7 @@ def test_report_of_a_partial_cpu_sweep_lists_failures_and_skips_energy_figures(c
     assert killed["point_id"] in md and "6 points: 4 done, 1 failed, 1 running." in md
     assert "batch: 1, 2; max_tokens: 2, 4" in md  # what the sweep varied
     assert "![Inference throughput (paper Fig. 2)](figures/fig2_tokens_per_s.png)" in md
-    assert md.count("Not drawn: no energy measured") == 6
+    assert md.count("Not drawn: no energy measured") == 7
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["fig2_tokens_per_s.png"]
     html = (out / "report.html").read_text()
     assert "<img src='figures/fig2_tokens_per_s.png'" in html and failed["point_id"] in html
@@ -44,7 +44,7 @@ def test_report_with_energy_draws_every_figure_and_replaces_an_old_report(energy
     assert not (out / "stale.txt").exists() and not (out / "report.html").exists()
     md = (out / "report.md").read_text()
     figures = sorted(p.stem for p in (out / "figures").iterdir())
-    assert "power_timeline" in figures and "roofline" in figures and len(figures) == 9
+    assert {"power_timeline", "utilization_timeline", "pareto", "roofline"} <= set(figures) and len(figures) == 11
     for stem in figures:
         assert f"(figures/{stem}.png)" in md
     assert "Not drawn: power_cap was not varied" in md
@@ -99,3 +99,33 @@ def pa_duration_s(seconds: int):
     import pyarrow as pa
 
     return pa.scalar(seconds * 1_000_000, type=pa.duration("us"))
+
+
+def test_report_recommends_prices_and_compares_sacct(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from .synthetic_points import Spec, write_sweep
+
+    sweep = write_sweep([Spec(16, 1, 0.6, 0.020, 500), Spec(64, 1, 0.35, 0.025, 1000),
+                         Spec(128, 1, 0.25, 0.030, 1400), Spec(256, 1, status="failed", reason="out of memory")],
+                        tmp_path)
+    jobs = {"b16": (5000.0, None), "b64": (None, "sacct reports no energy for job 12")}
+    for d in sweep.glob("point=*"):
+        key = d.name.split("-")[2]
+        if key in jobs and (d / "run.parquet").is_file():
+            t = pq.read_table(d / "run.parquet")
+            row = {**t.to_pylist()[0], "slurm_job_id": f"job-{key}", "sacct_energy_j": jobs[key][0],
+                   "sacct_note": jobs[key][1]}
+            pq.write_table(t.from_pylist([row], t.schema), d / "run.parquet")
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out), "--no-html", "--carbon-g-per-kwh", "400", "--pue", "1.5"]) == 0
+    md = (out / "report.md").read_text()
+    assert "batch 128 at shards 1 uses 29 % less energy per token than the paper's default" in md
+    assert "carbon_intensity_g_per_kwh = 400 gCO2e/kWh; PUE = 1.5" in md and "co2_per_token_g" in md
+    b16 = results.points(sweep).set_index("batch").loc[16]
+    ratio = 5000.0 / b16["energy_j"]
+    assert f"| job-b16 | 5000 | {b16['energy_j']:.4g} | GPU | {ratio:.4g} |" in md
+    assert "not reported by this cluster's acct_gather_energy plugin (sacct reports no energy for job 12)" in md
+    assert "whole job" in md  # the gap explained
+    assert main([str(sweep), "--out", str(tmp_path / "r2"), "--pue", "0.5"]) == 2
+    assert not (tmp_path / "r2").exists()
