@@ -130,6 +130,7 @@ def provenance(source: Path, args: dict[str, list[str]]) -> str:
     data = _json(source)
     commit = data.get("git_commit") if isinstance(data, dict) else None
     note = data.get("provenance", "") if isinstance(data, dict) else ""
+    note = note[:1].upper() + note[1:] + ("." if note and not note.endswith(".") else "")
     return f"Record `{source.name}`: commit {f'`{commit}`' if commit else 'not recorded'}. {note}".rstrip()
 
 
