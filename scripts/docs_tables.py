@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -176,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             new = regenerate(text)
         except ValueError as e:
-            print(f"error: {path.relative_to(REPO)}: {e}", file=sys.stderr)
+            print(f"error: {os.path.relpath(path, REPO)}: {e}", file=sys.stderr)
             return 2
         if new != text:
-            stale.append(path.relative_to(REPO))
+            stale.append(os.path.relpath(path, REPO))
             if not args.check:
                 tmp = path.with_name(f".{path.name}.tmp")
                 tmp.write_text(new)
