@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from energybench.analysis import findings  # noqa: E402  (after the path, so a checkout runs it uninstalled)
 
-MARKER = re.compile(r"(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+# A marker starts a line (an indented one, as in a code block that shows the syntax, is text).
+MARKER = re.compile(r"^(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)^(<!-- /table -->)", re.S | re.M)
 Renderer = Callable[[Path, dict[str, list[str]]], str]
 
 
