@@ -28,8 +28,9 @@ METRICS = ("energy_per_token_j", "tokens_per_s", "power_w")
 def _load(source: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(done points, their measured batches, bootstrap intervals) of every sweep under `source`."""
     pts = load_points(source)
-    pts = pts[pts["status"] == "done"].sort_values(["model", "shards", "engine", "dataset", "batch",
-                                                    "max_tokens", "length"]).reset_index(drop=True)
+    pts = pts[pts["status"] == "done"].assign(size=pts["model"].str.extract(r"(\d+)", expand=False).astype(float))
+    pts = pts.sort_values(["size", "model", "shards", "engine", "dataset", "batch", "max_tokens", "length"])
+    pts = pts.drop(columns="size").reset_index(drop=True)
     b = load_batches(source)
     return pts, b, bootstrap_points(b, metrics=METRICS)
 
