@@ -61,3 +61,18 @@ def test_check_fails_and_names_the_document(tmp_path, monkeypatch, capsys):
 def test_bad_marker_is_a_one_line_error(spec, message):
     with pytest.raises(ValueError, match=message):
         docs_tables.render(spec)
+
+
+def _names_commit(data: object) -> bool:
+    if isinstance(data, list):
+        return bool(data) and all(_names_commit(r) for r in data)
+    return isinstance(data, dict) and any("commit" in k for k in data)
+
+
+@pytest.mark.parametrize("folder", ["docs/benchmarks", "docs/results"])
+def test_every_committed_record_names_its_commit_or_why_not(folder):
+    import json
+
+    files = sorted((REPO / folder).rglob("*.json"))
+    missing = [str(p.relative_to(REPO)) for p in files if not _names_commit(json.loads(p.read_text()))]
+    assert files and not missing, missing
