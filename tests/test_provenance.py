@@ -61,7 +61,8 @@ def test_installed_package_says_so_instead_of_guessing(tmp_path, monkeypatch):
 
 
 def test_command_is_the_sweeps_for_every_process_below(monkeypatch):
-    monkeypatch.delenv(provenance.COMMAND_ENV, raising=False)
+    monkeypatch.setenv(provenance.COMMAND_ENV, "")  # so that the teardown removes what remember_command sets
+    monkeypatch.delenv(provenance.COMMAND_ENV)
     provenance.remember_command(["-m", "model=7b", "batch=16,32"], "python -m energybench.sweep")
     assert provenance.command() == "python -m energybench.sweep -m model=7b batch=16,32"
     provenance.remember_command(["other"], "python -m energybench.sweep")  # a rank below keeps the sweep's
