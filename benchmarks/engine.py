@@ -119,8 +119,18 @@ def write_docs(out: Path, new: list[dict]) -> None:
              "read); `energy_per_token_j` sums every GPU, `power_per_gpu_w` is their mean power.",
              "Written by `benchmarks/engine.py`; see docs/engine.md.", "", "Runs:", ""]
     lines += [f"- {gpu}, {date}: `{cmd}`" for gpu, date, cmd in runs]
-    lines += ["", table(records), ""]
+    lines += ["", *_marked(path, table(records)), ""]
     (out / "engine.md").write_text("\n".join(lines))
+
+
+def _marked(record: Path, text: str) -> list[str]:
+    """The table between scripts/docs_tables.py's markers when the record is in this checkout (so `--check` keeps
+    it equal to the record), else as it is."""
+    try:
+        source = record.resolve().relative_to(Path(__file__).resolve().parent.parent)
+    except ValueError:
+        return [text]
+    return [f"<!-- table: records source: {source} columns: {' '.join(COLUMNS)} -->", text, "<!-- /table -->"]
 
 
 def _order(r: dict) -> tuple:

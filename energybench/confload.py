@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from energybench.config import ConfigError, PointConfig, from_mapping
 
-GROUPS = ("model", "dataset", "cluster", "experiment")
+GROUPS = ("model", "dataset", "cluster", "experiment", "shape")
 
 
 def conf_dir() -> Path:

@@ -70,7 +70,8 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
     if env.rank == 0:
         write_config(cfg)
         (pdir / "run.parquet").unlink(missing_ok=True)  # a re-run replaces the row of an earlier attempt
-        write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id)
+        write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id,
+                     git_commit=provenance.code()["git_commit"])  # which code ran it, beside its state
     try:
         with signals_raise():
             row = _measure(cfg, env, pid, pdir)

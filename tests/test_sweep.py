@@ -48,6 +48,8 @@ def test_two_point_multirun_writes_two_done_points(tmp_path: Path) -> None:
     for point_dir in results.point_dirs(out):
         assert {p.name for p in point_dir.iterdir()} >= {"config.yaml", "status.json", "run.parquet",
                                                          "batches.parquet"}
+        status = json.loads((point_dir / "status.json").read_text())
+        assert status["git_commit"] == points["git_commit"].iloc[0]  # status.json names the code too
         batches = pq.read_table(point_dir / "batches.parquet").to_pandas()
         measured = batches[~batches["warmup"]]
         assert batches["warmup"].sum() == 1
