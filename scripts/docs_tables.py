@@ -5,7 +5,7 @@
 
 A generated table sits between two markers, in a Markdown comment the reader does not see:
 
-    <!-- table: NAME source: PATH [columns: COL[:FORMAT] ...] [where: KEY=VALUE ...] -->
+    <!-- table: NAME source: PATH [columns: COL[:FORMAT] ...] [where: KEY=VALUE ...] [sort: COL ...] -->
     ...generated text...
     <!-- /table -->
 
@@ -137,8 +137,12 @@ def provenance(source: Path, args: dict[str, list[str]]) -> str:
 
 
 def points_table(source: Path, args: dict[str, list[str]]) -> str:
-    """One row per done point of a sweep folder (run.parquet through energybench.results.points)."""
-    return markdown(findings.point_rows(source, args.get("where", [])), args["columns"])
+    """One row per done point of a sweep folder (run.parquet through energybench.results.points), in point-id
+    order or by the columns given in `sort:`."""
+    rows = findings.point_rows(source, args.get("where", []))
+    for key in reversed(args.get("sort", [])):
+        rows.sort(key=lambda r: (r.get(key) is None, r.get(key)))
+    return markdown(rows, args["columns"])
 
 
 RENDERERS: dict[str, Renderer] = {

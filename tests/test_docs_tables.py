@@ -76,3 +76,10 @@ def test_every_committed_record_names_its_commit_or_why_not(folder):
     files = sorted((REPO / folder).rglob("*.json"))
     missing = [str(p.relative_to(REPO)) for p in files if not _names_commit(json.loads(p.read_text()))]
     assert files and not missing, missing
+
+
+def test_points_sort_by_a_column_not_by_point_id():
+    spec = ("points source: docs/results/online-7b-h200/online-7b-h200 where: workload=online sort: rate_rps "
+            "columns: rate_rps:g")
+    rates = [line.strip("| ") for line in docs_tables.render(spec).splitlines()[2:]]
+    assert rates == ["4", "16", "32", "48", "64"]  # point-id order would put 16 and 32 before 4
