@@ -72,9 +72,11 @@ def test_the_steady_window_starts_when_the_slots_fill_or_a_request_ends_and_stop
 
 
 def test_online_run_metrics(online) -> None:
-    row, requests, steps, _ = online("online.rate=200", "online.requests=40", "online.slo_ttft_s=0.05")
+    # arrivals over ~0.8 s: the 4 slots fill long before the last one, however busy the machine (at 200/s all
+    # 40 could arrive before a loaded CPU had filled the slots: no steady state to measure)
+    row, requests, steps, _ = online("online.rate=50", "online.requests=40", "online.slo_ttft_s=0.05")
     mine = [r for r in requests if r["in_window"]]
-    assert row["workload"] == "online" and row["rate_rps"] == 200 and row["requests"] == 40
+    assert row["workload"] == "online" and row["rate_rps"] == 50 and row["requests"] == 40
     assert row["responses"] == len(mine) > 0
     window = [s for s in steps if s["window"] == "generation"]
     assert row["tokens"] == sum(s["new_tokens"] for s in window)
@@ -91,7 +93,7 @@ def test_online_run_metrics(online) -> None:
     assert row["achieved_rate_rps"] == pytest.approx(len(finished) / row["duration_s"])
     assert row["goodput_rps"] == pytest.approx(sum(r["slo_met"] for r in finished) / row["duration_s"])
     assert row["goodput_rps"] <= row["achieved_rate_rps"]
-    assert 1 <= row["mean_live"] <= 4  # 200/s saturates 4 slots of the tiny model on 2 CPU cores
+    assert 1 <= row["mean_live"] <= 4  # at most the 4 slots
     for r in requests:
         assert r["queue_s"] == pytest.approx(r["admitted_s"] - r["arrival_s"])
         assert r["latency_s"] == pytest.approx(r["finished_s"] - r["arrival_s"])

@@ -128,6 +128,15 @@ def test_utilization_memory_and_efficiency_tables(energy_points: pd.DataFrame, c
     assert sorted(status["status"]) == ["failed", "interrupted"]
 
 
+def _window_runs(rows: pd.DataFrame) -> int:
+    """Runs of consecutive ticks (first GPU, in time order) in the same window of a shaded kind."""
+    from energybench.analysis.extra import _kind
+
+    first = rows[rows["gpu_uuid"] == rows["gpu_uuid"].iloc[0]].sort_values("elapsed_s")
+    w = first["window"].astype(object).fillna("").astype(str).tolist()
+    return sum(1 for i, name in enumerate(w) if _kind(name) and (i == 0 or w[i - 1] != name))
+
+
 def test_power_timeline_has_a_line_per_gpu_and_shaded_windows(energy_samples: pd.DataFrame) -> None:
     one = energy_samples["point_id"].astype(str).iloc[0]
     fig = analysis.power_timeline(energy_samples, points=[one])
@@ -135,13 +144,15 @@ def test_power_timeline_has_a_line_per_gpu_and_shaded_windows(energy_samples: pd
     lines = [line for line in ax.get_lines() if len(line.get_xdata())]
     rows = energy_samples[energy_samples["point_id"] == one]
     assert len(lines) == 1 and sorted(lines[0].get_ydata()) == pytest.approx(sorted(rows["power_w"]))
-    assert len(ax.patches) >= 3  # idle, warm-up, prefill/decode spans
+    # one shaded span per run of ticks in one window (idle, warm-up, prefill/decode); how many windows a
+    # 10 Hz sampler catches in tiny CPU batches depends on the machine's speed, so count them in the rows
+    assert len(ax.patches) == _window_runs(rows) >= 1
     assert analysis.power_timeline(energy_samples, points=["nope"]).empty
     # ticks outside every window (before the idle baseline, after the last batch) carry a null window
     outside = rows.assign(window=rows["window"].astype(object).where(rows["elapsed_s"] > rows["elapsed_s"].min()))
     assert outside["window"].isna().sum() >= 1
     fig = analysis.power_timeline(outside)
-    assert not fig.empty and len(fig.axes[0].patches) >= 3
+    assert not fig.empty and len(fig.axes[0].patches) == _window_runs(outside) >= 1
     requeued = pd.concat([rows.assign(attempt=1), rows.assign(attempt=2, elapsed_s=rows["elapsed_s"] + 100)])
     fig = analysis.power_timeline(requeued)
     (line,) = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
