@@ -8,9 +8,9 @@ import torch
 from fake_pynvml import FAKE_GPUS
 from energybench.distributed import DistEnv, RankError
 from energybench.energy.counters import NodeCounters
-from energybench.energy.gpus import Claim, GpuNotFound, job_gpus, node_gpus, rank_claim, resolve
+from energybench.device.gpus import Claim, GpuNotFound, job_gpus, node_gpus, rank_claim, resolve
 from energybench.energy.meter import Meter
-from energybench.energy.nvml import Nvml, NvmlUnavailable
+from energybench.device.nvml import Nvml, NvmlUnavailable
 
 CPU = torch.device("cpu")
 A, B, C = (g["uuid"] for g in FAKE_GPUS)

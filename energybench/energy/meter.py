@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from energybench.distributed import DistEnv, gather
-from energybench.results.metrics import sum_or_none
+from energybench.util.numbers import sum_or_none
 
 log = logging.getLogger("energybench.energy")
 
