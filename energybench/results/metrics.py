@@ -36,7 +36,7 @@ Carbon and money from the measured energy (`carbon_cost`; factors from the point
     cost_per_mtoken_usd      = cost_usd / tokens * 1e6
     co2_total_g, co2_total_per_token_g, cost_total_usd, cost_total_per_mtoken_usd: the same from total_energy_j
 
-bandwidth and TDP come from `energybench.results.hardware` (vendor datasheets) by `gpu_name`, else the
+bandwidth and TDP come from `energybench.device.cards` (vendor datasheets) by `gpu_name`, else the
 cluster's `gpu_type`. See docs/methodology.md for why the roofline is drawn this way.
 
 `duration_s` and `energy_j` cover the same window: from the first measured batch's start to the
@@ -129,7 +129,7 @@ def derive_points(points: "pd.DataFrame") -> "pd.DataFrame":
     import numpy as np
     import pandas as pd
 
-    from energybench.results.hardware import card_for
+    from energybench.device.cards import card_for
 
     df = points.copy()
 
