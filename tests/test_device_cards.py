@@ -141,3 +141,14 @@ def test_the_card_table_imports_no_torch() -> None:
     code = "import sys, energybench.device.cards, energybench.results.hardware; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_sweep_with_a_bad_cards_file_exits_2_before_anything_is_written(tmp_path) -> None:
+    bad = site_file(tmp_path, "cards: [{name: X, match: X, tdp_w: 1, memory_gb: 1, source: s}]")
+    env = {**os.environ, "ENERGYBENCH_CARDS": str(bad)}
+    out = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart",
+                          f"out_dir={tmp_path / 'results'}"], env=env, capture_output=True, text=True, cwd=REPO)
+    err = out.stderr.strip()
+    assert out.returncode == 2 and err == f"error: {bad}: card 1 (X): mem_bandwidth_gb_s is missing; a card has " \
+        "gpu_types, match, mem_bandwidth_gb_s, memory_gb, name, source, tdp_w", err
+    assert not (tmp_path / "results").exists()
