@@ -12,17 +12,17 @@ from typing import Iterator, Mapping
 import torch
 
 from energybench.config import MeterConfig
-from energybench.distributed import DistEnv, agree, gather
-from energybench.energy.counters import NodeCounters
 from energybench.device.gpus import NodeGpus
 from energybench.device.limits import NO_LIMIT_COLUMNS, GpuLimit
-from energybench.energy.meter import Meter, Reading
 from energybench.device.rapl import Rapl, RaplUnavailable
+from energybench.distributed import DistEnv, agree, gather
+from energybench.energy.counters import NodeCounters
+from energybench.energy.meter import Meter, Reading
 from energybench.energy.sampler import Sampler, SamplerError
 from energybench.results.metrics import CROSS_CHECK_TOLERANCE
-from energybench.util.numbers import mean_or_none, ratio, sum_or_none
 from energybench.results.schema import GPUS, table
 from energybench.util.files import write_parquet
+from energybench.util.numbers import mean_or_none, ratio, sum_or_none
 
 log = logging.getLogger("energybench.energy")
 
