@@ -6,16 +6,10 @@ import os
 from dataclasses import dataclass
 
 from energybench.config import ClusterConfig, ModelConfig, PointConfig
+from energybench.device.cards import card_for_type
 from energybench.results.metrics import DTYPE_BYTES, kv_bytes_per_token
 
 GIB = 2**30
-
-# Memory per GPU in GiB, by the names presets use for cluster.gpu_type. Vendors' "32GB" on HBM cards
-# is 32 GiB (nvidia-smi: V100 32510 MiB, A100 81920 MiB), so these are binary units.
-GPU_MEMORY_GIB: dict[str, float] = {
-    "V100-16GB": 16, "V100-32GB": 32, "A100-40GB": 40, "A100-80GB": 80,
-    "H100-80GB": 80, "H100-94GB": 94, "H200-141GB": 141, "A10-24GB": 24, "L40S-48GB": 48,
-}
 
 # Share of a GPU's memory the weights and KV cache may take: the rest holds the CUDA context,
 # activations of the widest prefill, sampling buffers and allocator slack.
@@ -74,12 +68,12 @@ def memory_need(cfg: PointConfig, on_cpu: bool = False) -> MemoryNeed:
 
 
 def gpu_memory_gib(cluster: ClusterConfig) -> float | None:
-    """Memory per GPU: cluster.gpu_memory_gb if set, else the table entry of cluster.gpu_type, else None."""
+    """Memory per GPU, GiB: cluster.gpu_memory_gb if set, else that of the card cluster.gpu_type names in the card
+    table (energybench.device.cards, site cards included), else None."""
     if cluster.gpu_memory_gb is not None:
         return cluster.gpu_memory_gb
-    if cluster.gpu_type is None:
-        return None
-    return GPU_MEMORY_GIB.get(cluster.gpu_type)
+    card = card_for_type(cluster.gpu_type)
+    return card.memory_gb if card is not None else None
 
 
 def memory_problem(cfg: PointConfig, memory_gib: float | None) -> str | None:

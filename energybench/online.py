@@ -90,8 +90,7 @@ class Windows:
         return {r.name: r for r in self.meter.readings if r.name in WINDOWS}
 
     def _switch(self, new: str, edge: Edge) -> None:
-        self.meter.end(self.phase, defer=True)  # gathered with drain's, after the measured windows
-        self.meter.begin(new, at_last_end=True)
+        self.meter.switch(self.phase, new)  # one edge; its reading is gathered with drain's, after the windows
         self.bounds[self.phase][1] = edge.steps
         self.phase, self.bounds[new], self.edges_s[new] = new, [edge.steps, edge.steps], edge.at_s
         self._keep_edge(edge.steps)

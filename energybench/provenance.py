@@ -89,7 +89,7 @@ def software() -> dict:
 
 def driver_version() -> str | None:
     """The NVIDIA driver's version through NVML, or None where NVML cannot be used."""
-    from energybench.energy.nvml import Nvml, NvmlUnavailable
+    from energybench.device.nvml import Nvml, NvmlUnavailable
 
     try:
         nvml = Nvml()

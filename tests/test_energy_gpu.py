@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from energybench.distributed import DistEnv
-from energybench.energy.gpus import Claim, rank_claim, resolve
-from energybench.energy.nvml import Nvml
+from energybench.device.gpus import Claim, rank_claim, resolve
+from energybench.device.nvml import Nvml
 from energybench.energy.samples import read_gpu
 from energybench.results.samples import read_samples
 

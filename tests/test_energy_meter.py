@@ -8,9 +8,9 @@ import torch
 from fake_pynvml import FAKE_GPUS
 from energybench.distributed import DistEnv, RankError
 from energybench.energy.counters import NodeCounters
-from energybench.energy.gpus import Claim, GpuNotFound, job_gpus, node_gpus, rank_claim, resolve
+from energybench.device.gpus import Claim, GpuNotFound, job_gpus, node_gpus, rank_claim, resolve
 from energybench.energy.meter import Meter
-from energybench.energy.nvml import Nvml, NvmlUnavailable
+from energybench.device.nvml import Nvml, NvmlUnavailable
 
 CPU = torch.device("cpu")
 A, B, C = (g["uuid"] for g in FAKE_GPUS)
@@ -189,3 +189,30 @@ def test_meter_gpu_nvml_on_cpu_ranks_meters_the_visible_gpu(fake_nvml, monkeypat
     with job_gpus("nvml", None, env(), CPU) as node:
         assert [g.uuid for g in node.gpus] == [B] and node.meter
     assert fake_nvml.calls("nvmlShutdown")  # closed on exit
+
+
+def test_switch_closes_and_opens_windows_at_one_edge(fake_nvml) -> None:
+    """Meter.switch: one counter read, the sampler told the new windows once, the closed window's reading
+    delivered with the next end (online points switch rampup -> generation -> drain this way)."""
+    clock = Clock()
+    fake_nvml.configure(FAKE_GPUS, clock=clock)
+    nvml = Nvml()
+    gpus = [nvml.gpu(info) for info in nvml.gpus()]
+    told: list[tuple[str, ...]] = []
+    meter = Meter(env(), CPU, NodeCounters("node1", gpus, None), told.append)
+    meter.begin("outer")
+    meter.begin("rampup")
+    clock.t += 2
+    reads = len(fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption"))
+    told.clear()
+    meter.switch("rampup", "steady")
+    assert len(fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption")) - reads == len(gpus)  # one edge
+    assert told == [("outer", "steady")] and meter.readings == []  # rampup's reading waits for the next end
+    clock.t += 5
+    steady = meter.end("steady")
+    assert steady is not None and [r.name for r in meter.readings] == ["rampup", "steady"]
+    rampup = meter.readings[0]
+    assert rampup.energy_j[A] == pytest.approx(200, abs=1e-3) and steady.energy_j[A] == pytest.approx(500, abs=1e-3)
+    outer = meter.end("outer")
+    assert outer is not None and outer.energy_j[A] == pytest.approx(rampup.energy_j[A] + steady.energy_j[A], abs=1e-3)
+    nvml.close()

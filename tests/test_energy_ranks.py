@@ -21,7 +21,7 @@ RANK_SCRIPT = """
 import json, os, sys, time, torch
 from energybench.distributed import DistEnv, model_parallel
 from energybench.energy.counters import NodeCounters
-from energybench.energy.gpus import job_gpus
+from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter
 
 env, cpu = DistEnv.from_environ(), torch.device("cpu")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from energybench.energy.rapl import Rapl, RaplUnavailable
+from energybench.device.rapl import Rapl, RaplUnavailable
 from energybench.energy.session import open_rapl
 
 MAX_UJ = 262_143_328_850

@@ -20,7 +20,8 @@ import torch
 from fake_pynvml import FAKE_GPUS
 from energybench.distributed import DistEnv
 from energybench.energy.meter import Meter
-from energybench.energy.nvml import Nvml
+from energybench.device.limits import GpuLimit
+from energybench.device.nvml import Nvml
 from energybench.energy.sampler import Sampler, SamplerError
 from energybench.results.samples import read_samples
 from energybench.results.schema import SAMPLES
@@ -42,8 +43,8 @@ def alive(pid: int) -> bool:
 
 def test_rate_rows_and_nothing_read_in_the_measured_process(fake_nvml, tmp_path: Path) -> None:
     nvml, gpus = open_gpus(2)
-    constant = {g.uuid: {"power_cap_w": 250.0, "enforced_limit_w": 250.0} for g in gpus}
-    sampler = Sampler(gpus, False, 50.0, tmp_path / "samples" / "node=n1", 0.5, constant, FIELDS)
+    limits = {g.uuid: GpuLimit(g.uuid, g.index, 250.0, 700.0, 250.0) for g in gpus}
+    sampler = Sampler(gpus, False, 50.0, tmp_path / "samples" / "node=n1", 0.5, limits, FIELDS)
     sampler.start()
     meter = Meter(DistEnv.single(), torch.device("cpu"), None, sampler.set_windows)
     threads, calls = threading.active_count(), len(fake_nvml.calls())
@@ -133,7 +134,7 @@ def test_sigkilled_process_leaves_only_readable_parts_and_a_note(fake_nvml, tmp_
 
 PARENT_SCRIPT = """
 import sys, time
-from energybench.energy.nvml import Nvml
+from energybench.device.nvml import Nvml
 from energybench.energy.sampler import Sampler
 nvml = Nvml()
 sampler = Sampler([nvml.gpu(info) for info in nvml.gpus()], False, 20.0, __import__("pathlib").Path(sys.argv[1]), 60.0)

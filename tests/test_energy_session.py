@@ -13,7 +13,8 @@ import torch
 from fake_pynvml import FAKE_GPUS
 from energybench.config import MeterConfig
 from energybench.distributed import DistEnv
-from energybench.energy.gpus import job_gpus
+from energybench.device.gpus import job_gpus
+from energybench.device.limits import GpuLimit
 from energybench.energy.session import measurement
 from energybench.results.samples import read_samples
 
@@ -45,7 +46,7 @@ def run(tmp_path: Path, limits: dict | None = None, cpu: str = "none",
 
 def test_idle_phases_and_cross_check(fake_nvml, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the rank's GPU is NVML's GPU 1, drawing 200 W
-    row, gpus = run(tmp_path, {B: {"power_cap_w": None, "found_limit_w": 700.0, "enforced_limit_w": 700.0}})
+    row, gpus = run(tmp_path, {B: GpuLimit(B, 1, None, 700.0, 700.0)})
     assert [g["gpu_uuid"] for g in gpus] == [B]
     g = gpus[0]
     assert g["energy_j"] == pytest.approx(200 * row["duration_s"], rel=0.03)

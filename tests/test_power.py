@@ -14,7 +14,8 @@ import pytest
 from fake_pynvml import FAKE_GPUS
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, RankError
-from energybench.energy.nvml import Nvml
+from energybench.device.nvml import Nvml
+from energybench.device.limits import GpuLimit
 from energybench.power.cap import apply, power_limits
 from energybench.power.state import read_state, state_path
 
@@ -49,7 +50,7 @@ def test_set_verify_then_restore(fake_nvml, gpus, tmp_path: Path) -> None:
         assert fake_nvml.limits_w() == {A: 250.0, B: 250.0, C: 250.0}
         saved = read_state(state_path(tmp_path, ENV.hostname))  # written before any change
         assert {g.uuid: g.limit_w for g in saved.gpus} == FOUND and saved.backend == "nvml"
-        assert limits.columns()[B] == {"power_cap_w": 250.0, "found_limit_w": 700.0, "enforced_limit_w": 250.0}
+        assert limits.gpus[B] == GpuLimit(B, 1, 250.0, 700.0, 250.0)
     assert fake_nvml.limits_w() == FOUND
     assert not state_path(tmp_path, ENV.hostname).exists()
 
@@ -128,7 +129,7 @@ def test_backend_none_enforce_refuses_observe_records(fake_nvml, gpus, tmp_path:
         with power_limits(PowerConfig(backend="none", policy="enforce"), 250.0, ENV, gpus, tmp_path):
             pass
     with power_limits(PowerConfig(backend="none", policy="observe"), 250.0, ENV, gpus, tmp_path) as limits:
-        assert limits.columns()[A] == {"power_cap_w": 250.0, "found_limit_w": 700.0, "enforced_limit_w": 700.0}
+        assert limits.gpus[A] == GpuLimit(A, 0, 250.0, 700.0, 700.0)
         assert "power.policy=observe: ran anyway" in limits.notes[0]
     with power_limits(PowerConfig(backend="none"), 700.0, ENV, gpus, tmp_path) as limits:  # already so: fine
         assert limits.notes == []
@@ -137,7 +138,7 @@ def test_backend_none_enforce_refuses_observe_records(fake_nvml, gpus, tmp_path:
 
 def test_no_cap_records_limits_as_found(fake_nvml, gpus, tmp_path: Path) -> None:
     with power_limits(PowerConfig(backend="nvml"), None, ENV, gpus, tmp_path) as limits:
-        assert limits.columns()[C] == {"power_cap_w": None, "found_limit_w": 700.0, "enforced_limit_w": 700.0}
+        assert limits.gpus[C] == GpuLimit(C, 2, None, 700.0, 700.0)
     assert fake_nvml.calls("nvmlDeviceSetPowerManagementLimit") == []
 
 

@@ -125,7 +125,7 @@ def why_missing(points: pd.DataFrame, metric: str) -> str:
     if metric in ("roofline_frac", "roofline_tokens_per_s", "tdp_frac") and d.get("card", pd.Series()).isna().all():
         names = ", ".join(sorted({str(n) for n in d.get("gpu_name", pd.Series(dtype=object)).dropna()})) or "none"
         return (f"no known GPU among these points (gpu_name: {names}); known cards are listed in "
-                "energybench.results.hardware")
+                "energybench.device.cards (add one: docs/extending.md, \"Add a GPU card\")")
     return f"{metric} is null in every finished point"
 
 

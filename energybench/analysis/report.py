@@ -136,7 +136,8 @@ def build(paths: Sequence[str | Path], fig_dir: Path, dpi: int = 110,
     blocks += _checks(points)
     blocks += _table("Known GPUs", pd.DataFrame(results.cards_table()),
                      "Datasheet memory bandwidth (GB/s = 10^9 bytes/s), board power and memory used for the "
-                     "roofline; a card not listed here gets no roofline (add it to energybench.results.hardware).")
+                     "roofline; a card not listed here gets no roofline "
+                     "(add it: docs/extending.md, \"Add a GPU card\").")
     return blocks, points
 
 

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from energybench.energy.meter import Count
-from energybench.energy.nvml import Gpu, NvmlFault
-from energybench.energy.rapl import Rapl
+from energybench.device.nvml import Gpu, NvmlFault
+from energybench.device.rapl import Rapl
 
 log = logging.getLogger("energybench.energy")
 

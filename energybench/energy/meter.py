@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from energybench.distributed import DistEnv, gather
-from energybench.results.metrics import sum_or_none
+from energybench.util.numbers import sum_or_none
 
 log = logging.getLogger("energybench.energy")
 
@@ -92,9 +92,8 @@ class Meter:
         self.on_windows = on_windows  # told the open windows after each change (the node's sampler labels rows)
         self._open: dict[str, tuple[float, dict[str, Count | None]]] = {}
         self._stack: list[str] = []  # open windows, innermost last
-        self._last_edge: tuple[float, dict[str, Count | None]] | None = None  # the latest end's
         self.readings: list[Reading] = []
-        self._pending: list[tuple[str, float, dict[str, float | None]]] = []  # deferred ends, not gathered yet
+        self._pending: list[tuple[str, float, dict[str, float | None]]] = []  # closed, not gathered yet
         self.last_counts: dict[str, Count | None] = {}
 
     def _edge(self) -> tuple[float, dict[str, Count | None]]:
@@ -106,30 +105,45 @@ class Meter:
         self.last_counts = counters  # this node's counters at the latest edge (online points attribute from them)
         return time.perf_counter(), counters
 
-    def begin(self, name: str, at_last_end: bool = False) -> None:
-        """Open `name`. at_last_end: it starts where the window just closed ended, with nothing run between
-        (prefill -> decode): that edge's reading is reused, saving a sync, a barrier and a counter read."""
+    def begin(self, name: str) -> None:
+        """Open `name` at a new edge (every rank synchronizes its device and meets the others)."""
         assert name not in self._open, f"window {name!r} is already open"
-        self._open[name] = self._last_edge if at_last_end and self._last_edge else self._edge()
+        self._open[name] = self._edge()
         self._stack.append(name)
-        if self.on_windows is not None:
-            self.on_windows(tuple(self._stack))
+        self._tell_windows()
 
-    def end(self, name: str, defer: bool = False) -> Reading | None:
-        """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None.
+    def end(self, name: str) -> Reading | None:
+        """Close `name`; rank 0 gets the Reading (also appended to .readings), other ranks None. Windows closed
+        by `switch` since the last end are gathered with this one, in one collective."""
+        self._close(name, self._edge())
+        self._tell_windows()
+        return self._gather_pending()
 
-        defer: for a window the next one starts from (prefill -> decode, same edge), keep its deltas here
-        and return None; the next end without defer gathers them with its own in one collective, so the
-        gather never runs inside a measured window."""
-        self._last_edge = edge = self._edge()
+    def switch(self, closing: str, opening: str) -> None:
+        """Close `closing` and open `opening` at one shared edge (prefill -> decode, rampup -> steady): one
+        sync, one barrier, one counter read. The closed window's deltas stay here until the next `end`, which
+        gathers them with its own, so no collective runs inside `opening`."""
+        assert opening not in self._open, f"window {opening!r} is already open"
+        edge = self._edge()
+        self._close(closing, edge)
+        self._open[opening] = edge
+        self._stack.append(opening)
+        self._tell_windows()
+
+    def is_open(self, name: str) -> bool:
+        return name in self._open
+
+    def _close(self, name: str, edge: tuple[float, dict[str, Count | None]]) -> None:
         t1, c1 = edge
         self._stack.remove(name)
-        if self.on_windows is not None:
-            self.on_windows(tuple(self._stack))
         t0, c0 = self._open.pop(name)
         self._pending.append((name, t1 - t0, {key: delta_j(c0.get(key), count) for key, count in c1.items()}))
-        if defer:
-            return None
+
+    def _tell_windows(self) -> None:
+        if self.on_windows is not None:
+            self.on_windows(tuple(self._stack))
+
+    def _gather_pending(self) -> Reading | None:
         pending, self._pending = self._pending, []
         deltas = [d for _, _, d in pending]
         if self.env.world_size > 1:
@@ -149,22 +163,25 @@ class Meter:
 
 
 class PhaseWindows:
-    """Engine hooks that open `<prefix>/prefill` and `<prefix>/decode` windows."""
+    """Engine hooks that open `<prefix>/prefill` and `<prefix>/decode` windows. Decode starts where prefill ends,
+    so prefill's end is one `Meter.switch` into decode; the engine's `phase_start("decode")` that follows finds
+    decode open already."""
 
     def __init__(self, meter: Meter, prefix: str) -> None:
         self.meter = meter
         self.prefix = prefix
         self.readings: dict[str, Reading] = {}
-        self._just_ended = False  # engines start decode right after prefill ends: one edge serves both
 
     def phase_start(self, phase: str) -> None:
-        self.meter.begin(f"{self.prefix}/{phase}", at_last_end=self._just_ended)
-        self._just_ended = False
+        name = f"{self.prefix}/{phase}"
+        if not (phase == "decode" and self.meter.is_open(name)):
+            self.meter.begin(name)
 
     def phase_end(self, phase: str) -> None:
-        self._just_ended = True
-        # prefill's reading is gathered with decode's: its collective would otherwise run in decode's window
-        if self.meter.end(f"{self.prefix}/{phase}", defer=phase == "prefill") is not None:
+        if phase == "prefill":
+            self.meter.switch(f"{self.prefix}/prefill", f"{self.prefix}/decode")
+            return
+        if self.meter.end(f"{self.prefix}/{phase}") is not None:
             for reading in self.meter.readings[-2:]:
                 if reading.name.startswith(f"{self.prefix}/"):
                     self.readings[reading.name.rsplit("/", 1)[1]] = reading

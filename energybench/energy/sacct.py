@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from energybench.results.load import point_dirs
 from energybench.results.schema import RUN, table
-from energybench.results.store import write_parquet
+from energybench.util.files import write_parquet
 
 TIMEOUT_S = 60.0
 

@@ -10,9 +10,11 @@ import sys
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Mapping
 
 import energybench
-from energybench.energy.nvml import Gpu
+from energybench.device.limits import GpuLimit
+from energybench.device.nvml import Gpu
 
 log = logging.getLogger("energybench.energy")
 
@@ -43,12 +45,13 @@ class Sampler:
     """
 
     def __init__(self, gpus: list[Gpu], rapl: bool, hz: float, out_dir: Path | None, flush_s: float,
-                 constant: dict[str, dict] | None = None, node_fields: dict | None = None) -> None:
+                 limits: Mapping[str, GpuLimit] | None = None, node_fields: dict | None = None) -> None:
         self.hz = sampler_hz(hz, any(not g.has_energy_counter for g in gpus), rapl)
         self.needed = self.hz > 0 and bool(gpus or rapl)
         self.config = {"gpus": [(g.uuid, g.index, g.name) for g in gpus], "rapl": rapl, "hz": self.hz,
                        "out_dir": str(out_dir) if hz > 0 and out_dir is not None else None, "flush_s": flush_s,
-                       "constant": constant or {}, "node_fields": node_fields or {}}
+                       "constant": {uuid: lim.sample_columns() for uuid, lim in (limits or {}).items()},
+                       "node_fields": node_fields or {}}
         self.notes: list[str] = []  # faults seen by the process, and its loss
         self.stats: dict[str, dict[str, dict]] = {}  # window -> GPU UUID -> WindowStats.summary(), after stop
         self.ticks = 0

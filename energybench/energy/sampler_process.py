@@ -26,8 +26,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from energybench.energy.nvml import GpuInfo, Nvml, NvmlFault
-from energybench.energy.rapl import Rapl
+from energybench.device.nvml import GpuInfo, Nvml, NvmlFault
+from energybench.device.rapl import Rapl
 from energybench.energy.samples import PartWriter, WindowStats, read_gpu
 
 log = logging.getLogger("energybench.energy")

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from energybench.energy.nvml import Gpu
+from energybench.device.nvml import Gpu
 from energybench.results.schema import SAMPLES_FILE, table
-from energybench.results.store import write_parquet
+from energybench.util.files import write_parquet
 
 
 def read_gpu(gpu: Gpu, energy: bool = True) -> dict:

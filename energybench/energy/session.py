@@ -7,20 +7,22 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
 from energybench.config import MeterConfig
+from energybench.device.gpus import NodeGpus
+from energybench.device.limits import NO_LIMIT_COLUMNS, GpuLimit
+from energybench.device.rapl import Rapl, RaplUnavailable
 from energybench.distributed import DistEnv, agree, gather
 from energybench.energy.counters import NodeCounters
-from energybench.energy.gpus import NodeGpus
 from energybench.energy.meter import Meter, Reading
-from energybench.energy.rapl import Rapl, RaplUnavailable
 from energybench.energy.sampler import Sampler, SamplerError
-from energybench.results.metrics import CROSS_CHECK_TOLERANCE, mean_or_none, ratio, sum_or_none
+from energybench.results.metrics import CROSS_CHECK_TOLERANCE
 from energybench.results.schema import GPUS, table
-from energybench.results.store import write_parquet
+from energybench.util.files import write_parquet
+from energybench.util.numbers import mean_or_none, ratio, sum_or_none
 
 log = logging.getLogger("energybench.energy")
 
@@ -29,8 +31,9 @@ class Measurement:
     """The meter every rank uses, and on the node leader the counters and sampler process behind it (the
     sampler is None where nothing needs one: meter.sample_hz=0 with every GPU counted and no RAPL)."""
 
-    def __init__(self, cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
-                 power_notes: list[str], rapl: Rapl | None, notes: list[str], samples_dir: Path, fields: dict) -> None:
+    def __init__(self, cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus,
+                 limits: Mapping[str, GpuLimit], power_notes: list[str], rapl: Rapl | None, notes: list[str],
+                 samples_dir: Path, fields: dict) -> None:
         self.cfg, self.env = cfg, env
         self.limits, self.power_notes = limits, power_notes
         self.notes = list(node.notes) + notes  # this node's, for run.parquet's energy_notes
@@ -38,9 +41,7 @@ class Measurement:
         self.sampler: Sampler | None = None
         self.counters: NodeCounters | None = None
         if env.is_node_leader:
-            constant = {uuid: {"power_cap_w": lim["power_cap_w"], "enforced_limit_w": lim["enforced_limit_w"]}
-                        for uuid, lim in limits.items()}
-            sampler = Sampler(self.gpus, rapl is not None, cfg.sample_hz, samples_dir, cfg.flush_s, constant, fields)
+            sampler = Sampler(self.gpus, rapl is not None, cfg.sample_hz, samples_dir, cfg.flush_s, limits, fields)
             self.sampler = sampler if sampler.needed else None
             self.counters = NodeCounters(env.hostname, self.gpus, rapl, self.sampler.read if self.sampler else None)
         self.meter = Meter(env, device, self.counters, self.sampler.set_windows if self.sampler else None)
@@ -82,7 +83,7 @@ class Measurement:
             note = None if gpu.has_energy_counter else (
                 f"no energy counter (pre-Volta?): energy integrated from power samples at {hz:g} Hz")
             gpus.append({"uuid": gpu.uuid, "index": gpu.index, "name": gpu.name, "method": method, "note": note,
-                         "stats": stats.get(gpu.uuid, {}), "limit": self.limits.get(gpu.uuid)})
+                         "stats": stats.get(gpu.uuid, {}), "limit": self.limits.get(gpu.uuid)})  # a GpuLimit
         return {"node": self.env.hostname, "gpus": gpus,
                 "notes": self.notes + self.counters.notes + (self.sampler.notes if self.sampler else [])
                 + [f for gpu in self.gpus for f in gpu.faults], "power_notes": self.power_notes}
@@ -90,7 +91,7 @@ class Measurement:
 
 def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], idle: Reading | None) -> dict:
     """One gpus.parquet row from a node's report of one GPU and rank 0's window readings."""
-    uuid, stats, limit = g["uuid"], g["stats"], g["limit"] or {}
+    uuid, stats, limit = g["uuid"], g["stats"], g["limit"]
     energy_j = generation.energy_j.get(uuid)
 
     def phase_j(phase: str) -> float | None:  # None, not 0, where no batch windows ran (online points)
@@ -106,8 +107,7 @@ def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], id
         "gpu_util_pct": stats.get("gpu_util_pct"), "gpu_mem_used_frac": stats.get("gpu_mem_used_frac"),
         "counter_vs_integral": ratio(stats.get("counter_j"), stats.get("integral_j")),
         "samples": stats.get("samples", 0),
-        "power_cap_w": limit.get("power_cap_w"), "found_limit_w": limit.get("found_limit_w"),
-        "enforced_limit_w": limit.get("enforced_limit_w"), "energy_method": g["method"],
+        **(limit.gpu_columns() if limit is not None else NO_LIMIT_COLUMNS), "energy_method": g["method"],
         "note": g["note"] if energy_j is not None else "; ".join(filter(None, [g["note"], "energy not measured"])),
     }
 
@@ -152,12 +152,11 @@ def open_rapl(mode: str, host: str) -> tuple[Rapl | None, list[str], str | None]
 
 
 @contextmanager
-def measurement(cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: dict[str, dict],
+def measurement(cfg: MeterConfig, env: DistEnv, device: torch.device, node: NodeGpus, limits: Mapping[str, GpuLimit],
                 power_notes: list[str], pdir: Path, fields: dict) -> Iterator[Measurement]:
     """Collective: open RAPL and start the sampler process on each node leader (its start-up, paid here, is outside
-    every window); it stops (last part written) on exit. `limits` (GPU UUID -> power_cap_w, found_limit_w,
-    enforced_limit_w) go on the GPU's sample and gpus.parquet rows, `fields` (point_id, attempt) on every sample
-    row."""
+    every window); it stops (last part written) on exit. `limits` (GPU UUID -> GpuLimit, from power.cap) go on
+    the GPU's sample and gpus.parquet rows, `fields` (point_id, attempt) on every sample row."""
     rapl, notes, error = open_rapl(cfg.cpu, env.hostname) if env.is_node_leader else (None, [], None)
     samples_dir = pdir / "samples" / f"node={env.hostname}"
     m = Measurement(cfg, env, device, node, limits, power_notes, rapl, notes, samples_dir, fields)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from energybench.nodes import node_name
-from energybench.energy.nvml import Nvml, NvmlUnavailable
+from energybench.device.nvml import Nvml, NvmlUnavailable
 from energybench.power.backends import LimitError
 from energybench.power.cap import restore_saved
 from energybench.power.state import PowerState, read_state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from typing import Protocol
 
-from energybench.energy.nvml import Gpu, NvmlFault
+from energybench.device.nvml import Gpu, NvmlFault
 
 COMMAND_TIMEOUT_S = 120.0
 

@@ -13,23 +13,13 @@ from typing import Iterator
 
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, agree
-from energybench.energy.nvml import Gpu, GpuInfo, Nvml, NvmlFault
+from energybench.device.limits import GpuLimit
+from energybench.device.nvml import Gpu, GpuInfo, Nvml, NvmlFault
 from energybench.power.backends import Backend, LimitError, make_backend
 from energybench.power.state import PowerState, SavedLimit, read_state, state_path, write_state
 
 log = logging.getLogger("energybench.power")
 TOLERANCE_W = 0.5  # limits are set in mW; a read-back within this is the requested value
-
-
-@dataclass(frozen=True)
-class GpuLimit:
-    """One GPU's limits for this point, watts."""
-
-    uuid: str
-    index: int
-    power_cap_w: float | None  # requested (None: left as found)
-    found_limit_w: float  # power management limit before the point
-    enforced_limit_w: float  # enforced limit read back after applying
 
 
 @dataclass
@@ -41,10 +31,9 @@ class PowerLimits:
     state: PowerState | None = None
     state_file: Path | None = None
 
-    def columns(self) -> dict[str, dict]:
-        """GPU UUID -> power_cap_w, found_limit_w, enforced_limit_w (the columns of samples and gpus.parquet)."""
-        return {u: {"power_cap_w": g.power_cap_w, "found_limit_w": g.found_limit_w,
-                    "enforced_limit_w": g.enforced_limit_w} for u, g in self.gpus.items()}
+    def columns(self) -> dict[str, GpuLimit]:
+        """GPU UUID -> its GpuLimit, as energy.session.measurement takes them (the same dict as `.gpus`)."""
+        return self.gpus
 
 
 @contextmanager

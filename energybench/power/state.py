@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from energybench.results.store import write_text
+from energybench.util.files import write_text
 
 
 @dataclass(frozen=True)

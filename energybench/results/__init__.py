@@ -1,6 +1,6 @@
 """Results: Parquet schemas, crash-safe writers, metric definitions and readers."""
 
-from energybench.results.hardware import card_for, cards_table
+from energybench.device.cards import card_for, cards_table
 from energybench.results.load import load, point_dirs, points
 from energybench.results.status import BrokenFileError, BrokenFileWarning
 from energybench.results.tables import batches, gpu_samples, gpus

@@ -36,7 +36,7 @@ Carbon and money from the measured energy (`carbon_cost`; factors from the point
     cost_per_mtoken_usd      = cost_usd / tokens * 1e6
     co2_total_g, co2_total_per_token_g, cost_total_usd, cost_total_per_mtoken_usd: the same from total_energy_j
 
-bandwidth and TDP come from `energybench.results.hardware` (vendor datasheets) by `gpu_name`, else the
+bandwidth and TDP come from `energybench.device.cards` (vendor datasheets) by `gpu_name`, else the
 cluster's `gpu_type`. See docs/methodology.md for why the roofline is drawn this way.
 
 `duration_s` and `energy_j` cover the same window: from the first measured batch's start to the
@@ -46,8 +46,9 @@ A metric whose input was not measured is None (null in Parquet), never 0.
 
 from __future__ import annotations
 
-from statistics import fmean
 from typing import TYPE_CHECKING, Iterable
+
+from energybench.util.numbers import mean_or_none, ratio, sum_or_none  # noqa: F401 (results.metrics.ratio, ...)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,12 +56,6 @@ if TYPE_CHECKING:
 # counter_vs_integral further than this from 1: the point logs a warning and the report lists it.
 CROSS_CHECK_TOLERANCE = 0.05
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
-
-
-def ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den == 0:
-        return None
-    return num / den
 
 
 def derived(tokens: int, responses: int, duration_s: float, energy_j: float | None,
@@ -74,21 +69,6 @@ def derived(tokens: int, responses: int, duration_s: float, energy_j: float | No
         "energy_per_response_j": ratio(energy_j, responses),
         "net_energy_j": net,
     }
-
-
-def sum_or_none(values: Iterable[float | None]) -> float | None:
-    """Sum, or None if any part was not measured."""
-    total = 0.0
-    for v in values:
-        if v is None:
-            return None
-        total += v
-    return total
-
-
-def mean_or_none(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return fmean(present) if present else None
 
 
 def run_metrics(batches: list[dict], duration_s: float, energy_j: float | None,
@@ -149,7 +129,7 @@ def derive_points(points: "pd.DataFrame") -> "pd.DataFrame":
     import numpy as np
     import pandas as pd
 
-    from energybench.results.hardware import card_for
+    from energybench.device.cards import card_for
 
     df = points.copy()
 

@@ -1,43 +1,16 @@
-"""Crash-safe files of a point: each is written whole to a temporary name, then renamed into place."""
+"""A point's status.json; the crash-safe writers (energybench.util.files) re-exported for results' callers."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from energybench.results import owner
+from energybench.util.files import write_parquet, write_text  # noqa: F401 (re-exported)
 
 STATES = ("pending", "running", "done", "failed", "skipped")
-
-
-def _atomic(path: Path, write, durable: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        if durable:  # on disk before it replaces the old file, even if the node crashes
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_parquet(table: pa.Table, path: Path, durable: bool = True) -> None:
-    """Write `table` to `path` so that readers (and a killed writer) only ever leave a complete file.
-    durable=False skips the fsync: for rewrites inside a measured window, which a later durable write
-    supersedes (an fsync on a shared file system can take long, and every rank waits for it)."""
-    _atomic(path, lambda tmp: pq.write_table(table, tmp), durable)
-
-
-def write_text(text: str, path: Path) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_status(point_dir: Path, state: str, reason: str | None = None, **extra: Any) -> dict:

@@ -59,10 +59,12 @@ class EnergybenchSweeper(BasicSweeper):
         split their model; any other bad value, or no valid point at all, exits 2 with its message."""
         from energybench.config import ConfigError, ShardsError
         from energybench.confload import to_point_config
+        from energybench.device.cards import known_cards
 
         assert self.hydra_context is not None and self.config is not None
         valid, invalid = [], []
         try:
+            known_cards()  # a site cards file ($ENERGYBENCH_CARDS) that does not read is a bad input too
             for job in jobs:
                 try:
                     valid.append((job, to_point_config(self.hydra_context.config_loader.load_sweep_config(

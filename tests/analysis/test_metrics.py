@@ -9,7 +9,7 @@ import pytest
 
 import energybench.results as results
 from energybench.config import ModelConfig
-from energybench.results.hardware import card_for
+from energybench.device.cards import card_for
 from energybench.results.metrics import kv_bytes_per_token, roofline_tokens_per_s, weight_bytes_per_step
 
 from .energy_fixture import IDLE_W

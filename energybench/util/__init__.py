@@ -1,0 +1,1 @@
+"""Helpers every layer may import (numbers that may be missing, crash-safe file writes); they import no energybench."""
