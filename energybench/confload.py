@@ -56,7 +56,12 @@ def compose(overrides: Sequence[str] = ()) -> PointConfig:
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+    options = {p.stem for p in (conf_dir() / group).glob("*.yaml")}
+    if group == "dataset":  # site datasets registered as specs (energybench.data.registry)
+        from energybench.data.registry import config_group_options
+
+        options.update(config_group_options())
+    return sorted(options)
 
 
 def _check_key(key: str) -> None:
