@@ -57,10 +57,14 @@ def compose(overrides: Sequence[str] = ()) -> PointConfig:
 
 def group_options(group: str) -> list[str]:
     options = {p.stem for p in (conf_dir() / group).glob("*.yaml")}
-    if group == "dataset":  # site datasets registered as specs (energybench.data.registry)
-        from energybench.data.registry import config_group_options
+    if group == "dataset":  # site datasets registered as specs (energybench.data.registry): composable too
+        from hydra.core.config_store import ConfigStore
 
-        options.update(config_group_options())
+        from energybench.data.registry import site_config_nodes
+
+        for name, node in site_config_nodes().items():
+            ConfigStore.instance().store(group="dataset", name=name, node=node)
+            options.add(name)
     return sorted(options)
 
 

@@ -3,7 +3,7 @@
 A dataset is registered once, as a `DatasetSpec`: the built-ins (alpaca, gsm8k, synthetic) in
 energybench/data/builtin.py; a site's by `register_dataset` in a module named by $ENERGYBENCH_PLUGINS,
 or by a spec file `<name>.yaml` in a folder of $ENERGYBENCH_DATASETS. Registering a spec also makes
-`dataset=<name>` composable (a Hydra ConfigStore node holding its DatasetConfig defaults). An unknown
+`dataset=<name>` composable (confload stores its DatasetConfig defaults in Hydra's ConfigStore). An unknown
 name is an error; no dataset ever falls back to another's template.
 """
 
@@ -72,8 +72,6 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     if not spec.synthetic and (not spec.fields or spec.reference not in spec.fields):
         raise ValueError(f"dataset {spec.name}: reference={spec.reference!r} must be one of fields={spec.fields}")
     _SPECS[spec.name] = spec
-    if taken is None and not _builtin(spec.name):
-        _store_config_node(spec)
     return spec
 
 
@@ -165,20 +163,13 @@ def _load_site(environ: Mapping[str, str] | None = None) -> None:
                 raise UnknownDataset(f"{path}: {e}") from None
 
 
-def _builtin(name: str) -> bool:
-    return name in ("alpaca", "gsm8k", "synthetic")  # their conf/dataset/<name>.yaml hold the defaults
+BUILTIN = ("alpaca", "gsm8k", "synthetic")  # their presets are conf/dataset/<name>.yaml
 
 
-def _store_config_node(spec: DatasetSpec) -> None:
-    """`dataset=<name>` composes from Hydra's ConfigStore (searched after the conf/ folders)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(group="dataset", name=spec.name, node=spec.config_defaults())
-
-
-def config_group_options() -> list[str]:
-    """Dataset names `dataset=` accepts beyond conf/dataset/*.yaml (the registered site datasets)."""
-    return [n for n in dataset_names() if not _builtin(n)]
+def site_config_nodes() -> dict[str, dict[str, Any]]:
+    """{name: DatasetConfig defaults} of every registered site dataset: the Hydra layer (confload) stores
+    them in Hydra's ConfigStore, so `dataset=<name>` composes without a conf/dataset/<name>.yaml."""
+    return {n: _SPECS[n].config_defaults() for n in dataset_names() if n not in BUILTIN}
 
 
 from energybench.data import builtin  # noqa: E402,F401  registers alpaca, gsm8k and synthetic
