@@ -2,7 +2,8 @@
 
 A dataset is registered once, as a `DatasetSpec`: the built-ins (alpaca, gsm8k, synthetic) in
 energybench/data/builtin.py; a site's by `register_dataset` in a module named by $ENERGYBENCH_PLUGINS,
-or by a spec file `<name>.yaml` in a folder of $ENERGYBENCH_DATASETS. Registering a spec also makes
+or by a spec file `<name>.yaml` in a folder of $ENERGYBENCH_DATASETS (or in `datasets/` of a folder of
+$ENERGYBENCH_CONFIG_PATH, the site's presets). Registering a spec also makes
 `dataset=<name>` composable (confload stores its DatasetConfig defaults in Hydra's ConfigStore). An unknown
 name is an error; no dataset ever falls back to another's template.
 """
@@ -21,6 +22,7 @@ from energybench.data.records import DataError
 from energybench.plugins import load_plugins
 
 DATASETS_ENV = "ENERGYBENCH_DATASETS"  # folders (os.pathsep-separated) of <name>.yaml dataset specs
+CONFIG_PATH_ENV = "ENERGYBENCH_CONFIG_PATH"  # a site's preset folders; their datasets/ subfolders hold specs too
 
 Template = Union[str, Callable[[Mapping[str, Any]], str]]  # str.format over a record's fields, or a function
 
@@ -149,11 +151,14 @@ def read_spec(path: Path) -> DatasetSpec:
 def _load_site(environ: Mapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     load_plugins(env)
-    for folder in filter(None, env.get(DATASETS_ENV, "").split(os.pathsep)):
+    presets = [str(Path(f) / "datasets") for f in env.get(CONFIG_PATH_ENV, "").split(os.pathsep) if f]
+    for folder in [*filter(None, env.get(DATASETS_ENV, "").split(os.pathsep)), *presets]:
         if folder in _read_dirs:
             continue
         _read_dirs.add(folder)
         if not Path(folder).is_dir():
+            if folder in presets:
+                continue  # a preset folder without datasets/
             raise UnknownDataset(f"{DATASETS_ENV}={env[DATASETS_ENV]}: {folder} is not a directory")
         for path in sorted(Path(folder).glob("*.yaml")):
             spec = read_spec(path)
