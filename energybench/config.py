@@ -372,7 +372,10 @@ def _check_PointConfig(p: PointConfig, prefix: str) -> None:
         raise ConfigError(f"top_p={p.top_p!r}: must be in (0, 1]")
     if p.power_cap is not None:
         _positive("power_cap", p.power_cap)
-    _choice("engine", p.engine, engine_names())
+    try:
+        _choice("engine", p.engine, engine_names())
+    except ValueError as e:  # a site plugin module that cannot be imported (energybench.plugins)
+        raise ConfigError(str(e)) from None
     _choice("length", p.length, LENGTH_MODES)
     _choice("dtype", p.dtype, DTYPES)
     _choice("device", p.device, DEVICES)

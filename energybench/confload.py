@@ -62,7 +62,11 @@ def group_options(group: str) -> list[str]:
 
         from energybench.data.registry import site_config_nodes
 
-        for name, node in site_config_nodes().items():
+        try:
+            nodes = site_config_nodes()
+        except ValueError as e:  # a bad spec file or plugin module: one line naming it
+            raise ConfigError(str(e)) from None
+        for name, node in nodes.items():
             ConfigStore.instance().store(group="dataset", name=name, node=node)
             options.add(name)
     return sorted(options)

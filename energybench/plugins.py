@@ -13,7 +13,7 @@ ENTRY_POINT_GROUPS = ("energybench.engines", "energybench.datasets")  # installe
 _loaded: set[str] = set()
 
 
-class PluginError(ImportError):
+class PluginError(ValueError):
     """A module named in $ENERGYBENCH_PLUGINS or an entry point that cannot be imported."""
 
 

@@ -90,3 +90,13 @@ def test_a_spec_whose_template_names_a_missing_field_is_rejected_before_running(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "dataset.template='{question}': {question} is not a field of trivia records; use placeholders {q}, {a}" \
         in proc.stderr
+
+
+def test_a_malformed_spec_file_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    env = site(tmp_path)
+    spec = tmp_path / "datasets" / "trivia.yaml"
+    spec.write_text(SPEC.replace("reference: a", "answer: a"))
+    proc = sweep(tmp_path, "experiment=quickstart", "dataset=trivia", f"out_dir={tmp_path / 'out'}", **env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(f"error: {spec}: unknown key answer; a dataset spec has ") and \
+        len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -125,3 +125,11 @@ def test_an_unregistered_engine_is_a_one_line_error(tmp_path: Path) -> None:
                  f"out_dir={tmp_path / 'out'}", **plugin(tmp_path))
     assert proc.returncode != 0 and "engine=recompute cannot run workload=online" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plugin_module_that_cannot_be_imported_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = sweep(tmp_path, "experiment=quickstart", f"out_dir={tmp_path / 'out'}",
+                 ENERGYBENCH_PLUGINS="no_such_site_module")
+    assert proc.returncode != 0
+    assert "ENERGYBENCH_PLUGINS=no_such_site_module: cannot import no_such_site_module" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ import yaml
 
 from energybench.data.catalog import KnownFile
 from energybench.data.records import DataError
-from energybench.plugins import load_plugins
+from energybench.plugins import PluginError, load_plugins
 
 DATASETS_ENV = "ENERGYBENCH_DATASETS"  # folders (os.pathsep-separated) of <name>.yaml dataset specs
 CONFIG_PATH_ENV = "ENERGYBENCH_CONFIG_PATH"  # a site's preset folders; their datasets/ subfolders hold specs too
@@ -105,6 +105,8 @@ def dataset_problem(cfg: Any, prefix: str = "dataset.") -> str | None:
     """What is wrong with DatasetConfig `cfg` for its spec (name, split, like, template), or None."""
     try:
         spec = get_dataset(cfg.name)
+    except PluginError as e:
+        return str(e)
     except UnknownDataset as e:
         return str(e).replace("dataset.name=", f"{prefix}name=", 1)
     if spec.synthetic and cfg.like not in spec.lengths_like:

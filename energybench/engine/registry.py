@@ -50,7 +50,8 @@ def register_engine(name: str, factory: Factory, online: Factory | None = None) 
 
 
 def engine_names() -> tuple[str, ...]:
-    """Every registered engine name, after importing the site's plugin modules."""
+    """Every registered engine name, after importing the site's plugin modules (PluginError, a ValueError
+    whose one line names the module, when one cannot be imported)."""
     load_plugins()
     return tuple(_ENGINES)
 
