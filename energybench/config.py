@@ -352,7 +352,8 @@ def _check_online(p: PointConfig) -> None:
     if p.workload != "online":
         return
     if p.engine not in online_engine_names():
-        raise ConfigError(f"engine={p.engine} cannot run workload=online: it runs each batch to its end and cannot "
+        loop = "Meta's static loop" if p.engine == "reference" else "it"
+        raise ConfigError(f"engine={p.engine} cannot run workload=online: {loop} runs a batch to its end and cannot "
                           f"admit a request mid-batch; use engine={'|'.join(online_engine_names())} (continuous batching)")
     if p.online.rate is None:
         raise ConfigError("workload=online needs online.rate=<requests per second>, e.g. online.rate=4")
