@@ -11,6 +11,7 @@ PLUGINS_ENV = "ENERGYBENCH_PLUGINS"  # comma-separated module names, e.g. ENERGY
 ENTRY_POINT_GROUPS = ("energybench.engines", "energybench.datasets")  # installed packages' plugin modules
 
 _loaded: set[str] = set()
+_entry_points_read = False
 
 
 class PluginError(ValueError):
@@ -25,7 +26,9 @@ def load_plugins(environ: Mapping[str, str] | None = None) -> list[str]:
     """
     env = os.environ if environ is None else environ
     names = [n.strip() for n in env.get(PLUGINS_ENV, "").split(",") if n.strip()]
-    points = [ep for group in ENTRY_POINT_GROUPS for ep in entry_points(group=group)]
+    global _entry_points_read
+    points = [] if _entry_points_read else [ep for group in ENTRY_POINT_GROUPS for ep in entry_points(group=group)]
+    _entry_points_read = True  # installed packages do not change under a running process: scan them once
     imported = []
     for name in names:
         if name in _loaded:
