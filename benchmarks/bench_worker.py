@@ -17,7 +17,7 @@ from energybench.distributed import DistEnv, model_parallel
 from energybench.engine import NoHooks, Sampling, make_engine
 from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
-from engine import now_utc
+from clock import now_utc
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 WARMUP_TOKENS = 8

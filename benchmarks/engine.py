@@ -14,13 +14,13 @@ each measurement ends.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
 
 T_PROCESS = time.time()  # before torch is imported
 REPO = Path(__file__).resolve().parents[1]
@@ -150,10 +150,6 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
     return "" if v is None else str(v)
-
-
-def now_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
-ENGINES = ("reference", "fast")
+from energybench.engine.registry import engine_names, online_engine_names
+
 WORKLOADS = ("offline", "online")
 LENGTH_MODES = ("sampled", "oracle")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
 WEIGHT_SOURCES = ("random", "meta", "hf")
-DATASETS = ("alpaca", "gsm8k", "synthetic")
-DATASET_FIELDS = {"alpaca": ("instruction", "input", "output"), "gsm8k": ("question", "answer")}  # record fields
-GSM8K_SPLITS = ("train", "test")
 GPU_METERS = ("auto", "nvml", "none")
 CPU_METERS = ("auto", "rapl", "none")
 POWER_BACKENDS = ("nvml", "command", "none")
@@ -78,7 +76,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str  # alpaca | gsm8k | synthetic
+    name: str  # a registered dataset (energybench.data.registry): alpaca | gsm8k | synthetic | a site's
     path: str | None = None  # local file; else $ENERGYBENCH_DATA_DIR, the user cache, then `url`
     url: str | None = None  # canonical public download URL
     sha256: str | None = None  # expected sha256 of the download; None: the known checksums of a canonical URL
@@ -285,26 +283,10 @@ def _check_ModelConfig(m: ModelConfig, prefix: str) -> None:
 
 
 def _check_DatasetConfig(d: DatasetConfig, prefix: str) -> None:
-    _choice(prefix + "name", d.name, DATASETS)
-    if d.name == "synthetic":
-        _choice(prefix + "like", d.like, ("alpaca", "gsm8k"))
-    if d.name == "gsm8k":
-        _choice(prefix + "split", d.split, GSM8K_SPLITS)
-    if d.template is not None and d.name in DATASET_FIELDS:
-        _check_template(prefix + "template", d.template, d.name)
+    from energybench.data.registry import dataset_problem  # the registered specs say what is valid
 
-
-def _check_template(key: str, template: str, dataset: str) -> None:
-    fields = DATASET_FIELDS[dataset]
-    try:
-        template.format(**{f: "" for f in fields})
-        return
-    except KeyError as e:
-        problem = f"{{{e.args[0]}}} is not a field of {dataset} records"
-    except (IndexError, ValueError, AttributeError) as e:
-        problem = f"not a valid template ({e})"
-    raise ConfigError(f"{key}={template!r}: {problem}; use placeholders "
-                      f"{', '.join('{' + f + '}' for f in fields)} (and {{{{ }}}} for literal braces)")
+    if (problem := dataset_problem(d, prefix)) is not None:
+        raise ConfigError(problem)
 
 
 def _check_MeterConfig(m: MeterConfig, prefix: str) -> None:
@@ -369,9 +351,10 @@ def _check_online(p: PointConfig) -> None:
     _choice("workload", p.workload, WORKLOADS)
     if p.workload != "online":
         return
-    if p.engine != "fast":
-        raise ConfigError(f"engine={p.engine} cannot run workload=online: Meta's static loop runs a batch to its "
-                          "end and cannot admit a request mid-batch; use engine=fast (continuous batching)")
+    if p.engine not in online_engine_names():
+        loop = "Meta's static loop" if p.engine == "reference" else "it"
+        raise ConfigError(f"engine={p.engine} cannot run workload=online: {loop} runs a batch to its end and cannot "
+                          f"admit a request mid-batch; use engine={'|'.join(online_engine_names())} (continuous batching)")
     if p.online.rate is None:
         raise ConfigError("workload=online needs online.rate=<requests per second>, e.g. online.rate=4")
     if p.online.requests is None and p.online.duration_s is None:
@@ -390,7 +373,10 @@ def _check_PointConfig(p: PointConfig, prefix: str) -> None:
         raise ConfigError(f"top_p={p.top_p!r}: must be in (0, 1]")
     if p.power_cap is not None:
         _positive("power_cap", p.power_cap)
-    _choice("engine", p.engine, ENGINES)
+    try:
+        _choice("engine", p.engine, engine_names())
+    except ValueError as e:  # a site plugin module that cannot be imported (energybench.plugins)
+        raise ConfigError(str(e)) from None
     _choice("length", p.length, LENGTH_MODES)
     _choice("dtype", p.dtype, DTYPES)
     _choice("device", p.device, DEVICES)

@@ -56,7 +56,20 @@ def compose(overrides: Sequence[str] = ()) -> PointConfig:
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+    options = {p.stem for p in (conf_dir() / group).glob("*.yaml")}
+    if group == "dataset":  # site datasets registered as specs (energybench.data.registry): composable too
+        from hydra.core.config_store import ConfigStore
+
+        from energybench.data.registry import site_config_nodes
+
+        try:
+            nodes = site_config_nodes()
+        except ValueError as e:  # a bad spec file or plugin module: one line naming it
+            raise ConfigError(str(e)) from None
+        for name, node in nodes.items():
+            ConfigStore.instance().store(group="dataset", name=name, node=node)
+            options.add(name)
+    return sorted(options)
 
 
 def _check_key(key: str) -> None:

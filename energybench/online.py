@@ -27,7 +27,8 @@ from energybench.energy.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
 from energybench.engine import Sampling
-from energybench.engine.continuous import ContinuousEngine, Edge, Request, Step, Trace
+from energybench.engine import make_engine
+from energybench.engine.continuous import Edge, Request, Step, Trace
 from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.results.columns import config_columns
@@ -119,7 +120,7 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict
         longest = max(len(r.prompt) for r in requests)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        engine = ContinuousEngine(model, Sampling(cfg.temperature, cfg.top_p), generator)
+        engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator, online=True)
         try:
             load_s = time.perf_counter() - t0
             log.info("point %s: %d requests at %g/s over %.0f s, model loaded in %.1f s on %s", pid, len(requests),

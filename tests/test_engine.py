@@ -33,9 +33,10 @@ def test_kv_cache_decoding_equals_full_recomputation(model, fused: bool) -> None
     positions = torch.arange(20).expand(2, 20)
     full = model(tokens, positions, n_slots=20, mask=causal(20), last_only=False)  # [2, 20, V]
     prefill = 6
-    model(tokens[:, :prefill], positions[:, :prefill], n_slots=prefill, mask=causal(prefill), fused=fused)
+    variant = model.variant(fused=fused)
+    variant(tokens[:, :prefill], positions[:, :prefill], n_slots=prefill, mask=causal(prefill))
     for cur in range(prefill, 20):  # one position at a time through the cache
-        step = model(tokens[:, cur : cur + 1], positions[:, cur : cur + 1], n_slots=cur + 1, fused=fused)
+        step = variant(tokens[:, cur : cur + 1], positions[:, cur : cur + 1], n_slots=cur + 1)
         assert (step - full[:, cur]).abs().max().item() <= 1e-5, cur
 
 

@@ -1,21 +1,24 @@
-"""Workloads: Alpaca and GSM8K prompts as the paper used them, and synthetic ones with their real lengths."""
+"""Workloads: the prompts of a registered dataset (energybench.data.registry), or synthetic ones with real lengths."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 import numpy as np
 
-from energybench.config import DATASET_FIELDS, DatasetConfig
 from energybench.data.records import DataError, read_records
+from energybench.data.registry import DatasetSpec, get_dataset, register_dataset
 from energybench.data.source import resolve
-from energybench.data.templates import alpaca_prompt, gsm8k_prompt
+
+if TYPE_CHECKING:
+    from energybench.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataError", "Sample", "Workload", "load_workload", "draw_indices"]
+__all__ = ["DataError", "DatasetSpec", "Sample", "Workload", "draw_indices", "get_dataset", "load_workload",
+           "register_dataset"]
 
 
 class TextTokenizer(Protocol):
@@ -36,7 +39,7 @@ class Sample:
 class Workload:
     """The prompts of one point, in the order they are batched, and where they came from."""
 
-    dataset: str  # alpaca | gsm8k | synthetic
+    dataset: str  # a registered dataset's name
     source: str  # recorded as dataset_source: file and sha256, download URL, or synthetic lengths
     samples: tuple[Sample, ...]
     with_replacement: bool  # the dataset had fewer records than `samples`
@@ -67,7 +70,8 @@ def load_workload(cfg: DatasetConfig, samples: int, seed: int, vocab_size: int,
     by `draw_indices` and tokenized with `tokenizer` (BOS + prompt; the reference without BOS/EOS);
     dataset=synthetic needs no tokenizer. Raises DataError for a missing or malformed file.
     """
-    if cfg.name == "synthetic":
+    spec = get_dataset(cfg.name)  # an unknown name fails here, before anything is read
+    if spec.synthetic:
         from energybench.data.synthetic import synthetic_workload
 
         return _maybe_sorted(synthetic_workload(cfg.like or "alpaca", samples, seed, vocab_size), cfg)
@@ -77,7 +81,7 @@ def load_workload(cfg: DatasetConfig, samples: int, seed: int, vocab_size: int,
             "or use dataset=synthetic"
         )
     source = resolve(cfg, environ)
-    pairs = prompts_and_references(cfg, read_records(source.path, FIELDS[cfg.name]))
+    pairs = prompts_and_references(cfg, read_records(source.path, spec.fields))
     indices, replaced = draw_indices(len(pairs), samples, seed)
     drawn = []
     for i in indices:
@@ -86,14 +90,30 @@ def load_workload(cfg: DatasetConfig, samples: int, seed: int, vocab_size: int,
     return _maybe_sorted(Workload(cfg.name, source.describe(), tuple(drawn), replaced), cfg)
 
 
-FIELDS = DATASET_FIELDS  # the fields every record must have, per dataset
+class _Fields(Mapping[str, tuple[str, ...]]):
+    """The fields every record must have, per registered dataset (a view of the registry)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return get_dataset(name).fields
+
+    def __iter__(self) -> Iterator[str]:
+        from energybench.data.registry import dataset_names
+
+        return iter(dataset_names())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-def prompts_and_references(cfg: DatasetConfig, records: list[dict]) -> list[tuple[str, str]]:
-    """(prompt text, reference answer text) for every record, templates applied."""
-    if cfg.name == "alpaca":
-        return [(alpaca_prompt(r, cfg.template), r["output"]) for r in records]
-    return [(gsm8k_prompt(r, cfg.template), r["answer"]) for r in records]
+FIELDS: Mapping[str, tuple[str, ...]] = _Fields()
+
+
+def prompts_and_references(cfg: DatasetConfig, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(prompt text, reference answer text) for every record: the dataset's spec (or dataset.template)
+    makes the prompt, its reference field the answer. Raises DataError for an unregistered dataset."""
+    spec = get_dataset(cfg.name)
+    assert spec.reference is not None, spec
+    return [(spec.prompt(r, cfg.template), r[spec.reference]) for r in records]
 
 
 def _maybe_sorted(workload: Workload, cfg: DatasetConfig) -> Workload:

@@ -10,11 +10,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from energybench.config import DatasetConfig
 from energybench.data import catalog
 from energybench.data.records import DataError
+
+if TYPE_CHECKING:
+    from energybench.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,9 @@ def download(url: str, target: Path, sha256: str | None, timeout_s: float) -> tu
 
 
 def _verify(url: str, path: Path, digest: str, sha256: str | None) -> str | None:
-    known = catalog.lookup(url)
+    from energybench.data.registry import known_file
+
+    known = catalog.lookup(url) or known_file(url)  # the package's catalog, then site specs' known files
     if sha256:
         problem = None if digest == sha256.lower() else f"sha256 {digest}, expected dataset.sha256={sha256}"
         verified_by = "dataset.sha256"

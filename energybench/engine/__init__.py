@@ -1,25 +1,22 @@
-"""Generation engines: `reference` (the paper's loop) and `fast` (same model and sampling, built for speed)."""
+"""Generation engines: `reference` (the paper's loop), `fast` (same model and sampling, built for speed),
+and whatever a site registers (energybench.engine.registry). Names resolve lazily: importing the
+package (config validation does) loads no torch."""
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from energybench.engine.base import BatchStats, NoHooks, PhaseHooks
-from energybench.engine.sampling import Sampling
-from energybench.model.llama import Transformer
+from energybench.engine.registry import make_engine, register_engine
 
-
-def make_engine(name: str, model: Transformer, sampling: Sampling, generator: torch.Generator):
-    """The engine called `name` over `model`; both expose generate(prompts, limits, hooks) -> BatchStats."""
-    if name == "reference":
-        from energybench.engine.reference import ReferenceEngine
-
-        return ReferenceEngine(model, sampling, generator)
-    if name == "fast":
-        from energybench.engine.fast import FastEngine
-
-        return FastEngine(model, sampling, generator)
-    raise ValueError(f"engine={name!r}: must be reference or fast")
+_LAZY = {"BatchStats": "base", "Engine": "base", "NoHooks": "base", "PhaseHooks": "base", "Sampling": "sampling"}
 
 
-__all__ = ["BatchStats", "NoHooks", "PhaseHooks", "Sampling", "make_engine"]
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"energybench.engine.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'energybench.engine' has no attribute {name!r}")
+
+
+__all__ = ["BatchStats", "Engine", "NoHooks", "PhaseHooks", "Sampling", "make_engine", "register_engine"]

@@ -1,4 +1,4 @@
-"""What an engine reports for one batch, the hooks it calls at phase edges, and its step clock."""
+"""What an engine is (the `Engine` protocol), what it reports for one batch, its phase hooks and step clock."""
 
 from __future__ import annotations
 
@@ -17,6 +17,20 @@ class PhaseHooks(Protocol):
     def phase_start(self, phase: str) -> None: ...
 
     def phase_end(self, phase: str) -> None: ...
+
+
+class Engine(Protocol):
+    """A generation engine: built by its registry factory as `factory(model, sampling, generator)`
+    (energybench.engine.registry), it runs batches and frees what it holds."""
+
+    def generate(self, prompts: list[list[int]], limits: list[int], hooks: PhaseHooks) -> BatchStats:
+        """Generate up to limits[i] new tokens after prompts[i] (token ids, BOS first) for every i, calling
+        hooks.phase_start/phase_end around `prefill` and `decode` on every rank."""
+        ...
+
+    def close(self) -> None:
+        """Free graphs, pools or processes while the model-parallel group still exists."""
+        ...
 
 
 class NoHooks:

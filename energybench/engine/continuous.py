@@ -119,8 +119,8 @@ class ContinuousEngine(FastEngine):
         hidden = slot_ids.view(1, 1, 1, n_slots) > positions.view(k, 1, width, 1)  # [k, 1, width, n_slots]
         mask = torch.zeros(hidden.shape, dtype=self.dtype).masked_fill_(hidden, float("-inf"))
         dev = self.device
-        logits = self.model(tokens.to(dev), positions.to(dev), n_slots=n_slots, mask=mask.to(dev),
-                            logits_at=torch.tensor([n - 1 for _, _, n in work], device=dev), fused=True,
+        logits = self.eager(tokens.to(dev), positions.to(dev), n_slots=n_slots, mask=mask.to(dev),
+                            logits_at=torch.tensor([n - 1 for _, _, n in work], device=dev),
                             rows=torch.tensor([row for row, _, _ in work], device=dev))
         return sample(logits, self.sampling, self.generator)
 
@@ -258,10 +258,7 @@ class _Run:
         n = len(live)
         span = _fit(self.e.spans, min(max(self.pos[i] for i in live) + 1, self.e.room))
         keep = torch.tensor(live, device=self.e.device)
-        for layer in self.e.model.layers:
-            cache = layer.attention.cache
-            cache.k[:n, :span] = cache.k[keep, :span]  # the right side is gathered first: safe for j <= live[j]
-            cache.v[:n, :span] = cache.v[keep, :span]
+        self.e.model.compact_caches(keep, span)  # the right side is gathered first: safe for j <= live[j]
         moved = [(self.slots[i], self.pos[i], self.tok[i]) for i in live]
         self.slots = [None] * len(self.slots)
         self.pos, self.tok = [0] * len(self.pos), [0] * len(self.tok)

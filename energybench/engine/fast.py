@@ -72,14 +72,15 @@ class FastEngine:
         self.tok = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
         self.pos = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
-        self.layers = list(model.layers)
+        self.eager = model.variant(fused=True)  # prefill, and decode without compile
+        self.decoder = self.eager
         if cuda if compile is None else compile:
             # Points of a local sweep share one process. Dynamo's compiled code of an earlier point guards
             # on fairscale's model-parallel group, which that point's teardown freed: every point added
             # entries until recompile_limit (8) made the 4th point's layers run eagerly: decode step 9.4 ->
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
-            self.layers = [torch.compile(layer, dynamic=True) for layer in model.layers]
+            self.decoder = model.variant(fused=True, compile=True)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pool = None
         if self.use_graphs:
@@ -92,7 +93,7 @@ class FastEngine:
         pos = self.pos[:b]
         hidden = self.slot_ids[:s].view(1, 1, 1, s) > pos.view(b, 1, 1, 1)  # [b, 1, 1, s] slots in the future
         mask = torch.zeros((b, 1, 1, s), dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
-        return self.model(self.tok[:b], pos, n_slots=s, mask=mask, fused=True, layers=self.layers)
+        return self.decoder(self.tok[:b], pos, n_slots=s, mask=mask)
 
     @torch.inference_mode()
     def _capture_all(self) -> None:
@@ -199,7 +200,7 @@ class FastEngine:
         # Eager, not the compiled layers: the prompt width changes from batch to batch and compiled code
         # specializes on it (n_slots is a Python int), so every new width recompiled inside the measured
         # prefill window (1.35 s instead of 0.18 s on an H100). Prefill is compute-bound: eager costs little.
-        logits = self.model(tokens, positions, n_slots=width, mask=mask, logits_at=last, fused=True)
+        logits = self.eager(tokens, positions, n_slots=width, mask=mask, logits_at=last)
         return sample(logits, self.sampling, self.generator)
 
     def _compact(self, rows: _Rows, n_alive: int, span: int) -> int:
@@ -207,10 +208,7 @@ class FastEngine:
         keep = rows.alive.nonzero().squeeze(1)  # [n_alive], ascending
         n = keep.numel()
         assert n == n_alive, (n, n_alive)
-        for layer in self.model.layers:
-            cache = layer.attention.cache
-            cache.k[:n, :span] = cache.k[keep, :span]
-            cache.v[:n, :span] = cache.v[keep, :span]
+        self.model.compact_caches(keep, span)
         for buf in (self.tok, self.pos, rows.seq, rows.limit):
             buf[:n] = buf[keep]
         rows.alive[:n] = True
@@ -227,7 +225,7 @@ class FastEngine:
             graph.reset()
         self.graphs.clear()
         self._pool = None
-        self.layers = list(self.model.layers)
+        self.decoder = self.eager
 
 
 def _pack(prompts: list[list[int]], width: int) -> torch.Tensor:

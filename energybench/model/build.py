@@ -6,14 +6,19 @@ import hashlib
 import math
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import torch
 from fairscale.nn.model_parallel import initialize as fs_init
-from fairscale.nn.model_parallel.layers import ColumnParallelLinear, ParallelEmbedding, RowParallelLinear
 
 from energybench.config import ModelConfig
+from energybench.model.checkpoint import CheckpointError, load_meta_
+from energybench.model.hf import load_hf_
 from energybench.model.llama import Transformer
+from energybench.model.sharding import full_shape, shard_dims
+
+__all__ = ["born_on", "build_model", "init_random_", "load_weights_", "shard_dims"]  # shard_dims: tests' import
 
 _CUDA_TENSOR_TYPES = {
     torch.float16: "torch.cuda.HalfTensor",
@@ -48,33 +53,6 @@ def born_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
         finally:
             torch.set_default_tensor_type(prev_type)
             torch.set_default_dtype(prev_dtype)
-
-
-def shard_dims(model: torch.nn.Module) -> dict[str, int | None]:
-    """Dimension along which each parameter is split over model-parallel ranks (None: replicated).
-
-    Column-parallel weights [out/N, in] split dim 0; row-parallel weights [out, in/N] and the
-    embedding [vocab, dim/N] split dim 1 -- the same layout as Meta's consolidated.NN.pth files.
-    """
-    dims: dict[str, int | None] = {}
-    for mod_name, module in model.named_modules():
-        for p_name, _ in module.named_parameters(recurse=False):
-            name = f"{mod_name}.{p_name}" if mod_name else p_name
-            if isinstance(module, ColumnParallelLinear):
-                dims[name] = 0
-            elif isinstance(module, (RowParallelLinear, ParallelEmbedding)):
-                dims[name] = 1
-            else:
-                dims[name] = None
-    return dims
-
-
-def full_shape(local: torch.Size, dim: int | None, shards: int) -> tuple[int, ...]:
-    """Logical (unsharded) shape of a parameter whose local shard has shape `local`."""
-    shape = list(local)
-    if dim is not None:
-        shape[dim] *= shards
-    return tuple(shape)
 
 
 def _param_seed(seed: int, name: str) -> int:
@@ -114,7 +92,18 @@ def build_model(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed
     if cfg.weights == "random":
         init_random_(model, seed)
     else:
-        from energybench.model.checkpoint import load_weights_
-
         load_weights_(model, cfg)
     return model
+
+
+def load_weights_(model: Transformer, cfg: ModelConfig) -> None:
+    """Fill this rank's shard of every parameter from the checkpoint at cfg.path (weights=meta|hf)."""
+    path = Path(cfg.path or "").expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"model.path={cfg.path}: no such directory; point it at the checkpoint directory")
+    if cfg.weights == "meta":
+        load_meta_(model, cfg, path)
+    elif cfg.weights == "hf":
+        load_hf_(model, cfg, path)
+    else:
+        raise CheckpointError(f"model.weights={cfg.weights!r}: checkpoints are meta or hf")

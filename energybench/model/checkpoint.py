@@ -1,4 +1,4 @@
-"""Real weights: Meta's consolidated.NN.pth checkpoints resharded to any shard count, and HF directories."""
+"""Meta's consolidated.NN.pth checkpoints resharded to any shard count, and the checks every checkpoint format shares."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from fairscale.nn.model_parallel import initialize as fs_init
 
 from energybench.config import ModelConfig
-from energybench.model.build import full_shape, shard_dims
 from energybench.model.llama import Transformer
+from energybench.model.sharding import expected_shapes
 
 log = logging.getLogger(__name__)
 
@@ -21,28 +21,6 @@ META_IGNORED = ("rope.freqs",)  # buffer saved by Meta's v1 code; recomputed her
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the configured model; the message names the tensor or field."""
-
-
-def load_weights_(model: Transformer, cfg: ModelConfig) -> None:
-    """Fill this rank's shard of every parameter from the checkpoint at cfg.path (weights=meta|hf)."""
-    path = Path(cfg.path or "").expanduser()
-    if not path.is_dir():
-        raise CheckpointError(f"model.path={cfg.path}: no such directory; point it at the checkpoint directory")
-    if cfg.weights == "meta":
-        load_meta_(model, cfg, path)
-    elif cfg.weights == "hf":
-        from energybench.model.hf import load_hf_
-
-        load_hf_(model, cfg, path)
-    else:
-        raise CheckpointError(f"model.weights={cfg.weights!r}: checkpoints are meta or hf")
-
-
-def expected_shapes(model: Transformer) -> dict[str, tuple[tuple[int, ...], int | None]]:
-    """Logical (unsharded) shape and parallel dimension of every parameter of `model`."""
-    shards = fs_init.get_model_parallel_world_size()
-    dims = shard_dims(model)
-    return {name: (full_shape(p.shape, dims[name], shards), dims[name]) for name, p in model.named_parameters()}
 
 
 def check_field(source: str, field: str, found: Any, key: str, wanted: Any, preset: str) -> None:

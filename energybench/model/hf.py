@@ -12,8 +12,9 @@ import torch
 from fairscale.nn.model_parallel import initialize as fs_init
 
 from energybench.config import ModelConfig
-from energybench.model.checkpoint import CheckpointError, check_field, expected_shapes, shape_error
+from energybench.model.checkpoint import CheckpointError, check_field, shape_error
 from energybench.model.llama import Transformer
+from energybench.model.sharding import expected_shapes
 
 log = logging.getLogger(__name__)
 

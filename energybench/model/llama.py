@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -84,6 +84,26 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_slots: int,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, S, H, D] at `positions` [B, S] of cache `rows` [B] (None: rows 0..B-1); returns the
+        keys and values of slots [0, n_slots) of those rows, [B, H, T, D] (read in place when rows is None)."""
+        bsz = k.shape[0]
+        index = torch.arange(bsz, device=k.device) if rows is None else rows  # [B] cache rows
+        self.k[index.unsqueeze(1), positions] = k
+        self.v[index.unsqueeze(1), positions] = v
+        if rows is None:
+            return self.k[:bsz, :n_slots].transpose(1, 2), self.v[:bsz, :n_slots].transpose(1, 2)
+        # scattered rows (continuous batching's prefill): gathered copies
+        return self.k[rows, :n_slots].transpose(1, 2), self.v[rows, :n_slots].transpose(1, 2)
+
+    def compact(self, keep: torch.Tensor, span: int) -> None:
+        """Move rows `keep` [n] (ascending) to rows 0..n-1, slots [0, span); the right side is gathered
+        before anything is written, so a row may move onto one that moves too."""
+        n = keep.numel()
+        self.k[:n, :span] = self.k[keep, :span]
+        self.v[:n, :span] = self.v[keep, :span]
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
@@ -113,15 +133,7 @@ class Attention(nn.Module):
         rotate = apply_rotary_emb_real if fused else apply_rotary_emb
         q, k = rotate(q, freqs_cis), rotate(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
-        index = torch.arange(bsz, device=x.device) if rows is None else rows  # [B] cache rows
-        self.cache.k[index.unsqueeze(1), positions] = k
-        self.cache.v[index.unsqueeze(1), positions] = v
-        if rows is None:
-            keys = self.cache.k[:bsz, :n_slots].transpose(1, 2)  # [B, H, T, D] read in place
-            values = self.cache.v[:bsz, :n_slots].transpose(1, 2)
-        else:  # scattered rows (continuous batching's prefill): gathered copies
-            keys = self.cache.k[rows, :n_slots].transpose(1, 2)
-            values = self.cache.v[rows, :n_slots].transpose(1, 2)
+        keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
         q = q.transpose(1, 2)  # [B, H, S, D]
         if fused:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B, H, S, D]
@@ -162,7 +174,12 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Parameter names match Meta's consolidated.NN.pth checkpoints."""
+    """Parameter names match Meta's consolidated.NN.pth checkpoints.
+
+    As built, the model computes Meta's arithmetic (fairscale layers, complex rotary embeddings). An engine
+    that wants the fused variant (real rotary, one attention kernel, optionally compiled layers) takes
+    `model.variant(fused=True, compile=...)` once when it is built: a view sharing weights and KV cache.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -173,8 +190,20 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         # logits split along the vocabulary, gathered so every rank samples the same token
         self.output = ColumnParallelLinear(cfg.dim, cfg.vocab_size, bias=False, gather_output=True, init_method=_keep)
-        self.freqs_cis: torch.Tensor | None = None  # [2 * max_seq_len, D/2] complex64
-        self.freqs_real: torch.Tensor | None = None  # the same as (cos, sin) pairs [2 * max_seq_len, D/2, 2]
+        # buffers, so views made by variant() see the tables setup_caches makes later
+        self.register_buffer("freqs_cis", None, persistent=False)  # [2 * max_seq_len, D/2] complex64
+        self.register_buffer("freqs_real", None, persistent=False)  # the same as (cos, sin) [2 * max_seq_len, D/2, 2]
+        self.fused = False  # the variant: see variant()
+        self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
+
+    def variant(self, fused: bool, compile: bool = False) -> Transformer:
+        """This model computed as `fused` says, its layers torch.compiled when `compile`; shares weights and
+        KV cache with `self` (a shallow view: nothing is copied). fused=True computes the same function as
+        Meta's arithmetic with real-valued rotary embeddings and scaled_dot_product_attention."""
+        view = copy.copy(self)  # own __dict__, the same parameter, buffer and module dicts
+        view.fused = fused
+        view.run_layers = [torch.compile(layer, dynamic=True) for layer in self.layers] if compile else None
+        return view
 
     def setup_caches(self, max_batch: int, max_seq: int) -> None:
         """Allocate the KV cache for `max_batch` sequences of at least `max_seq` positions on the weights'
@@ -190,6 +219,11 @@ class Transformer(nn.Module):
                                               self.cfg.rope_theta, weight.device)
         self.freqs_real = torch.view_as_real(self.freqs_cis).contiguous()
 
+    def compact_caches(self, keep: torch.Tensor, span: int) -> None:
+        """Move the KV cache rows `keep` [n] (ascending) to rows 0..n-1, slots [0, span), in every layer."""
+        for layer in self.layers:
+            layer.attention.cache.compact(keep, span)
+
     @property
     def max_batch(self) -> int:
         cache = self.layers[0].attention.cache
@@ -204,17 +238,17 @@ class Transformer(nn.Module):
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, n_slots: int,
                 mask: torch.Tensor | None = None, last_only: bool = True, *,
-                logits_at: torch.Tensor | None = None, fused: bool = False,
-                layers: Sequence[nn.Module] | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+                logits_at: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """tokens, positions: [B, S]; attends to cache slots [0, n_slots) through the additive mask
         [B or 1, 1, S, n_slots] (None: all of them). Returns float32 logits [B, vocab] of the last
         position (or of position logits_at[b] of row b), or [B, S, vocab] with last_only=False.
-        fused, rows: see Attention.forward; layers: callables standing in for self.layers (compiled copies)."""
+        rows: see Attention.forward; the arithmetic is this model's variant (see variant())."""
+        fused = self.fused
         assert self.freqs_cis is not None and self.freqs_real is not None, "call setup_caches() before forward"
         assert tokens.shape[0] <= self.max_batch, (tokens.shape[0], self.max_batch)
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
-        for layer in self.layers if layers is None else layers:
+        for layer in self.layers if self.run_layers is None else self.run_layers:
             h = layer(h, positions, n_slots, freqs, mask, fused) if rows is None else \
                 layer(h, positions, n_slots, freqs, mask, fused, rows)
         if logits_at is not None:
