@@ -8,7 +8,7 @@
 #   scripts/slurm-gpu-cluster.sh status | down
 #
 # `download` fetches slurmctld, slurmd, slurmdbd, slurm-client, the MySQL accounting plugin, munge and
-# mariadb-server with their dependencies (less Debian's `required`/Essential base packages), for THIS
+# mariadb-server with their dependencies (less the base: required/Essential/Protected, libc6, libstdc++6...), for THIS
 # machine's release (written to .carry/debs/MANIFEST). `up` never installs over /: it unpacks every .deb with
 # `dpkg -x` into $ENERGYBENCH_SLURM_BASE/root (default /var/tmp/energybench-gpu-slurm) and runs the daemons
 # from there (LD_LIBRARY_PATH into the prefix for the daemons alone; the client commands are wrappers that
@@ -33,6 +33,7 @@ CLIENTS=(srun sbatch salloc squeue scancel sacct sacctmgr sinfo scontrol sstat)
 MUNGE_SOCKET=/run/munge/munge.socket.2  # munged's default, compiled into libmunge
 HOSTS_MARK="# energybench-gpu-cluster"
 MULTIARCH=x86_64-linux-gnu
+BASE_LIBS="libc6 libgcc-s1 libcrypt1 libstdc++6"  # never carried: tied to the host's loader and toolchain
 LOADER=/lib64/ld-linux-x86-64.so.2
 LIBS=$ROOT/usr/lib/$MULTIARCH/slurm-wlm:$ROOT/usr/lib/$MULTIARCH:$ROOT/lib/$MULTIARCH
 
@@ -46,19 +47,22 @@ cmd_download() {
     command -v apt-get >/dev/null || die "no apt-get here: run 'download' on a Debian/Ubuntu machine with a package registry"
     mkdir -p "$DEBS"
     apt-get update -qq
-    local all keep=() name prio essential
+    local all keep
     all=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
           --no-enhances "${PACKAGES[@]}" | grep -v '^[ <]' | sort -u)
-    for name in $all; do  # the base system (glibc, coreutils, ...) is on every Debian/Ubuntu host: not carried
-        prio=$(apt-cache show --no-all-versions "$name" | sed -n 's/^Priority: //p' | head -1)
-        essential=$(apt-cache show --no-all-versions "$name" | sed -n 's/^Essential: //p' | head -1)
-        [[ $prio == required || $essential == yes ]] || keep+=("$name")
-    done
-    (cd "$DEBS" && apt-get download -qq "${keep[@]}" 2>&1 | grep -v "unsandboxed" || true)
+    # the base system is on every Debian/Ubuntu host and not carried: Priority required, Essential, Protected,
+    # and the C/C++ runtime (a prefix's libc.so.6 beside the host's loader would break every program)
+    keep=$(apt-cache show --no-all-versions $all | awk -v skip=" $BASE_LIBS " '
+        /^Package: /{p=$2; drop=index(skip, " " p " ") > 0}
+        /^(Priority: required|Essential: yes|Protected: yes)/{drop=1}
+        /^$/{if (p != "" && !drop) print p; p=""}
+        END{if (p != "" && !drop) print p}' | sort -u)
+    rm -f "$DEBS"/*.deb
+    (cd "$DEBS" && apt-get download -qq $keep 2>&1 | grep -v "unsandboxed" || true)
     {
         echo "# scripts/slurm-gpu-cluster.sh download, $(date -u +%FT%TZ)"
         echo "# for: $(. /etc/os-release && echo "$PRETTY_NAME") ($(dpkg --print-architecture))"
-        echo "# packages: ${PACKAGES[*]} and their dependencies less Priority required / Essential"
+        echo "# packages: ${PACKAGES[*]} and their dependencies less Priority required / Essential / Protected / $BASE_LIBS"
         (cd "$DEBS" && ls -1 ./*.deb | sed 's|^\./||')
     } >"$DEBS/MANIFEST"
     say "$(ls "$DEBS"/*.deb | wc -l) packages, $(du -sh "$DEBS" | cut -f1), in $DEBS (list: $DEBS/MANIFEST)"
