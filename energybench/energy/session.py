@@ -65,9 +65,10 @@ class Measurement:
         idle = next((r for r in self.meter.readings if r.name == "idle"), None)
         ids = {"point_id": pid, "attempt": attempt}
         reports = [r for r in reports if r]
-        rows = [gpu_row(g, r["node"], generation, self.meter.readings, idle) | ids for r in reports for g in r["gpus"]]
-        spans = [(g["stats"].get("counter_j"), g["stats"].get("integral_j")) for r in reports for g in r["gpus"]]
-        columns = run_columns(rows, spans, generation, idle, [n for r in reports for n in r["notes"]],
+        gpus, shared = distinct_gpus(reports)
+        rows = [gpu_row(g, node, generation, self.meter.readings, idle) | ids for node, g in gpus]
+        spans = [(g["stats"].get("counter_j"), g["stats"].get("integral_j")) for _, g in gpus]
+        columns = run_columns(rows, spans, generation, idle, [n for r in reports for n in r["notes"]] + shared,
                               [n for r in reports for n in r["power_notes"]])
         if rows:
             write_parquet(table(rows, GPUS), pdir / "gpus.parquet")
@@ -87,6 +88,23 @@ class Measurement:
         return {"node": self.env.hostname, "gpus": gpus,
                 "notes": self.notes + self.counters.notes + (self.sampler.notes if self.sampler else [])
                 + [f for gpu in self.gpus for f in gpu.faults], "power_notes": self.power_notes}
+
+
+def distinct_gpus(reports: list[dict]) -> tuple[list[tuple[str, dict]], list[str]]:
+    """(node, GPU report) of each GPU once, under the first node that reports it, and a note for each GPU that
+    several nodes report (simulated nodes on one host sharing a device): the meter counts it once, and so
+    must gpus.parquet and the idle baseline."""
+    first: dict[str, str] = {}
+    gpus, shared = [], []
+    for r in reports:
+        for g in r["gpus"]:
+            if g["uuid"] in first:
+                shared.append(f"GPU {g['uuid']} is reported by nodes {first[g['uuid']]} and {r['node']}: counted once, "
+                              f"under {first[g['uuid']]}")
+                continue
+            first[g["uuid"]] = r["node"]
+            gpus.append((r["node"], g))
+    return gpus, shared
 
 
 def gpu_row(g: dict, node: str, generation: Reading, readings: list[Reading], idle: Reading | None) -> dict:
