@@ -2,7 +2,8 @@
 
 The energybench sweeper (hydra_plugins/energybench_plugins) expands the grid, validates and
 pre-flights every point, skips finished ones and prints the summary; the launcher chosen by
-`cluster` then calls `main` once per point (in this process, or inside a Slurm job).
+`cluster` runs the points (energybench.dispatch): the Slurm launcher calls `main` once per point
+inside its job, the local launcher runs each planned point in Hydra's job context.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main(dcfg: DictConfig) -> PointOutcome:
         return run_point(point, DistEnv.from_environ())
     from energybench.dispatch.local import run_local, stop_if_interrupted
 
-    return stop_if_interrupted(run_local(point))
+    return stop_if_interrupted(run_local(point))  # under Hydra's basic launcher (hydra/launcher=basic)
 
 
 def cli() -> None:

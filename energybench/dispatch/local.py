@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from energybench.config import PointConfig
 from energybench.distributed import free_port
@@ -22,12 +22,14 @@ from energybench.results.status import FAILED, PointOutcome, mark_failed
 from energybench.results.store import read_status
 
 
-def run_points(points: Sequence[Point]) -> list[PointOutcome]:
-    """Run `points` in order; a point stopped by SIGTERM/SIGINT stops the rest (they stay pending)."""
-    outcomes = []
+def run_points(points: Sequence[Point], run: Callable[[Point], Any] | None = None) -> list[Any]:
+    """Run `points` in order and return their outcomes; a point stopped by SIGTERM/SIGINT stops the rest (they
+    stay pending; `stop_if_interrupted` then ends the sweep). `run`: how one point runs (default run_local; the
+    Hydra launcher wraps it in Hydra's job context), returning its PointOutcome or the exception it raised."""
+    outcomes: list[Any] = []
     for point in points:
-        outcomes.append(run_local(point))
-        if outcomes[-1].interrupted:
+        outcomes.append((run or run_local)(point))
+        if isinstance(outcomes[-1], PointOutcome) and outcomes[-1].interrupted:
             break
     return outcomes
 
