@@ -76,3 +76,33 @@ def test_a_point_is_made_once_with_its_id_and_directory(tmp_path: Path) -> None:
     point = Point.of(cfg, ["experiment=quickstart"])
     assert (point.id, point.dir, point.overrides, point.attempt) == (point_id(cfg), point_dir(cfg),
                                                                      ("experiment=quickstart",), 0)
+
+
+def test_a_results_folder_written_before_the_lifecycle_change_resumes(tmp_path: Path) -> None:
+    """A published point (docs/results/h200, written by the code before Point and the state machine) is found
+    done under the same id and skipped; with resume=false it is planned again from its recorded attempt."""
+    import dataclasses
+    import shutil
+
+    import yaml
+
+    from energybench.config import PointConfig, from_mapping
+    from energybench.plan import plan_sweep, resume_reason
+    from energybench.results.layout import Point
+
+    published = sorted((REPO / "docs" / "results" / "h200").glob("h200-7b/point=*/status.json"))[0].parent
+    data = yaml.safe_load((published / "config.yaml").read_text())
+    cfg = from_mapping(PointConfig, {**data, "out_dir": str(tmp_path), "sweep": "old"})
+    point = Point.of(cfg)
+    assert point.id == published.name.removeprefix("point=")
+    point.dir.mkdir(parents=True)
+    for name in ("config.yaml", "status.json", "run.parquet", "batches.parquet", "gpus.parquet"):
+        if (published / name).exists():
+            shutil.copy(published / name, point.dir / name)
+    attempt = read_status(point.dir)["attempt"]
+    plan = plan_sweep([point])
+    assert (plan.todo, [why for _, why in plan.skipped]) == ([], ["already done (resume=true; resume=false re-runs it)"])
+    assert resume_reason(Point.of(dataclasses.replace(cfg, resume=False)), read_status(point.dir)) is None
+    mark_pending(point.dir)  # planned again: the next run is attempt + 1
+    assert (read_status(point.dir)["state"], read_status(point.dir)["attempt"]) == ("pending", attempt)
+    assert mark_running(point.dir)["attempt"] == attempt + 1
