@@ -34,10 +34,11 @@ def run_points(points: Sequence[Point], run: Callable[[Point], Any] | None = Non
     return outcomes
 
 
-def stop_if_interrupted(outcome: PointOutcome) -> PointOutcome:
+def stop_if_interrupted(outcome: Any) -> Any:
     """Ctrl-C or SIGTERM stopped the point in this process: stop the sweep too rather than start the next point
-    (the point is recorded as failed, the others stay pending; the same command resumes)."""
-    if outcome.interrupted:
+    (the point is recorded as failed, the others stay pending; the same command resumes). `outcome`: a
+    PointOutcome, or the exception a run raised outside the point (which does not stop the sweep)."""
+    if isinstance(outcome, PointOutcome) and outcome.interrupted:
         print(f"error: {outcome.point_id}: {outcome.reason}; the sweep stops here (run the same command again to "
               "resume it)", file=sys.stderr)
         sys.exit(130 if "SIGINT" in (outcome.reason or "") else 143)
