@@ -51,12 +51,22 @@ _FROM_GROUPS = ("model", "dataset")  # PointConfig fields without a default: a c
 def schema_defaults() -> dict[str, Any]:
     """Every default of config.PointConfig (and its nested dataclasses) as a plain mapping: the defaults are
     declared once, in the dataclasses; conf/config.yaml and the groups hold only values that differ."""
+    out = _defaults_of(PointConfig)
+    hints = typing.get_type_hints(PointConfig)
+    for group in _FROM_GROUPS:  # the defaulted keys of ModelConfig, DatasetConfig: a group file gives the rest
+        out[group] = _defaults_of(hints[group])
+    return out
+
+
+def _defaults_of(cls: Any) -> dict[str, Any]:
+    """{field: default} of dataclass `cls`, nested dataclasses as mappings; fields without a default left out."""
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(PointConfig):
-        if f.name in _FROM_GROUPS:
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
             continue
         value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        out[f.name] = to_mapping(value) if dataclasses.is_dataclass(value) else value
+        out[f.name] = to_mapping(value) if dataclasses.is_dataclass(value) else (
+            list(value) if isinstance(value, tuple) else value)
     return out
 
 
