@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,9 +11,10 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from energybench.config import ConfigError, PointConfig, from_mapping
+from energybench.config import ConfigError, PointConfig, from_mapping, to_mapping
 
 GROUPS = ("model", "dataset", "cluster", "experiment", "shape")
+CONFIG_PATH_ENV = "ENERGYBENCH_CONFIG_PATH"  # a site's own config folders (cluster/, model/, ...), colon-separated
 
 
 def conf_dir() -> Path:
@@ -22,6 +24,59 @@ def conf_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"energybench config tree not found next to {here}; reinstall the package")
+
+
+def site_config_dirs(environ: typing.Mapping[str, str] | None = None, check: bool = False) -> list[Path]:
+    """The folders of $ENERGYBENCH_CONFIG_PATH (colon-separated), searched after the package's conf/ for
+    group options (cluster/<site>.yaml, model/<name>.yaml, ...): a site's presets live outside the package.
+    `check` raises ConfigError for an entry that is not a folder (else it is left out)."""
+    env = os.environ if environ is None else environ
+    dirs = []
+    for entry in env.get(CONFIG_PATH_ENV, "").split(":"):
+        if not entry:
+            continue
+        folder = Path(entry).expanduser().absolute()
+        if folder.is_dir():
+            dirs.append(folder)
+        elif check:
+            raise ConfigError(f"{CONFIG_PATH_ENV}: {entry} is not a folder; set it to folders holding cluster/, "
+                              "model/, ... (colon-separated), or unset it")
+    return dirs
+
+
+SCHEMA = "energybench_schema"  # the ConfigStore entry conf/config.yaml lists first in its defaults
+_FROM_GROUPS = ("model", "dataset")  # PointConfig fields without a default: a config group supplies them
+
+
+def schema_defaults() -> dict[str, Any]:
+    """Every default of config.PointConfig (and its nested dataclasses) as a plain mapping: the defaults are
+    declared once, in the dataclasses; conf/config.yaml and the groups hold only values that differ."""
+    out = _defaults_of(PointConfig)
+    hints = typing.get_type_hints(PointConfig)
+    for group in _FROM_GROUPS:  # the defaulted keys of ModelConfig, DatasetConfig: a group file gives the rest
+        out[group] = _defaults_of(hints[group])
+    return out
+
+
+def _defaults_of(cls: Any) -> dict[str, Any]:
+    """{field: default} of dataclass `cls`, nested dataclasses as mappings; fields without a default left out."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            continue
+        value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        out[f.name] = to_mapping(value) if dataclasses.is_dataclass(value) else (
+            list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def register_schema() -> None:
+    """Put the dataclass defaults in Hydra's ConfigStore as `energybench_schema`. The node is stored untyped:
+    the types stay with config.from_mapping, whose one-line ConfigError names the key, the value and the fix
+    (a typed node would make OmegaConf reject bad values first, with Hydra's multi-line messages)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA, node=schema_defaults())
 
 
 def to_point_config(cfg: DictConfig) -> PointConfig:
@@ -56,8 +111,10 @@ def compose(overrides: Sequence[str] = ()) -> PointConfig:
 
 
 def group_options(group: str) -> list[str]:
-    options = {p.stem for p in (conf_dir() / group).glob("*.yaml")}
-    if group == "dataset":  # site datasets registered as specs (energybench.data.registry): composable too
+    """The choices of a config group: the package's conf/<group>/*.yaml and each site folder's; for `dataset`,
+    also the site datasets registered as specs (energybench.data.registry), stored in Hydra's ConfigStore."""
+    options = {p.stem for d in (conf_dir(), *site_config_dirs()) for p in (d / group).glob("*.yaml")}
+    if group == "dataset":
         from hydra.core.config_store import ConfigStore
 
         from energybench.data.registry import site_config_nodes
@@ -94,6 +151,7 @@ def check_group_choices(overrides: Sequence[str]) -> None:
     composes anything (Hydra's own messages for these run over several lines)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    site_config_dirs(check=True)
     try:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
     except Exception as e:  # Hydra's own grammar errors are clear enough; let Hydra report them
@@ -111,3 +169,6 @@ def check_group_choices(overrides: Sequence[str]) -> None:
         for value in values:
             if value not in options and not (group == "experiment" and value == "null"):
                 raise ConfigError(f"{group}={value}: unknown {group}; choose one of {', '.join(options)}")
+
+
+register_schema()  # at import: the sweep app, the compose API and Slurm jobs all import this module first

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from energybench.config import PointConfig
 from energybench.results import owner as owners
-from energybench.results.layout import point_dir, point_id, write_config
-from energybench.results.status import broken_files, interrupted_reason
-from energybench.results.store import read_status, write_status
+from energybench.results.layout import Point, write_config
+from energybench.results.status import broken_files, interrupted_reason, mark_pending
+from energybench.results.store import read_status
 
 log = logging.getLogger("energybench.plan")
 
 
 @dataclass
 class Plan:
-    todo: list[tuple[list[str], PointConfig]] = field(default_factory=list)  # (overrides, config) to launch
-    skipped: list[tuple[PointConfig, str]] = field(default_factory=list)  # (config, reason)
-    interrupted: list[tuple[PointConfig, str]] = field(default_factory=list)  # in todo: why its last run is void
+    todo: list[Point] = field(default_factory=list)  # to launch, in grid order
+    skipped: list[tuple[Point, str]] = field(default_factory=list)  # (point, reason)
+    interrupted: list[tuple[Point, str]] = field(default_factory=list)  # in todo: why its last run is void
 
 
 def preflight(cfg: PointConfig) -> str | None:
@@ -62,17 +62,17 @@ def _local_gpu_gib(cfg: PointConfig) -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
-def resume_reason(cfg: PointConfig, status: dict | None) -> str | None:
+def resume_reason(point: Point, status: dict | None) -> str | None:
     """Why the point must not be launched now: done (and its files read back), or still being run by a
     live process (never started twice); None if it goes."""
     if not status:
         return None
-    pdir = point_dir(cfg)
+    cfg, pdir = point.cfg, point.dir
     if status.get("state") == "done" and cfg.resume:
         broken = broken_files(pdir)
         if not broken:
             return "already done (resume=true; resume=false re-runs it)"
-        log.warning("point %s is done but %s does not read back (%s); measuring it again", point_id(cfg),
+        log.warning("point %s is done but %s does not read back (%s); measuring it again", point.id,
                     broken[0][0], broken[0][1])
         return None
     if status.get("state") != "running" or "owner" not in status:
@@ -89,26 +89,26 @@ def resume_reason(cfg: PointConfig, status: dict | None) -> str | None:
     return None
 
 
-def plan_sweep(jobs: Sequence[tuple[list[str], PointConfig]]) -> Plan:
+def plan_sweep(points: Sequence[Point]) -> Plan:
     """Drop duplicates, points already done (when resuming), points still run by a live process and points
     that fail pre-flight; mark the rest pending on disk so partial sweeps show what was queued."""
     plan = Plan()
     seen: set[str] = set()
-    for overrides, cfg in jobs:
-        pid = point_id(cfg)
-        if pid in seen:
+    for point in points:
+        cfg = point.cfg
+        if point.id in seen:
             continue
-        seen.add(pid)
-        status = read_status(point_dir(cfg))
-        why = resume_reason(cfg, status) or preflight(cfg)
+        seen.add(point.id)
+        status = read_status(point.dir)
+        why = resume_reason(point, status) or preflight(cfg)
         if why is not None:
-            plan.skipped.append((cfg, why))
+            plan.skipped.append((point, why))
             continue
         void = interrupted_reason(status) if status else None
         if void is not None:
-            plan.interrupted.append((cfg, void))
-        plan.todo.append((list(overrides), cfg))
-    for _, cfg in plan.todo:
-        write_config(cfg)
-        write_status(point_dir(cfg), "pending")
+            plan.interrupted.append((point, void))
+        plan.todo.append(replace(point, attempt=int((status or {}).get("attempt", 0))))
+    for point in plan.todo:
+        write_config(point.cfg, point.dir)
+        mark_pending(point.dir)
     return plan

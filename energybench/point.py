@@ -20,7 +20,6 @@ import threading
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -39,38 +38,32 @@ from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
 from energybench.results.columns import config_columns
-from energybench.results.layout import point_dir, point_id, write_config
+from energybench.results.layout import Point, write_config
 from energybench.results.metrics import ratio, run_metrics, sum_or_none
 from energybench.results.schema import BATCHES, RUN, table
-from energybench.results.store import read_status, write_parquet, write_status, write_text
+from energybench.results.failures import error_path, error_reason, first_error, rank_errors  # noqa: F401 (re-exported)
+from energybench.results.status import PointOutcome, mark_done, mark_failed, mark_running
+from energybench.results.store import read_status, write_parquet, write_text
 from energybench.threads import size_torch_threads
 
 log = logging.getLogger("energybench.point")
-
-
-@dataclass(frozen=True)
-class PointOutcome:
-    point_id: str
-    state: str  # done | failed
-    reason: str | None = None
-    row: dict | None = None  # the run.parquet row (rank 0 of a done point)
-    interrupted: bool = False  # ended by SIGTERM/SIGINT (preemption, time limit, scancel): may be requeued
 
 
 class Terminated(Exception):
     """SIGTERM or SIGINT arrived (Slurm preemption, time limit, scancel, Ctrl-C)."""
 
 
-def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
+def run_point(point: Point | PointConfig, env: DistEnv | None = None) -> PointOutcome:
     """Measure one point on this rank; rank 0 records status, tables and the failure reason if any."""
+    point = point if isinstance(point, Point) else Point.of(point)
+    cfg, pid, pdir = point.cfg, point.id, point.dir
     env = env or DistEnv.single()
     setup_logging(env.rank)
-    pid, pdir = point_id(cfg), point_dir(cfg)
     _error_path(pdir, env).unlink(missing_ok=True)  # an earlier attempt's
     if env.rank == 0:
-        write_config(cfg)
+        write_config(cfg, pdir)
         (pdir / "run.parquet").unlink(missing_ok=True)  # a re-run replaces the row of an earlier attempt
-        write_status(pdir, "running", host=env.hostname, slurm_job_id=env.slurm_job_id,
+        mark_running(pdir, host=env.hostname, slurm_job_id=env.slurm_job_id,
                      git_commit=provenance.code()["git_commit"])  # which code ran it, beside its state
     try:
         with signals_raise():
@@ -91,11 +84,14 @@ def run_point(cfg: PointConfig, env: DistEnv | None = None) -> PointOutcome:
 
 
 def _status_or_log(pdir: Path, state: str, reason: str | None = None) -> str | None:
-    """Write status.json; if the disk refuses (full, read-only), log it and return why instead of raising, so
-    the point still ends with its reason and the sweep goes on (the status stays `running`, and readers see
-    it `interrupted` once this process is gone)."""
+    """Mark the point done or failed; if the disk refuses (full, read-only), log it and return why instead of
+    raising, so the point still ends with its reason and the sweep goes on (the status stays `running`, and
+    readers see it `interrupted` once this process is gone)."""
     try:
-        write_status(pdir, state, reason)
+        if state == "done":
+            mark_done(pdir)
+        else:
+            mark_failed(pdir, str(reason))
     except OSError as e:
         why = f"cannot write {pdir / 'status.json'}: {_reason(e)}"
         log.error("point %s: %s", pdir.name, why)
@@ -107,7 +103,7 @@ def _status_or_log(pdir: Path, state: str, reason: str | None = None) -> str | N
 def _first_error(pdir: Path, env: DistEnv) -> Iterator[None]:
     """Record an exception in errors/rank-<k>.json as it is raised, before any teardown runs: the
     teardown of a failing rank (its collectives, its process group) breaks the ranks waiting on it, and
-    the launcher names the rank whose error came first (energybench.launch)."""
+    the launcher names the rank whose error came first (energybench.results.failures)."""
     try:
         yield
     except BaseException as e:
@@ -125,37 +121,10 @@ def _record_error(e: BaseException, pdir: Path, env: DistEnv) -> None:
 
 
 def _error_path(pdir: Path, env: DistEnv) -> Path:
-    return pdir / "errors" / f"rank-{env.rank}.json"
+    return error_path(pdir, env.rank)
 
 
-def rank_errors(pdir: Path, since_unix_s: float = 0.0) -> dict[int, tuple[float, str]]:
-    """rank -> (failed_at_unix_s, reason) from the point's errors/rank-<k>.json, raised at or after
-    `since_unix_s` (older files are an earlier attempt's)."""
-    out = {}
-    for path in sorted((pdir / "errors").glob("rank-*.json")) if (pdir / "errors").is_dir() else []:
-        try:
-            error = json.loads(path.read_text())
-            rank, failed_at = int(path.stem.removeprefix("rank-")), float(error["failed_at_unix_s"])
-        except (ValueError, KeyError, TypeError):
-            continue  # written whole and renamed into place, so only a foreign file lands here
-        if failed_at >= since_unix_s:
-            out[rank] = (failed_at, str(error["reason"]))
-    return out
-
-
-def first_error(errors: dict[int, tuple[float, str]]) -> str | None:
-    """The point's reason from its ranks' errors: the earliest one (the teardown of a failing rank breaks
-    the collectives the others wait in), as "rank <k>: ..." unless it is rank 0's."""
-    if not errors:
-        return None
-    rank = min(errors, key=lambda r: (errors[r][0], r))
-    return errors[rank][1] if rank == 0 else f"rank {rank}: {errors[rank][1]}"
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        return f"CUDA out of memory: {str(e).splitlines()[0]}"
-    return f"{type(e).__name__}: {e}".strip()
+_reason = error_reason  # one line per exception (energybench.results.failures)
 
 
 @contextmanager

@@ -3,9 +3,13 @@ submitit parameters that ask for it, and what Slurm says about a job that ended 
 
     python -m energybench.slurm point-dir <overrides>...
 
-prints the directory of the point the overrides define (the sbatch templates in slurm/ use it for
-the power-limit state file) after checking that the job has one task per shard and that the
-model and KV cache fit the preset's GPUs.
+prints the directory of the point the overrides define (the sbatch template slurm/energybench.sbatch uses
+it for the power-limit state file) after checking that the job has one task per shard and that the
+model and KV cache fit the preset's GPUs;
+
+    python -m energybench.slurm job-env
+
+prints the environment lines a job sets before srun (energybench.jobenv).
 """
 
 from __future__ import annotations
@@ -17,17 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from energybench.config import ClusterConfig, ConfigError, PointConfig
+from energybench.jobenv import shell_exports
 from energybench.results.owner import SLURM_ALIVE
 
 JOB_NAME = "energybench"
 ALIVE_STATES = SLURM_ALIVE  # squeue states of a job that has not ended
 
-# Lines the sbatch script runs before srun: one BLAS/OpenMP thread per CPU Slurm gave the task, and
-# NCCL's NVLink multicast off (as energybench.launch does for local runs).
-JOB_SETUP = (
-    'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
-    'export NCCL_NVLS_ENABLE="${NCCL_NVLS_ENABLE:-0}"',
-)
+# Lines the sbatch script runs before srun (energybench.jobenv: threads and NCCL, as for local runs).
+JOB_SETUP = shell_exports()
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,11 @@ def check_tasks(cfg: PointConfig, environ: Mapping[str, str] | None = None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["job-env"]:  # the sbatch template evaluates these lines
+        print("\n".join(JOB_SETUP))
+        return 0
     if not args or args[0] != "point-dir":
-        print("usage: python -m energybench.slurm point-dir <overrides>...", file=sys.stderr)
+        print("usage: python -m energybench.slurm point-dir <overrides>... | job-env", file=sys.stderr)
         return 2
     from energybench.confload import compose
     from energybench.memory import gpu_memory_gib, memory_problem

@@ -2,7 +2,8 @@
 
 The energybench sweeper (hydra_plugins/energybench_plugins) expands the grid, validates and
 pre-flights every point, skips finished ones and prints the summary; the launcher chosen by
-`cluster` then calls `main` once per point (in this process, or inside a Slurm job).
+`cluster` runs the points (energybench.dispatch): the Slurm launcher calls `main` once per point
+inside its job, the local launcher runs each planned point in Hydra's job context.
 """
 
 from __future__ import annotations
@@ -15,31 +16,23 @@ from omegaconf import DictConfig
 
 from energybench.config import ConfigError
 from energybench.confload import check_group_choices, conf_dir, to_point_config
-from energybench.point import PointOutcome
+from energybench.results.layout import Point
+from energybench.results.status import PointOutcome
 from energybench.provenance import remember_command
 
 
 @hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
 def main(dcfg: DictConfig) -> PointOutcome:
-    cfg = to_point_config(dcfg)
-    if cfg.cluster.launcher == "slurm":
+    """The task function: runs the one point `dcfg` defines (on this rank of a Slurm job, or here)."""
+    point = Point.of(to_point_config(dcfg))
+    if point.cfg.cluster.launcher == "slurm":
         from energybench.distributed import DistEnv
         from energybench.point import run_point
 
-        return run_point(cfg, DistEnv.from_environ())
-    from energybench.launch import run_local
+        return run_point(point, DistEnv.from_environ())
+    from energybench.dispatch.local import run_local, stop_if_interrupted
 
-    return _stop_if_interrupted(run_local(cfg))
-
-
-def _stop_if_interrupted(outcome: PointOutcome) -> PointOutcome:
-    """Ctrl-C or SIGTERM stopped the point in this process: stop the sweep too rather than start the next point
-    (the point is recorded as failed, the others stay pending; the same command resumes)."""
-    if outcome.interrupted:
-        print(f"error: {outcome.point_id}: {outcome.reason}; the sweep stops here (run the same command again to "
-              "resume it)", file=sys.stderr)
-        sys.exit(130 if "SIGINT" in (outcome.reason or "") else 143)
-    return outcome
+    return stop_if_interrupted(run_local(point))  # under Hydra's basic launcher (hydra/launcher=basic)
 
 
 def cli() -> None:

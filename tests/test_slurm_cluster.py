@@ -156,17 +156,19 @@ def test_preflight_rejects_65b_on_a_32gb_preset_without_queueing(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
-TEMPLATES = {"generic": ("slurm", 1), "supercloud_v100": ("supercloud_v100", 2), "supercloud_a100": ("supercloud_a100", 2)}
+# preset -> (shards, the preset's job shape as sbatch options and cluster override: one template serves them all)
+TEMPLATES = {"slurm": (1, [], []), "supercloud_v100": (2, ["--ntasks-per-node=2"], ["cluster=supercloud_v100"]),
+             "supercloud_a100": (2, ["--ntasks-per-node=2"], ["cluster=supercloud_a100"])}
 
 
-def test_sbatch_templates_complete_and_write_their_point(tmp_path: Path) -> None:
+def test_sbatch_template_completes_and_writes_the_point_of_each_preset(tmp_path: Path) -> None:
     from energybench.confload import compose
     from energybench.results.layout import point_dir
 
     out = tmp_path / "out"
     overrides = ["experiment=quickstart", "samples=4", "batch=4", "max_tokens=4", f"out_dir={out}"]
-    dirs = {name: point_dir(compose([f"cluster={preset}", f"shards={shards}", *overrides])).resolve()
-            for name, (preset, shards) in TEMPLATES.items()}
+    dirs = {preset: point_dir(compose([f"cluster={preset}", f"shards={shards}", *overrides])).resolve()
+            for preset, (shards, _, _) in TEMPLATES.items()}
     # the exit trap calls `python -m energybench.power restore <point dir>/power-state`: record it
     power_log = tmp_path / "power.log"
     python = tmp_path / "python"
@@ -176,17 +178,17 @@ def test_sbatch_templates_complete_and_write_their_point(tmp_path: Path) -> None
     state = dirs["supercloud_v100"] / "power-state"
     state.mkdir(parents=True)  # as if the point had capped its GPUs and been killed before restoring
     job_ids = {}
-    for name in TEMPLATES:
-        proc = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", "--cpus-per-task=1",
-                               f"--output={tmp_path}/{name}-%j.out", str(REPO / "slurm" / f"{name}.sbatch"),
-                               *overrides], cwd=tmp_path, env={**env(), "ENERGYBENCH_PYTHON": str(python)},
+    for name, (_, options, preset) in TEMPLATES.items():
+        proc = subprocess.run(["sbatch", "--parsable", f"--partition={PARTITION}", "--cpus-per-task=1", *options,
+                               f"--output={tmp_path}/{name}-%j.out", str(REPO / "slurm" / "energybench.sbatch"),
+                               *preset, *overrides], cwd=tmp_path, env={**env(), "ENERGYBENCH_PYTHON": str(python)},
                               capture_output=True, text=True, check=True)
         job_ids[name] = proc.stdout.split(";")[0].strip()
     for name, job_id in job_ids.items():
         state_now = sacct_state(job_id, timeout_s=600)
         log = (tmp_path / f"{name}-{job_id}.out").read_text()
         assert state_now == "COMPLETED", log[-3000:]
-        preset, shards = TEMPLATES[name]
+        shards = TEMPLATES[name][0]
         row = run_row(dirs[name])
-        assert (row["status"], row["cluster"], row["shards"], row["slurm_job_id"]) == ("done", preset, shards, job_id)
+        assert (row["status"], row["cluster"], row["shards"], row["slurm_job_id"]) == ("done", name, shards, job_id)
     assert power_log.read_text().split() == ["-m", "energybench.power", "restore", str(state)]

@@ -162,22 +162,21 @@ def test_a_point_needs_one_process_per_shard(quick) -> None:
 def test_a_failed_slurm_point_is_named_by_its_earliest_rank_error_of_this_submission(tmp_path: Path) -> None:
     import json
 
-    from hydra_plugins.energybench_plugins.slurm_launcher import _Point, _point_reason
-
+    from energybench.results.failures import recorded_reason
     from energybench.results.layout import point_dir
-    from energybench.results.store import write_status
+    from energybench.results.store import read_status, write_status
 
     cfg = compose(["experiment=quickstart", "shards=2", f"out_dir={tmp_path}"])
     pdir, since = point_dir(cfg), 1_000_000.0
     (pdir / "errors").mkdir(parents=True)
     write_status(pdir, "failed", "RuntimeError: Connection closed by peer")
-    assert _point_reason(_Point(0, [], cfg, since=since)) == "RuntimeError: Connection closed by peer"  # no rank errors
+    assert recorded_reason(pdir, read_status(pdir), since - 1) == "RuntimeError: Connection closed by peer"  # no rank errors
 
     def error(rank: int, at: float, reason: str) -> None:
         (pdir / "errors" / f"rank-{rank}.json").write_text(json.dumps({"reason": reason, "failed_at_unix_s": at}))
 
     error(1, since - 100, "RuntimeError: an earlier submission's")  # stale: ignored
     error(0, since + 2, "RuntimeError: Connection closed by peer")  # the consequence
-    assert _point_reason(_Point(0, [], cfg, since=since)) == "RuntimeError: Connection closed by peer"
+    assert recorded_reason(pdir, read_status(pdir), since - 1) == "RuntimeError: Connection closed by peer"
     error(1, since + 1, "CUDA out of memory: tried to allocate 2 GiB")  # the cause
-    assert _point_reason(_Point(0, [], cfg, since=since)) == "rank 1: CUDA out of memory: tried to allocate 2 GiB"
+    assert recorded_reason(pdir, read_status(pdir), since - 1) == "rank 1: CUDA out of memory: tried to allocate 2 GiB"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -46,8 +47,26 @@ def point_dir(cfg: PointConfig) -> Path:
     return sweep_dir(cfg) / f"point={point_id(cfg)}"
 
 
-def write_config(cfg: PointConfig) -> Path:
-    """The point's resolved configuration, <point dir>/config.yaml (written whole); its path."""
-    path = point_dir(cfg) / "config.yaml"
+def write_config(cfg: PointConfig, directory: Path | None = None) -> Path:
+    """The point's resolved configuration, <point dir>/config.yaml (written whole); its path. `directory`:
+    the point's directory where the caller holds it (a Point), else computed from `cfg`."""
+    path = (point_dir(cfg) if directory is None else directory) / "config.yaml"
     write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False), path)
     return path
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep, made once by the planner and passed down to the launchers: its config, id and
+    directory (computed here once), the Hydra overrides that define it, and the attempts recorded before."""
+
+    cfg: PointConfig
+    id: str
+    dir: Path
+    overrides: tuple[str, ...] = ()  # what a launcher hands to the job that recomposes it (Slurm)
+    attempt: int = 0  # attempts status.json recorded when the point was planned (the next run is attempt + 1)
+
+    @classmethod
+    def of(cls, cfg: PointConfig, overrides: tuple[str, ...] | list[str] = (), attempt: int = 0) -> "Point":
+        pid = point_id(cfg)
+        return cls(cfg, pid, sweep_dir(cfg) / f"point={pid}", tuple(overrides), attempt)

@@ -1,13 +1,77 @@
-"""A point's state as readers should see it: status.json's, with `running` turned `interrupted` once its owner is gone."""
+"""A point's status: the state machine every launcher goes through (the only writer of status.json), and the
+state readers see (`running` turned `interrupted` once its owner is gone; tables that do not read back).
+
+    (none) -> pending -> running -> done | failed        pending: planned, or queued as a Slurm job
+                 ^          |  ^                         running: attempt n started (its owner recorded)
+                 +----------+  +-- running (attempt n+1: requeued, re-run by hand)
+    interrupted: derived, never written: running, but its owner process or Slurm job is gone
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from energybench.results import owner as owners
+from energybench.results.store import read_status, write_status
 
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 INTERRUPTED = "interrupted"  # derived, never written: status.json says running, but its owner is gone
+# state -> the states it may be written from (None: no status.json yet)
+_FROM: dict[str, tuple[str | None, ...]] = {
+    PENDING: (None, PENDING, RUNNING, DONE, FAILED),  # planned again (resume, resume=false), queued, requeued
+    RUNNING: (None, PENDING, RUNNING, DONE, FAILED),  # a new attempt (a point run by hand needs no plan)
+    DONE: (RUNNING,),  # only the attempt that ran writes its result
+    FAILED: (None, PENDING, RUNNING, DONE, FAILED),  # the launcher's reason replaces the point's own
+}
+
+
+@dataclass(frozen=True)
+class PointOutcome:
+    """How a point ended, as a launcher returns it to the sweep."""
+
+    point_id: str
+    state: str  # done | failed
+    reason: str | None = None
+    row: dict | None = None  # the run.parquet row (rank 0 of a done point)
+    interrupted: bool = False  # ended by SIGTERM/SIGINT (preemption, time limit, scancel): may be requeued
+
+
+class StateError(RuntimeError):
+    """A status transition the state machine does not have (a bug in a launcher, not a user error)."""
+
+
+def _write(point_dir: Path, state: str, reason: str | None = None, **extra: Any) -> dict:
+    before = (read_status(point_dir) or {}).get("state")
+    if before not in _FROM[state]:
+        raise StateError(f"{point_dir.name}: status {before} -> {state} is not a transition of a point")
+    return write_status(point_dir, state, reason, **extra)
+
+
+def mark_pending(point_dir: Path, **submission: Any) -> dict:
+    """Planned to run (the planner), or queued as a Slurm job (`submission`: its submitit job id, folder, tasks)."""
+    return _write(point_dir, PENDING, **submission)
+
+
+def mark_running(point_dir: Path, **where: Any) -> dict:
+    """Attempt n+1 starts in this process (rank 0): records its owner (host, pid, start time, boot, Slurm
+    job) so readers can tell a live run from a dead one; `where`: host, slurm_job_id, git_commit."""
+    return _write(point_dir, RUNNING, **where)
+
+
+def mark_done(point_dir: Path) -> dict:
+    """The running attempt wrote its result (run.parquet)."""
+    return _write(point_dir, DONE)
+
+
+def mark_failed(point_dir: Path, reason: str) -> dict:
+    """The point failed with `reason` (one line); written again only if the state or reason changes, so the
+    launcher's verdict (a rank's error, Slurm's end state) replaces the point's own without churn."""
+    status = read_status(point_dir) or {}
+    if status.get("state") == FAILED and status.get("reason") == reason:
+        return status
+    return _write(point_dir, FAILED, reason)
 
 
 def interrupted_reason(status: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,153 @@
+"""Run points as Slurm jobs (submitit) and return their outcomes: the same interface as dispatch.local.
+
+One job per point, sized from that point's config (energybench.slurm.executor_parameters); points of
+one shape go in one job array, and every array is queued before any is waited on. A job a previous
+run of the sweep submitted, still queued or running, is waited for instead of submitted again. A job
+that ended without a result (scancel, node failure, OOM kill, time limit out of requeues, refused by
+sbatch) is a failed point with its reason (energybench.results.failures).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from energybench.results import failures
+from energybench.results.layout import Point
+from energybench.results.status import PointOutcome, mark_failed, mark_pending
+from energybench.results.store import read_status
+
+log = logging.getLogger("energybench.slurm")
+
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, as a shell reports a job killed by it
+
+# what the job runs: submitit pickles `task` and calls it with task_args(point, index) on every task
+Task = Callable[..., Any]
+TaskArgs = Callable[[Point, int], tuple]
+Unwrap = Callable[[Any], "PointOutcome | BaseException"]  # the rank-0 task's return -> its outcome, or what it raised
+
+
+@dataclass
+class Job:
+    point: Point
+    index: int  # the point's number in the sweep
+    job: Any = None  # submitit Job (the rank-0 task is the point's result)
+    since: float = 0.0  # time.time() when it was submitted or attached: older rank errors are stale
+    outcome: PointOutcome | None = None
+
+
+def job_exit_code(outcome: Any, global_rank: int) -> int | None:
+    """Inside the job: the exit code a task leaves with instead of returning, or None. An interrupted point
+    (SIGTERM) leaves no result: requeued by Slurm it runs again, else (scancel) the sweep reads sacct's end
+    state. A failed rank other than 0 exits 1 so srun --kill-on-bad-exit stops the ranks waiting on it."""
+    if isinstance(outcome, PointOutcome) and outcome.interrupted:
+        return EXIT_INTERRUPTED
+    if isinstance(outcome, PointOutcome) and outcome.state == "failed" and global_rank:
+        return 1
+    return None
+
+
+def run_points(points: Sequence[Point], folder: str, poll_s: float, task: Task, task_args: TaskArgs,
+               unwrap: Unwrap) -> list[PointOutcome]:
+    """Submit (or attach to) one job per point, wait for all of them, return their outcomes in order."""
+    jobs = [Job(point, i) for i, point in enumerate(points)]
+    fresh = [j for j in jobs if not _attach(j)]
+    _submit(fresh, folder, task, task_args)
+    try:
+        _wait(jobs, poll_s, unwrap)
+    except KeyboardInterrupt:
+        ids = " ".join(j.job.job_id for j in jobs if j.job is not None and j.outcome is None)
+        log.warning("interrupted: Slurm jobs %s keep running; run the same command again to wait for "
+                    "them and resume, or scancel them", ids)
+        raise
+    return [j.outcome for j in jobs if j.outcome is not None]
+
+
+def _attach(j: Job) -> bool:
+    """Wait for a job a previous run of this sweep submitted for the point if it still runs or waits."""
+    from submitit.slurm.slurm import SlurmJob
+
+    from energybench.slurm import live_state
+
+    status = read_status(j.point.dir) or {}
+    job_id, folder = status.get("submitit_job_id"), status.get("submitit_folder")
+    if status.get("state") not in ("pending", "running") or not job_id or not folder:
+        return False
+    state = live_state(job_id)
+    if state is None:
+        return False
+    j.job = SlurmJob(folder=folder, job_id=job_id, tasks=tuple(range(status.get("submitit_tasks", 1))))
+    j.since = time.time()
+    log.info("point %s: Slurm job %s from an earlier run is %s; waiting for it", j.point.id, job_id, state)
+    return True
+
+
+def _submit(jobs: list[Job], folder: str, task: Task, task_args: TaskArgs) -> None:
+    """One job array per job shape; every group is queued before any is waited on."""
+    import submitit
+
+    from energybench.slurm import executor_parameters
+
+    groups: dict[str, list[Job]] = {}
+    for j in jobs:
+        key = json.dumps([executor_parameters(j.point.cfg), j.point.cfg.cluster.max_requeues], sort_keys=True)
+        groups.setdefault(key, []).append(j)
+    for key, members in groups.items():
+        params, max_requeues = json.loads(key)
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_requeues)
+        executor.update_parameters(**params)
+        try:
+            submitted = executor.map_array(task, *zip(*[task_args(j.point, j.index) for j in members]))
+        except Exception as e:  # sbatch refused the array: those points fail, the others go on
+            for j in members:
+                j.outcome = _failed(j, f"sbatch refused the job: {failures.last_line(e)}")
+            continue
+        tasks = params["nodes"] * params["tasks_per_node"]
+        for j, job in zip(members, submitted):
+            j.job, j.since = job, time.time()
+            mark_pending(j.point.dir, submitit_job_id=job.job_id, submitit_tasks=tasks,
+                         submitit_folder=str(Path(folder).expanduser().absolute()))
+            log.info("point %s: Slurm job %s (%d task%s): %s", j.point.id, job.job_id, tasks, "s" * (tasks > 1),
+                     " ".join(o for o in j.point.overrides if not o.startswith("hydra.")))
+
+
+def _wait(jobs: list[Job], poll_s: float, unwrap: Unwrap) -> None:
+    waiting = [j for j in jobs if j.outcome is None]
+    while waiting:
+        for j in list(waiting):
+            if j.job.task(0).done():
+                j.outcome = _collect(j, unwrap)
+                waiting.remove(j)
+                log.info("point %s: %s", j.point.id, j.outcome.state)
+        if waiting:
+            time.sleep(poll_s)
+
+
+def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
+    """The rank-0 task's outcome, or a failed point built from Slurm's end state."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from energybench.slurm import end_state
+
+    try:
+        outcome = unwrap(j.job.task(0).result())
+    except (UncompletedJobError, FailedJobError) as e:
+        status = read_status(j.point.dir) or {}
+        detail = failures.recorded_reason(j.point.dir, status, since_unix_s=j.since - 1) or (
+            failures.last_error_line(str(e)) if isinstance(e, FailedJobError) else None)
+        return _failed(j, failures.job_ended_reason(j.job.job_id, end_state(j.job.job_id), detail))
+    if isinstance(outcome, BaseException):  # the task function raised outside the point
+        return _failed(j, failures.error_reason(outcome))
+    if outcome.state == "failed" and "timed-out too many times" in (outcome.reason or ""):
+        c = j.point.cfg.cluster
+        return _failed(j, failures.timed_out_reason(j.job.job_id, c.time_min, c.max_requeues))
+    return outcome
+
+
+def _failed(j: Job, reason: str) -> PointOutcome:
+    mark_failed(j.point.dir, reason)
+    return PointOutcome(j.point.id, "failed", reason)
