@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from energybench.util.process import pid_alive
 from energybench.config import PowerConfig
 from energybench.distributed import DistEnv, agree
 from energybench.device.limits import GpuLimit
@@ -104,7 +105,7 @@ def _restore_stale(path: Path, gpus: list[Gpu]) -> None:
         state = read_state(path)
     except ValueError as e:
         raise LimitError(f"{e}; remove it if no GPU of this node is still capped by it") from None
-    if state.pid != os.getpid() and _alive(state.pid):
+    if state.pid != os.getpid() and pid_alive(state.pid):
         raise LimitError(f"{path} belongs to process {state.pid}, still running on this node: two points must not "
                          "share a power.state_dir on one node (leave power.state_dir=null: one per point)")
     with _signals_deferred():
@@ -114,16 +115,6 @@ def _restore_stale(path: Path, gpus: list[Gpu]) -> None:
                          f"{'; '.join(failures)}; restore them with: python -m energybench.power restore {path}")
     path.unlink(missing_ok=True)
     log.warning("restored the power limits a killed earlier point left (%s)", path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _as_found(gpus: list[Gpu]) -> PowerLimits:

@@ -10,6 +10,8 @@ import subprocess
 import time
 from typing import Any, Mapping
 
+from energybench.util.process import pid_alive
+
 # squeue states of a job that has not ended (a requeued job comes back under the same id)
 SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING", "RESIZING",
                "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING", "PREEMPTED")
@@ -47,16 +49,6 @@ def this_process(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     job = f"{array_id}_{task_id}" if array_id and task_id else env.get("SLURM_JOB_ID")
     pid = os.getpid()
     return {"host": host(), "pid": pid, "pid_start": process_start(pid), "boot_id": boot_id(), "slurm_job_id": job}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _cached(ttl_s: float):
@@ -126,7 +118,7 @@ def alive(owner: Mapping[str, Any] | None) -> bool | None:
         return None
     if owner.get("boot_id") and boot_id() and owner["boot_id"] != boot_id():
         return False
-    if not _pid_alive(owner["pid"]):
+    if not pid_alive(owner["pid"]):
         return False
     start = process_start(owner["pid"])
     return owner.get("pid_start") is None or start is None or start == owner["pid_start"]
