@@ -179,16 +179,22 @@ def by_axis(source: Path, args: Args) -> str:
     return _table(["model", axis, "J/token [95 %]", "tokens/s [95 %]", "power W [95 %]", "point"], rows)
 
 
+SHAPE = ("model", "dataset", "batch", "max_tokens", "shards", "engine", "length")  # what defines a shape
+
+
+def _against(pts: pd.DataFrame, axis: str, a: str, b: str, label) -> list[tuple[str, dict, dict]]:
+    """(label, keys of a, keys of b): each point with `axis` = a beside the point of the same shape with b."""
+    pairs = []
+    for r in _select(pts, **{axis: a}).itertuples():
+        keys = {k: getattr(r, k) for k in SHAPE if k != axis}
+        pairs.append((label(r), {axis: a, **keys}, {axis: b, **keys}))
+    return pairs
+
+
 def engines(source: Path, args: Args) -> str:
     """What the engine costs: reference against fast J/token at the same shape."""
-    pts = _load(str(source))[0]
-    fast = _select(pts, engine="fast")
-    pairs = []
-    for r in fast.itertuples():
-        keys = dict(model=r.model, dataset=r.dataset, batch=r.batch, max_tokens=r.max_tokens, shards=r.shards,
-                    length=r.length)
-        pairs.append((f"{r.model.upper()} {r.dataset} s{r.shards}: reference / fast", dict(engine="reference", **keys),
-                      dict(engine="fast", **keys)))
+    pairs = _against(_load(str(source))[0], "engine", "reference", "fast",
+                     lambda r: f"{r.model.upper()} {r.dataset} s{r.shards}: reference / fast")
     return _table(["shape", "J/token reference [95 %]", "J/token fast [95 %]", "reference / fast [95 %]",
                    "points"], _pair_rows(source, pairs, "energy_per_token_j", ".3f"))
 
@@ -213,13 +219,8 @@ def where_energy_goes(source: Path, args: Args) -> str:
 def lengths(source: Path, args: Args) -> str:
     """length=sampled against length=oracle at the same shape (what random weights change)."""
     pts = _load(str(source))[0]
-    oracle = _select(pts, length="oracle")
-    pairs = []
-    for r in oracle.itertuples():
-        keys = dict(model=r.model, dataset=r.dataset, batch=r.batch, max_tokens=r.max_tokens, shards=r.shards,
-                    engine=r.engine)
-        pairs.append((f"{r.model.upper()} {r.dataset} b{r.batch} t{r.max_tokens}: oracle / sampled",
-                      dict(length="oracle", **keys), dict(length="sampled", **keys)))
+    pairs = _against(pts, "length", "oracle", "sampled",
+                     lambda r: f"{r.model.upper()} {r.dataset} b{r.batch} t{r.max_tokens}: oracle / sampled")
     rows = _pair_rows(source, pairs, "energy_per_token_j", ".3f")
     toks = [[f"{int(_select(pts, point_id=p)['tokens'].iloc[0]):,}" for p in r[-1].replace("`", "").split(" / ")]
             for r in rows]
