@@ -364,7 +364,9 @@ def _check_online(p: PointConfig) -> None:
 def _check_PointConfig(p: PointConfig, prefix: str) -> None:
     for name in ("batch", "max_tokens", "shards", "samples"):
         _positive(name, getattr(p, name))
-    if p.batch > p.samples:  # one short batch would be recorded under a batch size it never ran at
+    # offline: one short batch would be recorded under a batch size it never ran at (online points draw a
+    # prompt per request and do not use samples)
+    if p.workload == "offline" and p.batch > p.samples:
         raise ConfigError(f"batch={p.batch} is larger than samples={p.samples}: a batch cannot hold more prompts "
                           f"than the point draws; use batch <= {p.samples} or samples >= {p.batch}")
     _positive("warmup_batches", p.warmup_batches, zero_ok=True)

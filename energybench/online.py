@@ -106,7 +106,7 @@ def _gpu(counts: dict) -> dict:
     return {k: v for k, v in counts.items() if k.startswith("gpu:")}
 
 
-def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | None:
+def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads: int | None = None) -> dict | None:
     """point._measure for workload=online: load, warm up, serve the requests in the three windows, write."""
     from energybench.point import _first_error, _state_dir, pick_device, pick_dtype
 
@@ -153,7 +153,7 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict
             "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "gpus": env.world_size if device.type == "cuda" else 0, "nodes": env.num_nodes,
             "hostnames": ",".join(env.nodelist), "slurm_job_id": env.slurm_job_id, "attempt": attempt,
-            "started_at": started_at, "load_s": load_s})
+            "started_at": started_at, "load_s": load_s, "torch_threads": threads})
 
 
 def _requests(cfg: PointConfig) -> tuple[list[Request], str | None]:

@@ -94,6 +94,7 @@ def plan_sweep(points: Sequence[Point]) -> Plan:
     that fail pre-flight; mark the rest pending on disk so partial sweeps show what was queued."""
     plan = Plan()
     seen: set[str] = set()
+    attached: set[str] = set()  # running in a Slurm job the launcher waits for: its status stays running
     for point in points:
         cfg = point.cfg
         if point.id in seen:
@@ -104,11 +105,15 @@ def plan_sweep(points: Sequence[Point]) -> Plan:
         if why is not None:
             plan.skipped.append((point, why))
             continue
+        if (status or {}).get("state") == "running" and cfg.cluster.launcher == "slurm" \
+                and status.get("submitit_job_id") and "owner" in status:
+            attached.add(point.id)
         void = interrupted_reason(status) if status else None
         if void is not None:
             plan.interrupted.append((point, void))
         plan.todo.append(replace(point, attempt=int((status or {}).get("attempt", 0))))
     for point in plan.todo:
         write_config(point.cfg, point.dir)
-        mark_pending(point.dir)
+        if point.id not in attached:  # pending -> running again would lose a live job's result (done needs running)
+            mark_pending(point.dir)
     return plan

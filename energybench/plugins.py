@@ -36,15 +36,20 @@ def load_plugins(environ: Mapping[str, str] | None = None) -> list[str]:
         _loaded.add(name)  # before importing: a module that queries a registry while loading does not recurse
         try:
             importlib.import_module(name)
-        except ImportError as e:
+        except Exception as e:  # ImportError, or the module itself raising while it registers
             _loaded.discard(name)
-            raise PluginError(f"{PLUGINS_ENV}={env.get(PLUGINS_ENV)}: cannot import {name} ({e}); "
-                              "put its folder on PYTHONPATH or fix the name") from None
+            raise PluginError(f"{PLUGINS_ENV}={env.get(PLUGINS_ENV)}: cannot import {name} "
+                              f"({type(e).__name__}: {e}); put its folder on PYTHONPATH or fix the module") from None
         imported.append(name)
     for ep in points:
         key = f"{ep.group}:{ep.value}"
         if key not in _loaded:
             _loaded.add(key)
-            ep.load()
+            try:
+                ep.load()
+            except Exception as e:
+                _loaded.discard(key)
+                raise PluginError(f"entry point {ep.name} = {ep.value} (group {ep.group}) cannot be loaded "
+                                  f"({type(e).__name__}: {e}); fix or uninstall the package that declares it") from None
             imported.append(ep.value)
     return imported

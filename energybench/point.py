@@ -41,7 +41,7 @@ from energybench.results.columns import config_columns
 from energybench.results.layout import Point, write_config
 from energybench.results.metrics import ratio, run_metrics, sum_or_none
 from energybench.results.schema import BATCHES, RUN, table
-from energybench.results.failures import error_path, error_reason, first_error, rank_errors  # noqa: F401 (re-exported)
+from energybench.results.failures import error_path, error_reason
 from energybench.results.status import PointOutcome, mark_done, mark_failed, mark_running
 from energybench.results.store import read_status, write_parquet, write_text
 from energybench.threads import size_torch_threads
@@ -169,13 +169,13 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
     if env.world_size != cfg.shards:
         raise ConfigError(f"shards={cfg.shards} but {env.world_size} processes were started for the point; "
                           f"start one per shard (srun --ntasks={cfg.shards})")
+    threads = size_torch_threads(env)
     if cfg.workload == "online":  # requests over time, continuous batching: its own module
         from energybench.online import measure_online
 
-        return measure_online(cfg, env, pid, pdir)
+        return measure_online(cfg, env, pid, pdir, threads)
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
-    threads = size_torch_threads(env)
     started_at = dt.datetime.now(dt.timezone.utc)
     # cleanup runs before the group is torn down; _first_error records an error before either runs
     with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):

@@ -155,6 +155,13 @@ def write_spec(path: Path, gpus: list[dict[str, Any]], **options: Any) -> Path:
     return path
 
 
+def child_env(spec: Path, **extra: str) -> dict[str, str]:
+    """The environment of a child process (a sweep, a rank) whose `pynvml` is this fake, reading `spec`."""
+    tests = Path(__file__).resolve().parent
+    return {**os.environ, "PYTHONPATH": f"{tests.parent}:{tests}", "ENERGYBENCH_NVML_MODULE": "fake_pynvml",
+            "FAKE_NVML_SPEC": str(spec), "OMP_NUM_THREADS": "1", **extra}
+
+
 def _from_env() -> None:
     spec = os.environ.get("FAKE_NVML_SPEC")
     if spec and not _S.gpus:

@@ -89,3 +89,14 @@ def test_carbon_and_cost_factors_compose_and_bad_ones_are_refused() -> None:
                               ("carbon.grams=3", "unknown key carbon.grams")):
         with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
             compose(["experiment=quickstart", override])
+
+
+def test_batch_larger_than_samples_is_refused_offline_only() -> None:
+    from energybench.config import ConfigError
+    from energybench.confload import compose
+
+    with pytest.raises(ConfigError, match="batch=64 is larger than samples=8"):
+        compose(["experiment=quickstart", "batch=64", "samples=8"])
+    online = compose(["experiment=quickstart", "batch=64", "samples=8", "engine=fast", "workload=online",
+                      "online.rate=4"])
+    assert online.batch == 64  # online points draw one prompt per request: samples is not used

@@ -3,7 +3,6 @@ per-node sample files, the point's energy summed over both nodes, each node's GP
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +36,10 @@ def run_two_nodes(tmp_path: Path, seen: dict[str, list[dict]], visible: dict[str
     out, port, procs = tmp_path / "out", free_port(), []
     for rank, node in enumerate(NODES):
         spec = fake_pynvml.write_spec(tmp_path / f"nvml-{node}.json", seen[node])
-        env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "ENERGYBENCH_NVML_MODULE": "fake_pynvml",
-               "FAKE_NVML_SPEC": str(spec), "CUDA_VISIBLE_DEVICES": visible[node], "OMP_NUM_THREADS": "1",
+        env = fake_pynvml.child_env(spec, CUDA_VISIBLE_DEVICES=visible[node], **{
                "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                "GROUP_RANK": str(rank), "NUM_NODES": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "SLURMD_NODENAME": node, "ENERGYBENCH_NODELIST": ",".join(NODES)}
+               "SLURMD_NODENAME": node, "ENERGYBENCH_NODELIST": ",".join(NODES)})
         for key in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS"):
             env.pop(key, None)
         procs.append(subprocess.Popen(

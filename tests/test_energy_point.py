@@ -4,7 +4,6 @@ streams samples; a point stopped by SIGTERM restores the limits itself, one kill
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -31,9 +30,7 @@ def fake_env(tmp_path: Path) -> dict:
 
     limits = tmp_path / "fake-limits.json"
     spec = fake_pynvml.write_spec(tmp_path / "spec.json", FAKE_GPUS, state_file=str(limits))
-    return {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "ENERGYBENCH_NVML_MODULE": "fake_pynvml",
-            "FAKE_NVML_SPEC": str(spec), "CUDA_VISIBLE_DEVICES": "2", "OMP_NUM_THREADS": "1",
-            "_LIMITS": str(limits)}
+    return fake_pynvml.child_env(spec, CUDA_VISIBLE_DEVICES="2", _LIMITS=str(limits))
 
 
 def limits_w(env: dict) -> dict[str, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +47,9 @@ def run_two_ranks(tmp_path: Path, visible: list[str]) -> list[dict]:
     port = free_port()
     procs = []
     for rank in range(2):
-        env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "ENERGYBENCH_NVML_MODULE": "fake_pynvml",
-               "FAKE_NVML_SPEC": str(spec), "OMP_NUM_THREADS": "1",
+        env = fake_pynvml.child_env(spec, **{
                "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
         procs.append(subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, *visible], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]

@@ -106,3 +106,18 @@ def test_a_results_folder_written_before_the_lifecycle_change_resumes(tmp_path: 
     mark_pending(point.dir)  # planned again: the next run is attempt + 1
     assert (read_status(point.dir)["state"], read_status(point.dir)["attempt"]) == ("pending", attempt)
     assert mark_running(point.dir)["attempt"] == attempt + 1
+
+
+def test_a_point_running_in_a_slurm_job_the_sweep_reattaches_to_stays_running(tmp_path: Path) -> None:
+    """Planning again while the point's Slurm job runs must not reset it to pending: done needs running."""
+    from energybench.confload import compose
+    from energybench.plan import plan_sweep
+    from energybench.results.layout import Point
+
+    point = Point.of(compose(["cluster=slurm", "experiment=quickstart", f"out_dir={tmp_path}"]))
+    mark_pending(point.dir, submitit_job_id="7")
+    mark_running(point.dir)  # the job's rank 0 (this live process stands in for it)
+    plan = plan_sweep([point])
+    assert [p.id for p in plan.todo] == [point.id]  # the launcher attaches to job 7
+    assert read_status(point.dir)["state"] == "running"
+    assert mark_done(point.dir)["state"] == "done"  # the job's result is kept

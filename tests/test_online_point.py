@@ -77,6 +77,7 @@ def test_online_run_metrics(online) -> None:
     row, requests, steps, _ = online("online.rate=50", "online.requests=40", "online.slo_ttft_s=0.05")
     mine = [r for r in requests if r["in_window"]]
     assert row["workload"] == "online" and row["rate_rps"] == 50 and row["requests"] == 40
+    assert row["torch_threads"] >= 1  # sized and recorded as for an offline point
     assert row["responses"] == len(mine) > 0
     window = [s for s in steps if s["window"] == "generation"]
     assert row["tokens"] == sum(s["new_tokens"] for s in window)

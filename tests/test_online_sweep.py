@@ -23,8 +23,7 @@ def online_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tmp = tmp_path_factory.mktemp("online")
     spec = fake_pynvml.write_spec(tmp / "spec.json", fake_pynvml.FAKE_GPUS, state_file=str(tmp / "limits.json"))
-    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "ENERGYBENCH_NVML_MODULE": "fake_pynvml",
-           "FAKE_NVML_SPEC": str(spec), "CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "1"}
+    env = fake_pynvml.child_env(spec, CUDA_VISIBLE_DEVICES="1")
     proc = subprocess.run(
         [sys.executable, "-m", "energybench.sweep", "-m", "experiment=quickstart", "engine=fast", "workload=online",
          "online.rate=10,80", "online.requests=60", "batch=4", "max_tokens=8", "meter.gpu=nvml",

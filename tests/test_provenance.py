@@ -27,7 +27,9 @@ def test_git_checkout_names_its_commit(monkeypatch):
     code = provenance.code()
     assert code["code_source"] == "git"
     assert code["git_commit"] == head and len(head) == 40
-    assert isinstance(code["git_dirty"], bool)
+    status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True).stdout
+    assert code["git_dirty"] is bool(status.strip())
 
 
 def _copied_package(tmp_path: Path, monkeypatch) -> None:

@@ -133,3 +133,15 @@ def test_a_plugin_module_that_cannot_be_imported_is_a_one_line_error(tmp_path: P
     assert proc.returncode != 0
     assert "ENERGYBENCH_PLUGINS=no_such_site_module: cannot import no_such_site_module" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_plugin_module_that_raises_while_registering_is_a_plugin_error_and_is_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from energybench.plugins import PluginError, load_plugins
+
+    (tmp_path / "eb_broken_plugin.py").write_text("raise RuntimeError('no licence file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = {"ENERGYBENCH_PLUGINS": "eb_broken_plugin"}
+    for _ in range(2):  # not remembered as loaded: the second call raises too, rather than skipping it
+        with pytest.raises(PluginError, match="cannot import eb_broken_plugin .RuntimeError: no licence file"):
+            load_plugins(env)

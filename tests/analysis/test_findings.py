@@ -26,10 +26,15 @@ def test_one_batch_point_has_no_interval_and_two_batches_have_one():
     assert lo <= value <= hi and lo < hi
 
 
-def test_ratio_of_a_point_with_itself_is_one():
-    pid = _points()[lambda d: d["batches"] == 2]["point_id"].iloc[0]
-    value = findings.ratio(H200, pid, pid, "tokens_per_s")
-    assert value.startswith("1.00 [")
+def test_ratio_of_two_points_is_their_values_ratio_inside_its_interval():
+    pts = _points()[lambda d: d["batches"] >= 2].set_index("point_id")
+    a, b = pts.index[0], pts.index[1]
+    text = findings.ratio(H200, a, b, "tokens_per_s")
+    value, lo, hi = (float(x) for x in text.replace("[", "").replace("]", "").replace(",", "").split())
+    assert value == pytest.approx(pts.loc[a, "tokens_per_s"] / pts.loc[b, "tokens_per_s"], abs=0.005)
+    assert lo <= value <= hi and lo < hi
+    back = float(findings.ratio(H200, b, a, "tokens_per_s").split()[0])
+    assert back == pytest.approx(1 / value, rel=0.01)
 
 
 def test_every_table_names_its_points():
