@@ -51,7 +51,7 @@ def probe() -> dict:
     """NVML as seen on this machine: ids, read-only limits, supported fields, counter step, sampler tick cost."""
     import torch
 
-    from energybench.energy.nvml import Nvml
+    from energybench.device.nvml import Nvml
     from energybench.energy.samples import read_gpu
 
     nvml = Nvml()

@@ -23,7 +23,7 @@ from energybench.data import load_workload
 from energybench.data.arrivals import arrival_times_s
 from energybench.distributed import DistEnv, gather, model_parallel
 from energybench.energy.attribution import Read, request_energy_j, step_energy_j
-from energybench.energy.gpus import job_gpus
+from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
 from energybench.engine import Sampling
@@ -129,7 +129,7 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
             ids = {"point_id": pid, "attempt": attempt}
             with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
                     power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
-                    measurement(cfg.meter, env, device, node, caps.columns(), caps.notes, pdir, ids) as m, \
+                    measurement(cfg.meter, env, device, node, caps.gpus, caps.notes, pdir, ids) as m, \
                     _first_error(pdir, env):
                 m.idle()
                 for w in range(cfg.warmup_batches):  # burn-in (outside every window), then serve

@@ -30,7 +30,7 @@ from energybench import provenance
 from energybench.config import ConfigError, PointConfig, from_mapping
 from energybench.data import Sample, load_workload
 from energybench.distributed import DistEnv, gather, model_parallel
-from energybench.energy.gpus import job_gpus
+from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
 from energybench.engine import BatchStats, Sampling, make_engine
@@ -200,7 +200,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
         attempt = gather(env, (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0)[0]
         with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
                 power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
-                measurement(cfg.meter, env, device, node, caps.columns(), caps.notes, pdir,
+                measurement(cfg.meter, env, device, node, caps.gpus, caps.notes, pdir,
                             {"point_id": pid, "attempt": attempt}) as m, _first_error(pdir, env):
             m.idle()  # the idle baseline, at the point's power cap, before the warm-up
             generation, batch_log = _run_batches(cfg, env, engine, m.meter, batches, pid, pdir, attempt)

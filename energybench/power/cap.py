@@ -32,10 +32,6 @@ class PowerLimits:
     state: PowerState | None = None
     state_file: Path | None = None
 
-    def columns(self) -> dict[str, GpuLimit]:
-        """GPU UUID -> its GpuLimit, as energy.session.measurement takes them (the same dict as `.gpus`)."""
-        return self.gpus
-
 
 @contextmanager
 def power_limits(cfg: PowerConfig, cap_w: float | None, env: DistEnv, gpus: list[Gpu],
