@@ -77,6 +77,27 @@ def test_rate_rows_and_nothing_read_in_the_measured_process(fake_nvml, tmp_path:
     assert 80 <= stats["samples"] <= 110  # ~2 s at 50 Hz
 
 
+def test_a_window_opened_between_counter_reads_still_gets_its_cross_check(fake_nvml, tmp_path: Path) -> None:
+    # the counter is read once a second; a 1.3 s generation window opened 0.6 s into that schedule holds only
+    # one scheduled reading, so the process reads the counter at the window's first tick as well
+    nvml, gpus = open_gpus(1)
+    sampler = Sampler(gpus, False, 50.0, tmp_path / "samples" / "node=n1", 5.0)
+    sampler.start()
+    meter = Meter(DistEnv.single(), torch.device("cpu"), None, sampler.set_windows)
+    time.sleep(0.6)
+    meter.begin("generation")
+    time.sleep(1.3)
+    meter.end("generation")
+    sampler.stop()
+    nvml.close()
+    stats = sampler.stats["generation"][gpus[0].uuid]
+    assert stats["counter_j"] is not None, stats
+    assert stats["counter_j"] == pytest.approx(stats["integral_j"], rel=0.03)
+    assert stats["integral_j"] == pytest.approx(100.0 * 1.0, rel=0.05)  # readings a second apart, at 100 W
+    readings = read_samples(tmp_path).to_pandas().query("window == 'generation'")["energy_mj"].notna().sum()
+    assert readings == 2
+
+
 def test_no_timeline_at_zero_hz_but_fallback_gpus_still_integrated(fake_nvml, tmp_path: Path) -> None:
     fake_nvml.configure([{**FAKE_GPUS[0], "energy_counter": False}])
     nvml, gpus = open_gpus(1)

@@ -41,7 +41,9 @@ class Ticker:
     """Reads every GPU of the job (and RAPL) `hz` times a second in a thread of this process.
 
     With `out_dir`, rows (schema SAMPLES, one per GPU per tick) stream to `part-<k>.parquet` every `flush_s`.
-    The energy counter is read once every COUNTER_EVERY_S (energy_mj is null on the rows between). Keeps,
+    The energy counter is read once every COUNTER_EVERY_S (energy_mj is null on the rows between), and at the
+    first tick of each TRACKED window, so that a window longer than COUNTER_EVERY_S (plus a tick) always holds
+    two readings for its cross-check, whatever the phase of the schedule when it opens. Keeps,
     per GPU, statistics of the TRACKED windows and a running power integral (the energy of GPUs without a
     counter). `windows` (set by the leader at each edge) labels the rows.
     """
@@ -57,6 +59,7 @@ class Ticker:
         self.stats: dict[str, dict[str, WindowStats]] = {}  # window -> GPU UUID -> statistics
         self.ticks = 0
         self._counter_read_at = float("-inf")
+        self._counter_due = False  # a TRACKED window opened: read the counter at the next tick
         self._rows: list[dict] = []
         self._integral: dict[str, tuple[float, float, float | None]] = {}  # uuid -> (joules, t, last power)
         self._lock = threading.Lock()  # windows, integrals and notes: shared with the thread answering the leader
@@ -85,7 +88,9 @@ class Ticker:
         label = windows[-1] if windows else None
         cpu_j, dram_j = self.read_rapl()
         tracked = [w for w in windows if w in TRACKED]
-        energy = t_mono - self._counter_read_at >= COUNTER_EVERY_S - 0.5 / self.hz
+        with self._lock:
+            due, self._counter_due = self._counter_due, False
+        energy = due or t_mono - self._counter_read_at >= COUNTER_EVERY_S - 0.5 / self.hz
         if energy:
             self._counter_read_at = t_mono
         rapl = {"cpu_energy_j": cpu_j, "dram_energy_j": dram_j}
@@ -124,6 +129,8 @@ class Ticker:
 
     def set_windows(self, windows: tuple[str, ...]) -> None:
         with self._lock:
+            if any(w in TRACKED and w not in self.windows for w in windows):
+                self._counter_due = True
             self.windows = tuple(windows)
 
     def results(self) -> dict:
