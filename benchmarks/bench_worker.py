@@ -14,7 +14,8 @@ import torch.distributed as dist
 from energybench import provenance
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
-from energybench.engine import NoHooks, Sampling, make_engine
+from energybench.config import to_mapping
+from energybench.engine import NoHooks, Sampling, compile_cache, make_engine
 from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
 from clock import now_utc
@@ -53,28 +54,34 @@ def run_worker(args: argparse.Namespace, t_process: float) -> int:
         model = build_model(cfg, device, dtype, seed=1)
         model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
         bench.model_ready()
+        shape = {k: v for k, v in to_mapping(cfg).items() if k not in ("weights", "path", "tokenizer")}
+        facts = compile_cache.key_facts(shape, device, dtype, env.world_size)
         for name in [e for e in engines if e in ("reference", "fast")]:
-            t0 = time.perf_counter()
-            generator = torch.Generator(device=device).manual_seed(1)
-            if name == "fast" and args.no_compile:
-                engine, name = FastEngine(model, SAMPLING, generator, compile=False), "fast-eager"
-            else:
-                engine = make_engine(name, model, SAMPLING, generator)
-            bench.sync()
-            ready_s = time.perf_counter() - t0
-            for batch in batches:
-                prompts = bench.prompts(batch, cfg.vocab_size)
-                bench.measure(name, args.worker, batch, ready_s, _ours(engine, prompts, args.new_tokens))
-            engine.close()
+            with compile_cache.use(args.compile_cache, facts) as cache:
+                t0 = time.perf_counter()
+                generator = torch.Generator(device=device).manual_seed(1)
+                if name == "fast" and args.no_compile:
+                    engine, name = FastEngine(model, SAMPLING, generator, compile=False), "fast-eager"
+                else:
+                    engine = make_engine(name, model, SAMPLING, generator)
+                bench.sync()
+                ready_s = time.perf_counter() - t0
+                cache.measure()
+                ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
+                         "compile_cache_misses": cache.misses}
+                for batch in batches:
+                    prompts = bench.prompts(batch, cfg.vocab_size)
+                    bench.measure(name, args.worker, batch, ready, _ours(engine, prompts, args.new_tokens))
+                engine.close()
         del model
         torch.cuda.empty_cache()
         if "transformers" in engines and env.world_size == 1:
             t0 = time.perf_counter()
             hf = hf_model(cfg, device, dtype)
-            ready_s = time.perf_counter() - t0
+            ready = {"engine_ready_s": time.perf_counter() - t0}
             for batch in batches:
                 prompts = bench.prompts(batch, cfg.vocab_size)
-                bench.measure("transformers", args.worker, batch, ready_s, _hf(hf, prompts, args.new_tokens))
+                bench.measure("transformers", args.worker, batch, ready, _hf(hf, prompts, args.new_tokens))
     return 0
 
 
@@ -111,9 +118,9 @@ class Bench:
         ids = torch.randint(3, vocab, (batch, self.args.prompt_tokens - 1), generator=gen)
         return [[1] + row for row in ids.tolist()]
 
-    def measure(self, engine: str, model: str, batch: int, ready_s: float,
-                run: Run) -> None:
-        """Warm up, then meter whole generate calls; `run(new_tokens)` returns (tokens, wasted)."""
+    def measure(self, engine: str, model: str, batch: int, ready: dict, run: Run) -> None:
+        """Warm up, then meter whole generate calls; `run(new_tokens)` returns (tokens, wasted). `ready`:
+        engine_ready_s, and the compile cache's hits and misses for our engines."""
         new = self.args.new_tokens
         run(WARMUP_TOKENS)  # burn-in, then measure
         self.sync()
@@ -136,7 +143,7 @@ class Bench:
             "wasted_tokens": wasted, "generate_calls": reps, "duration_s": duration_s,
             "tokens_per_s": tokens / duration_s, "energy_j": energy_j, "energy_per_token_j": energy_j / tokens,
             "power_per_gpu_w": energy_j / duration_s / self.env.world_size, "load_s": self.startup_s,
-            "startup_s": self.startup_s, "engine_ready_s": ready_s, "gpu": self.gpu,
+            "startup_s": self.startup_s, **ready, "gpu": self.gpu,
             "gpus": self.env.world_size, "date": now_utc(), "torch": torch.__version__,
             **provenance.record(), "command": os.environ.get("EB_COMMAND", ""), **extra,
         }

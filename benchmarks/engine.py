@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # energybench without installing it, as the ranks get it via PYTHONPATH
 KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
 COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
-           "prefill_s", "startup_s", "engine_ready_s", "gpu")
+           "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "gpu")
 ENGINE_ORDER = {"reference": 0, "fast": 1, "fast-eager": 2, "transformers": 3}
 
 
@@ -42,6 +42,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--min-window-s", type=float, default=3.0, help="shortest energy window per measurement")
     ap.add_argument("--no-compile", action="store_true",
                     help="fast engine without torch.compile (CUDA graphs of the eager step), recorded as fast-eager")
+    ap.add_argument("--compile-cache", default="auto",
+                    help="torch.compile cache, as a point's compile_cache: auto | off | a folder")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: plumbing check with model tiny
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # model preset, run as one rank
@@ -95,7 +97,8 @@ def launch(args: argparse.Namespace, model: str, command: str) -> int:
         argv = [sys.executable, str(Path(__file__).resolve()), "--worker", model, "--models", model,
                 "--engines", args.engines, "--batches", args.batches, "--shards", str(args.shards),
                 "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
-                "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device]
+                "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device,
+                "--compile-cache", args.compile_cache]
         argv += ["--no-compile"] if args.no_compile else []
         procs.append(subprocess.Popen(argv, env=env))
     codes = [p.wait() for p in procs]

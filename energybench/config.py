@@ -176,6 +176,7 @@ class PointConfig:
     cost: CostConfig = field(default_factory=CostConfig)  # money from energy (analysis only; not in the id)
     workload: str = "offline"  # offline: fixed batches of `samples` prompts | online: requests over time
     online: OnlineConfig = field(default_factory=OnlineConfig)  # workload=online only (out of offline ids)
+    compile_cache: str = "auto"  # torch.compile's cache: auto (<user cache>/energybench/compile) | off | a folder
 
 
 T = TypeVar("T")
@@ -382,6 +383,9 @@ def _check_PointConfig(p: PointConfig, prefix: str) -> None:
     _choice("length", p.length, LENGTH_MODES)
     _choice("dtype", p.dtype, DTYPES)
     _choice("device", p.device, DEVICES)
+    if not p.compile_cache.strip():
+        raise ConfigError("compile_cache='': use auto (the user's cache), off (nothing kept past the process) or a "
+                          "folder, e.g. compile_cache=/shared/energybench-compile")
     if p.max_tokens >= p.model.max_seq_len:
         raise ConfigError(
             f"max_tokens={p.max_tokens} leaves no room for a prompt in model.max_seq_len={p.model.max_seq_len}; "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
 from energybench.engine import Sampling
-from energybench.engine import make_engine
+from energybench.engine import compile_cache, make_engine
 from energybench.engine.continuous import Edge, Request, Step, Trace
 from energybench.model.build import build_model
 from energybench.power.cap import power_limits
@@ -108,20 +109,24 @@ def _gpu(counts: dict) -> dict:
 
 def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads: int | None = None) -> dict | None:
     """point._measure for workload=online: load, warm up, serve the requests in the three windows, write."""
-    from energybench.point import _first_error, _state_dir, pick_device, pick_dtype
+    from energybench.point import _first_error, _state_dir, cache_facts, pick_device, pick_dtype
 
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
     started_at = dt.datetime.now(dt.timezone.utc)
-    with model_parallel(env, device), _first_error(pdir, env):
+    with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
         t0 = time.perf_counter()
         requests, source = _requests(cfg)
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(r.prompt) for r in requests)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        t_engine = time.perf_counter()
+        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator, online=True)
         try:
+            compiled.measure()
+            engine_ready_s = time.perf_counter() - t_engine
             load_s = time.perf_counter() - t0
             log.info("point %s: %d requests at %g/s over %.0f s, model loaded in %.1f s on %s", pid, len(requests),
                      cfg.online.rate, requests[-1].arrival_s, load_s, device)
@@ -153,7 +158,8 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
             "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "gpus": env.world_size if device.type == "cuda" else 0, "nodes": env.num_nodes,
             "hostnames": ",".join(env.nodelist), "slurm_job_id": env.slurm_job_id, "attempt": attempt,
-            "started_at": started_at, "load_s": load_s, "torch_threads": threads})
+            "started_at": started_at, "load_s": load_s, "engine_ready_s": engine_ready_s, **compiled.columns(),
+            "torch_threads": threads})
 
 
 def _requests(cfg: PointConfig) -> tuple[list[Request], str | None]:

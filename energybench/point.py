@@ -27,13 +27,13 @@ import torch
 import yaml
 
 from energybench import provenance
-from energybench.config import ConfigError, PointConfig, from_mapping
+from energybench.config import ConfigError, PointConfig, from_mapping, to_mapping
 from energybench.data import Sample, load_workload
 from energybench.distributed import DistEnv, gather, model_parallel
 from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
-from energybench.engine import BatchStats, Sampling, make_engine
+from energybench.engine import BatchStats, Sampling, compile_cache, make_engine
 from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
@@ -159,6 +159,13 @@ def pick_device(name: str, env: DistEnv) -> torch.device:
                       f"use shards <= {count} per node")
 
 
+def cache_facts(cfg: PointConfig, device: torch.device, dtype: torch.dtype) -> dict:
+    """What the point's compiled code depends on (compile_cache.key_facts): the model's shape, not where its
+    weights come from."""
+    shape = {k: v for k, v in to_mapping(cfg.model).items() if k not in ("weights", "path", "tokenizer")}
+    return compile_cache.key_facts(shape, device, dtype, cfg.shards)
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -191,8 +198,12 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
         longest = max(len(p) for prompts, _ in batches for p in prompts)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        t_engine = time.perf_counter()
+        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator)
         cleanup.callback(engine.close)  # frees CUDA graphs while NCCL is still up
+        compiled.measure()
+        engine_ready_s = time.perf_counter() - t_engine
         load_s = time.perf_counter() - t0
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
                  pid, len(workload.samples), len(batches), load_s, device)
@@ -223,6 +234,8 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             "started_at": started_at,
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
+            "engine_ready_s": engine_ready_s,
+            **compiled.columns(),
             "torch_threads": threads,
             "samples_with_replacement": workload.with_replacement,
             **provenance.record(),

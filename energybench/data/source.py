@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from energybench.data import catalog
 from energybench.data.records import DataError
+from energybench.util.files import cache_dir
 
 if TYPE_CHECKING:
     from energybench.config import DatasetConfig
@@ -37,13 +38,6 @@ class Source:
         if self.origin != "download":
             return f"{self.path} sha256:{self.sha256}"
         return f"{self.url} sha256:{self.sha256}" + ("" if self.verified_by else " unverified")
-
-
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """$XDG_CACHE_HOME/energybench, by default ~/.cache/energybench."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "energybench"
 
 
 def sha256_of(path: Path) -> str:

@@ -123,6 +123,11 @@ class FastEngine:
         self._pool = graph.pool()
         self.graphs[(b, s)] = (graph, logits)
 
+    def step(self, b: int, s: int) -> torch.Tensor:
+        """One decode forward at batch bucket `b` and span `s` on the current static inputs (the graph replayed on
+        GPU): logits [b, vocab]. For profiles (benchmarks/engine_profile.py); generate() calls it per token."""
+        return self._step(b, s)
+
     def _step(self, b: int, s: int) -> torch.Tensor:
         if not self.use_graphs:
             with _dynamic_shapes():

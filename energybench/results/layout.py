@@ -14,7 +14,7 @@ from energybench.results.store import write_text
 
 # Keys that say where or how a point is dispatched, not what it measures: they stay out of its id,
 # so a re-run with another partition or time limit still finds (and resumes) the same points.
-_DISPATCH_KEYS = ("out_dir", "sweep", "resume")
+_DISPATCH_KEYS = ("out_dir", "sweep", "resume", "compile_cache")
 # Factors that turn measured energy into CO2 and money: applied when results are read, never measured.
 _ACCOUNTING_KEYS = ("carbon", "cost")
 _CLUSTER_KEYS_KEPT = ("name", "gpu_type", "gpus_per_node")  # gpus_per_node sets the job's node layout

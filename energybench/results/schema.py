@@ -15,7 +15,7 @@ RUN = pa.schema([
     ("temperature", F64), ("top_p", F64), ("seed", I64), ("engine", STR), ("length", STR),
     ("dtype", STR), ("device", STR), ("weights", STR), ("cluster", STR),
     ("gpu_name", STR), ("gpus", I64), ("nodes", I64), ("hostnames", STR), ("slurm_job_id", STR),
-    ("attempt", I64), ("started_at", TS), ("finished_at", TS), ("load_s", F64),
+    ("attempt", I64), ("started_at", TS), ("finished_at", TS), ("load_s", F64), ("engine_ready_s", F64),
     ("torch_threads", I64), ("samples_with_replacement", BOOL),
     ("responses", I64), ("prompt_tokens", I64), ("tokens", I64), ("wasted_tokens", I64), ("batches", I64),
     ("duration_s", F64), ("prefill_s", F64), ("decode_s", F64), ("tokens_per_s", F64),
@@ -29,6 +29,8 @@ RUN = pa.schema([
     ("git_commit", STR), ("git_dirty", BOOL), ("code_source", STR), ("python_version", STR),
     ("torch_version", STR), ("cuda_version", STR), ("driver_version", STR), ("nccl_version", STR),
     ("command", STR),
+    # the engine's torch.compile cache (energybench.engine.compile_cache): cold (misses) or warm (hits only)
+    ("compile_cache_dir", STR), ("compile_cache_hits", I64), ("compile_cache_misses", I64),
     # measurement notes and cross-checks (docs/measurement.md, docs/power.md)
     ("energy_notes", STR), ("power_notes", STR), ("sacct_energy_j", F64), ("sacct_note", STR),
     # workload=online (results.metrics.online_metrics); null for offline points

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,3 +35,10 @@ def write_parquet(table: pa.Table, path: Path, durable: bool = True) -> None:
 def write_text(text: str, path: Path) -> None:
     """Write `text` to `path` whole (durable) or not at all."""
     write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """energybench's cache: $XDG_CACHE_HOME/energybench, by default ~/.cache/energybench."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "energybench"

@@ -1,0 +1,259 @@
+"""Where a fast-engine decode step's time goes, and how soon the engine is ready (cold or warm compile cache).
+
+    python benchmarks/engine_profile.py --model 7b --batches 1,64 --out $OUT
+    torchrun --nproc-per-node 2 benchmarks/engine_profile.py --model 65b --batches 1,64 --out $OUT  # shards=2
+
+Random weights (fp16 on GPU), prompts of --prompt-tokens random ids. Per process: `startup_s` (process start
+to model ready), `engine_ready_s` (the fast engine built: compilation and CUDA graph capture) with the compile
+cache's hits and misses (`--compile-cache`, as a point's `compile_cache=`: run twice for cold, then warm).
+Per batch, one generate call of --new-tokens gives `step_ms` (median decode step, end to end) and tokens/s;
+then, at that batch and the span the last step used:
+  forward_ms    GPU time of one decode forward (the captured graph replayed), CUDA events over --repeats
+  sampling_ms   one temperature/top-p draw over the forward's logits, alone, over --repeats
+  host_ms       step_ms - forward_ms - sampling_ms: the engine's bookkeeping between steps (host work the GPU
+                waits for, and the per-step synchronisation)
+and torch.profiler's kernels of --repeats forwards split `forward_ms` into matmul, attention, all-reduce and
+other kernels, plus `forward_gaps_ms` (the forward's time with no kernel running). `roofline_frac` is tokens/s
+over results.metrics.roofline_tokens_per_s at the call's mean context. On CPU (a plumbing check: --device cpu
+--model tiny) the forward is eager and the profile splits operator self-times instead of kernels.
+Records go to <out>/engine-profile.json (merged by key) and a table to <out>/engine-profile.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+T_PROCESS = time.time()  # before torch is imported
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from clock import now_utc  # noqa: E402
+from energybench import provenance  # noqa: E402
+from energybench.confload import compose  # noqa: E402
+from energybench.device.cards import card_for  # noqa: E402
+from energybench.distributed import DistEnv, model_parallel  # noqa: E402
+from energybench.engine import NoHooks, Sampling, compile_cache  # noqa: E402
+from energybench.engine.fast import FastEngine  # noqa: E402
+from energybench.engine.sampling import sample  # noqa: E402
+from energybench.model.build import build_model  # noqa: E402
+from energybench.results import metrics  # noqa: E402
+
+SAMPLING = Sampling(temperature=0.8, top_p=0.95)
+KEY = ("model", "shards", "batch", "gpu", "start")
+COLUMNS = ("model", "shards", "batch", "start", "engine_ready_s", "compile_cache_misses", "step_ms", "forward_ms",
+           "matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms", "forward_gaps_ms", "sampling_ms",
+           "host_ms", "tokens_per_s", "roofline_frac", "gpu")
+# kernel (GPU) or operator (CPU) name fragments, lower case, first match wins
+CATEGORIES = (
+    ("allreduce", ("nccl", "all_reduce", "allreduce", "c10d::")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "softmax_warp")),
+    ("matmul", ("gemm", "gemv", "nvjet", "xmma", "cutlass", "cublas", "splitk", "aten::mm", "aten::addmm",
+                "aten::bmm", "aten::matmul", "aten::linear")),
+)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="7b", help="model preset (conf/model)")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--prompt-tokens", type=int, default=100)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=50, help="forwards and draws timed per batch")
+    ap.add_argument("--compile-cache", default="auto", help="as a point's compile_cache: auto | off | a folder")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    return ap.parse_args(argv)
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    return next((cat for cat, parts in CATEGORIES if any(p in low for p in parts)), "other")
+
+
+def split_profile(events: list[tuple[str, float]], total_ms: float) -> dict[str, float]:
+    """(name, duration ms) of every kernel (or operator self time) -> per-category ms and the rest as gaps."""
+    out = {"matmul_ms": 0.0, "attention_ms": 0.0, "allreduce_ms": 0.0, "other_kernels_ms": 0.0}
+    for name, ms in events:
+        cat = category(name)
+        out["other_kernels_ms" if cat == "other" else f"{cat}_ms"] += ms
+    out["forward_gaps_ms"] = max(0.0, total_ms - sum(out.values()))
+    return out
+
+
+class Timer:
+    """Milliseconds per call of `fn` over `repeats` calls: CUDA events on GPU, perf_counter on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def per_call_ms(self, fn, repeats: int) -> float:
+        fn()  # settle
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            for _ in range(repeats):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / repeats
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / repeats
+
+
+def profile_forward(fn, repeats: int, device: torch.device) -> list[tuple[str, float]]:
+    """(name, ms per forward) of each GPU kernel (CPU: operator self time) over `repeats` forwards."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        for _ in range(repeats):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    found: dict[str, float] = {}
+    for evt in prof.events():
+        if device.type == "cuda":
+            if evt.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            us = evt.device_time
+        else:
+            us = evt.self_cpu_time_total
+        found[evt.name] = found.get(evt.name, 0.0) + us / 1e3 / repeats
+    return sorted(found.items(), key=lambda kv: -kv[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    env = DistEnv.from_environ()
+    device = torch.device("cuda", env.local_rank) if args.device == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    cfg = compose([f"model={args.model}", "dataset=synthetic"]).model
+    batches = [int(b) for b in args.batches.split(",")]
+    records = []
+    with model_parallel(env, device):
+        model = build_model(cfg, device, dtype, seed=1)
+        model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
+        sync(device, env)
+        startup_s = time.time() - T_PROCESS
+        shape = {k: getattr(cfg, k) for k in ("name", "dim", "n_layers", "n_heads", "vocab_size", "multiple_of",
+                                              "ffn_dim", "norm_eps", "rope_theta", "max_seq_len")}
+        t0 = time.perf_counter()
+        with compile_cache.use(args.compile_cache, compile_cache.key_facts(shape, device, dtype, env.world_size)) \
+                as cache:
+            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1))
+            sync(device, env)
+            ready_s = time.perf_counter() - t0
+            cache.measure()
+            start = "warm" if cache.hits and not cache.misses else "cold" if cache.misses else "no compile"
+            if env.rank == 0:
+                print(f"{args.model}: model ready {startup_s:.1f} s after start; engine ready in {ready_s:.1f} s "
+                      f"({start}: {cache.hits} cache hits, {cache.misses} misses)", flush=True)
+            for b in batches:
+                row = measure_batch(args, engine, cfg, b, device, env)
+                records.append({"model": args.model, "shards": env.world_size, "batch": b, "start": start,
+                                "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
+            engine.close()
+    if env.rank != 0:
+        return 0
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    command = "python benchmarks/engine_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for r in records:
+        card = card_for(gpu)
+        weights = metrics.weight_bytes_per_step(cfg.dim, cfg.n_layers, cfg.hidden_dim, cfg.vocab_size,
+                                                2 if dtype == torch.float16 else 4)
+        kv = metrics.kv_bytes_per_token(cfg.dim, cfg.n_layers, 2 if dtype == torch.float16 else 4)
+        roof = metrics.roofline_tokens_per_s(card.mem_bandwidth_gb_s, env.world_size, r["batch"], weights, kv,
+                                             r.pop("context_tokens")) if card else None
+        r.update({"roofline_tokens_per_s": roof, "roofline_frac": r["tokens_per_s"] / roof if roof else None,
+                  "gpu": gpu, "gpus": env.world_size if device.type == "cuda" else 0, "date": now_utc(),
+                  "torch": torch.__version__, **provenance.record(), "command": command})
+    write(args.out, records)
+    print(table(records))
+    return 0
+
+
+def sync(device: torch.device, env: DistEnv) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def measure_batch(args: argparse.Namespace, engine: FastEngine, cfg, b: int, device: torch.device,
+                  env: DistEnv) -> dict:
+    gen = torch.Generator().manual_seed(b)
+    prompts = [[1] + row for row in torch.randint(3, cfg.vocab_size, (b, args.prompt_tokens - 1),
+                                                  generator=gen).tolist()]
+    engine.generate(prompts, [8] * b, NoHooks())  # burn-in
+    sync(device, env)
+    stats = engine.generate(prompts, [args.new_tokens] * b, NoHooks())
+    sync(device, env)
+    steps_ms = [1e3 * s for s in stats.step_times_s[stats.prefill_steps:]]
+    step_ms = statistics.median(steps_ms)
+    bucket = min(x for x in engine.batches if x >= b)
+    span = min(x for x in engine.spans if x >= min(args.prompt_tokens + args.new_tokens, engine.room))
+    timer = Timer(device)
+    forward_ms = timer.per_call_ms(lambda: engine.step(bucket, span), args.repeats)
+    logits = engine.step(bucket, span).clone()
+    generator = torch.Generator(device=device).manual_seed(2)
+    sampling_ms = timer.per_call_ms(lambda: sample(logits, SAMPLING, generator), args.repeats)
+    kernels = profile_forward(lambda: engine.step(bucket, span), min(args.repeats, 20), device)
+    if env.rank == 0:
+        print(f"batch {b}: top kernels " + "; ".join(f"{n[:60]} {ms:.3f} ms" for n, ms in kernels[:6]), flush=True)
+    return {"step_ms": step_ms, "forward_ms": forward_ms, **split_profile(kernels, forward_ms),
+            "sampling_ms": sampling_ms, "host_ms": step_ms - forward_ms - sampling_ms,
+            "tokens_per_s": stats.tokens / stats.decode_s if stats.decode_s else None,
+            "decode_tokens": stats.tokens, "context_tokens": args.prompt_tokens + args.new_tokens / 2,
+            "top_kernels": [[n, ms] for n, ms in kernels[:12]]}
+
+
+def write(out: Path, new: list[dict]) -> None:
+    """Merge `new` into engine-profile.json (same key replaced) and rewrite engine-profile.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "engine-profile.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    keys = {tuple(r.get(k) for k in KEY) for r in new}
+    records = [r for r in old if tuple(r.get(k) for k in KEY) not in keys] + new
+    records.sort(key=lambda r: (r["gpu"], r["shards"], r["model"], r["start"], r["batch"]))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(records, indent=1) + "\n")
+    os.replace(tmp, path)
+    runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit"), r["command"]) for r in records})
+    lines = ["# Fast engine: decode step breakdown and ready times", "",
+             "Written by `benchmarks/engine_profile.py` (see its docstring and docs/engine.md); times per decode",
+             "step in ms. Record: [engine-profile.json](engine-profile.json).", "", "Runs:", ""]
+    lines += [f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs]
+    lines += ["", table(records), ""]
+    (out / "engine-profile.md").write_text("\n".join(lines))
+
+
+def table(records: list[dict]) -> str:
+    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in records:
+        rows.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+    return "" if v is None else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

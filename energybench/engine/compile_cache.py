@@ -1,0 +1,176 @@
+"""A persistent, keyed folder for torch.compile's caches, so a point whose shapes were compiled before is ready
+in seconds, also in a fresh process (under Slurm every point is its own job).
+
+`compile_cache=auto` (default) is <energybench cache>/compile ($XDG_CACHE_HOME/energybench/compile), `off`
+keeps nothing past the process (a private temporary folder), any other value is a folder (e.g. one on the
+cluster's shared file system, so every node reuses what one compiled). Inside it, one sub-folder per key:
+
+    <root>/<model>-s<shards>-<key[:16]>/   TORCHINDUCTOR_CACHE_DIR (FX graphs, AOTAutograd, Triton kernels)
+    <root>/<model>-s<shards>-<key[:16]>/key.json   what the key hashes, for a person to read
+
+The key hashes everything that makes compiled code valid: torch, CUDA and Triton versions, the device
+(name and compute capability), dtype, shards, the model's shape, and the source of energybench's model and
+engine code. A changed model, torch, card or engine code gets a new folder and compiles cold; torch's own
+cache keys (graph, guards, versions) stay under ours. Inductor writes entries atomically (write, then
+rename), so concurrent jobs may share a folder.
+
+Cold or warm is read from torch's own counters: `compile_cache_hits` and `compile_cache_misses` count FX graph
+and AOTAutograd cache hits and misses while the engine was built: a warm start has hits and no misses. An
+engine that compiles nothing (`reference`, or `fast` on CPU) has 0 and 0 and no `compile_cache_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from energybench.util.files import cache_dir, write_text
+
+ENV_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+_SOURCES = ("model", "engine")  # energybench packages whose code the compiled graphs come from
+
+
+class CompileCacheError(ValueError):
+    """A compile_cache setting that cannot be used; the message names the value and the fix."""
+
+
+def root_for(setting: str, environ: dict[str, str] | None = None) -> Path | None:
+    """The cache root `setting` names: auto -> <energybench cache>/compile; off -> None; else the folder."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        return cache_dir(os.environ if environ is None else environ) / "compile"
+    if not setting:
+        raise CompileCacheError("compile_cache='': give auto, off or a folder (compile_cache=/shared/eb-compile)")
+    return Path(setting).expanduser()
+
+
+def _source_digest() -> str:
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in _SOURCES:
+        for path in sorted((root / package).glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def key_facts(model: dict, device: torch.device, dtype: torch.dtype, shards: int) -> dict:
+    """What a compiled entry depends on; `model` is the model's shape (name, dims, layers, heads, vocab ...)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        where = {"device": torch.cuda.get_device_name(device), "capability": f"{major}.{minor}"}
+    else:
+        where = {"device": device.type, "machine": platform.machine()}
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "triton": _version("triton"), **where,
+            "dtype": str(dtype).removeprefix("torch."), "shards": shards, "model": model,
+            "energybench_source": _source_digest()}
+
+
+def folder_name(facts: dict) -> str:
+    key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{facts['model'].get('name', 'model')}-s{facts['shards']}-{key[:16]}"
+
+
+def _counts() -> tuple[int, int]:
+    """(hits, misses) of the FX graph and AOTAutograd caches in this process so far."""
+    from torch._dynamo.utils import counters
+
+    inductor, aot = counters["inductor"], counters["aot_autograd"]
+    return (inductor["fxgraph_cache_hit"] + aot["autograd_cache_hit"],
+            inductor["fxgraph_cache_miss"] + aot["autograd_cache_miss"])
+
+
+@dataclass
+class CacheUse:
+    """Where the compile cache of an engine build lived, and how it went (filled by `use` and `measure`)."""
+
+    directory: Path  # the keyed folder (a temporary one with compile_cache=off)
+    kept: bool  # False with compile_cache=off: the folder goes with the process
+    facts: dict
+    hits: int = 0
+    misses: int = 0
+    _start: tuple[int, int] = field(default=(0, 0), repr=False)
+
+    @property
+    def used(self) -> bool:
+        """Whether anything was compiled or loaded through the cache (False for an engine that compiles nothing)."""
+        return self.hits + self.misses > 0
+
+    def measure(self) -> None:
+        """Record the hits and misses since the cache was opened (call once the engine is built); a kept folder
+        that was used gets its key.json."""
+        hits, misses = _counts()
+        self.hits, self.misses = hits - self._start[0], misses - self._start[1]
+        if self.used and self.kept and not (self.directory / "key.json").exists():
+            write_text(json.dumps(self.facts, indent=1, sort_keys=True, default=str) + "\n",
+                       self.directory / "key.json")
+
+    def columns(self) -> dict:
+        """run.parquet's compile-cache columns: the folder only where it was used and is kept."""
+        return {"compile_cache_dir": str(self.directory) if self.used and self.kept else None,
+                "compile_cache_hits": self.hits, "compile_cache_misses": self.misses}
+
+
+def _clear_inductor_caches() -> None:
+    from torch._inductor.utils import clear_caches
+
+    clear_caches()  # in-memory caches that remember the cache folder
+
+
+def _check_writable(setting: str, root: Path) -> None:
+    """CompileCacheError naming the value unless `root` exists as a writable folder or can be made in one."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise CompileCacheError(f"compile_cache={setting}: {probe} is not a writable folder; give one this job "
+                                "can write (e.g. on the shared file system), or compile_cache=off")
+
+
+@contextlib.contextmanager
+def use(setting: str, facts: dict) -> Iterator[CacheUse]:
+    """Point torch.compile's caches (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) at the keyed folder of `facts`
+    under `setting` for the block; `CacheUse.measure()` after the engine build counts its hits and misses.
+    Torch makes the folder when it first writes to it. The environment is restored afterwards; with
+    compile_cache=off the temporary folder this made is removed."""
+    root = root_for(setting)
+    if root is None:
+        directory = Path(tempfile.mkdtemp(prefix="energybench-compile-"))
+    else:
+        _check_writable(setting, root)
+        directory = root / folder_name(facts)
+    saved = {name: os.environ.get(name) for name in ENV_VARS}
+    _clear_inductor_caches()  # before the switch: clearing may touch the folder it forgets
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    os.environ["TRITON_CACHE_DIR"] = str(directory / "triton")
+    cache = CacheUse(directory, root is not None, facts, _start=_counts())
+    try:
+        yield cache
+    finally:
+        _clear_inductor_caches()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if root is None:
+            shutil.rmtree(directory, ignore_errors=True)

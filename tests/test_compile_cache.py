@@ -1,0 +1,125 @@
+"""The persistent torch.compile cache: keyed folders, cold then warm in fresh processes, off, bad folders, and
+the run.parquet columns a point records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from energybench.engine import compile_cache
+from energybench.engine.compile_cache import CompileCacheError, folder_name, key_facts, root_for
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = {"name": "tiny-test", "dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 1000}
+
+# A fresh process that builds the tiny model, compiles the fast engine's decode layers (on CPU: compile=True,
+# no CUDA graphs) inside compile_cache.use and generates a few tokens; prints the cache use as JSON.
+CHILD = """
+import json, sys, time
+import torch
+sys.path.insert(0, sys.argv[3])
+from tiny import TINY, CPU, one_process, prompts_of
+from energybench.engine import compile_cache
+from energybench.engine.base import NoHooks
+from energybench.engine.fast import FastEngine
+from energybench.engine.sampling import Sampling
+from energybench.model.build import build_model
+facts = compile_cache.key_facts(json.loads(sys.argv[2]), CPU, torch.float32, 1)
+with one_process(), compile_cache.use(sys.argv[1], facts) as cache:
+    model = build_model(TINY, CPU, torch.float32, seed=1)
+    model.setup_caches(2, 64)
+    engine = FastEngine(model, Sampling(0.0, 1.0), torch.Generator().manual_seed(1), compile=True, graphs=False)
+    engine.generate(prompts_of([5, 7], TINY.vocab_size, 1), [4, 4], NoHooks())
+    cache.measure()
+    print(json.dumps({**cache.columns(), "directory": str(cache.directory)}))
+"""
+
+
+def run_child(setting: str, tmp_path: Path, shape: dict = SHAPE) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    proc = subprocess.run([sys.executable, "-c", CHILD, setting, json.dumps(shape), str(REPO / "tests")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_fresh_process_loads_what_the_first_compiled(tmp_path: Path) -> None:
+    shared = tmp_path / "shared-cache"
+    cold = run_child(str(shared), tmp_path)
+    assert cold["compile_cache_misses"] > 0
+    folder = Path(cold["compile_cache_dir"])
+    assert folder.parent == shared and folder.name.startswith("tiny-test-s1-")
+    key = json.loads((folder / "key.json").read_text())
+    assert key["torch"] == torch.__version__ and key["model"] == SHAPE and key["shards"] == 1
+    warm = run_child(str(shared), tmp_path)
+    assert warm["compile_cache_dir"] == cold["compile_cache_dir"]
+    assert warm["compile_cache_misses"] == 0 and warm["compile_cache_hits"] > 0
+    other = run_child(str(shared), tmp_path, {**SHAPE, "dim": 128})  # another model: its own folder, cold
+    assert other["compile_cache_misses"] > 0 and Path(other["compile_cache_dir"]).parent == shared
+    assert other["compile_cache_dir"] != cold["compile_cache_dir"]
+
+
+def test_off_keeps_nothing_and_auto_is_the_users_cache(tmp_path: Path) -> None:
+    off = run_child("off", tmp_path)
+    assert off["compile_cache_misses"] > 0 and off["compile_cache_dir"] is None
+    assert not Path(off["directory"]).exists()  # its temporary folder went with it
+    assert root_for("auto", {"XDG_CACHE_HOME": "/c"}) == Path("/c/energybench/compile")
+    assert root_for("off") is None and root_for("~/x") == Path.home() / "x"
+
+
+@pytest.mark.parametrize("change", [{"torch": "9.9"}, {"device": "NVIDIA H100"}, {"dtype": "float16"},
+                                    {"shards": 2}, {"model": {**SHAPE, "n_layers": 3}},
+                                    {"energybench_source": "0" * 64}])
+def test_every_fact_of_the_key_changes_the_folder(change: dict) -> None:
+    facts = key_facts(SHAPE, torch.device("cpu"), torch.float32, 1)
+    assert folder_name(facts) == folder_name(key_facts(SHAPE, torch.device("cpu"), torch.float32, 1))
+    assert folder_name({**facts, **change}) != folder_name(facts)
+
+
+def test_the_environment_is_restored_and_an_engine_that_compiles_nothing_records_no_folder(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    with compile_cache.use(str(tmp_path / "c"), key_facts(SHAPE, torch.device("cpu"), torch.float32, 1)) as cache:
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache.directory)
+        assert os.environ["TRITON_CACHE_DIR"] == str(cache.directory / "triton")
+        cache.measure()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else" and "TRITON_CACHE_DIR" not in os.environ
+    assert cache.columns() == {"compile_cache_dir": None, "compile_cache_hits": 0, "compile_cache_misses": 0}
+    assert not (tmp_path / "c").exists()  # nothing compiled: nothing written
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    facts = key_facts(SHAPE, torch.device("cpu"), torch.float32, 1)
+    with pytest.raises(CompileCacheError, match=r"compile_cache=.*a-file.* is not a writable folder.*off"):
+        with compile_cache.use(str(blocker / "cache"), facts):
+            pass
+
+
+def test_a_point_records_its_engine_ready_time_and_cache_columns(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart", "samples=4",
+                           "batch=4", "max_tokens=4", "meter.idle_s=0", f"out_dir={out}", "compile_cache=off"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import energybench.results as results
+
+    row = results.load(out).iloc[0]
+    assert 0 <= row["engine_ready_s"] <= row["load_s"]
+    assert row["compile_cache_hits"] == 0 and row["compile_cache_misses"] == 0  # the reference engine: no compile
+    assert pd.isna(row["compile_cache_dir"])
+    bad = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart", "compile_cache=",
+                          f"out_dir={tmp_path / 'bad'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode != 0 and "compile_cache=''" in bad.stderr and not (tmp_path / "bad").exists()

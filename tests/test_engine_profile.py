@@ -1,0 +1,57 @@
+"""benchmarks/engine_profile.py: kernel names sort into the categories of a decode step, and a CPU run (the
+plumbing check) writes records whose parts add up to the step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from engine_profile import category, split_profile  # noqa: E402
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_NTN", "matmul"),  # cuBLAS on Hopper
+    ("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize", "matmul"),
+    ("void gemv2T_kernel_val<int, int, __half, __half, float, 128, 16, 4, 4, false>", "matmul"),
+    ("void pytorch_flash::flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<128>>", "attention"),
+    ("fmha_cutlassF_f16_aligned_64x64_rf_sm80", "attention"),
+    ("ncclDevKernel_AllReduce_Sum_f16_RING_LL(ncclDevKernelArgsStorage<4096ul>)", "allreduce"),
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0", "other"),
+    ("aten::mm", "matmul"), ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+])
+def test_kernel_names_sort_into_the_step_categories(name: str, expected: str) -> None:
+    assert category(name) == expected
+
+
+def test_the_parts_and_the_gaps_add_up_to_the_forward() -> None:
+    parts = split_profile([("nvjet_x", 3.0), ("flash_fwd", 1.0), ("ncclDevKernel_AllReduce", 0.5),
+                           ("triton_poi_fused", 0.25)], total_ms=5.0)
+    assert parts == {"matmul_ms": 3.0, "attention_ms": 1.0, "allreduce_ms": 0.5, "other_kernels_ms": 0.25,
+                     "forward_gaps_ms": 0.25}
+    assert split_profile([("nvjet_x", 6.0)], total_ms=5.0)["forward_gaps_ms"] == 0.0  # overlap is not negative
+
+
+def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
+    argv = [sys.executable, str(REPO / "benchmarks" / "engine_profile.py"), "--model", "tiny", "--device", "cpu",
+            "--batches", "1,2", "--new-tokens", "8", "--repeats", "3", "--compile-cache", "off", "--out", str(tmp_path)]
+    for _ in range(2):  # the second run replaces the first run's records (same key)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    records = json.loads((tmp_path / "engine-profile.json").read_text())
+    assert [r["batch"] for r in records] == [1, 2]
+    for r in records:
+        assert r["start"] == "no compile" and r["compile_cache_misses"] == 0 and r["engine_ready_s"] >= 0
+        assert r["host_ms"] == pytest.approx(r["step_ms"] - r["forward_ms"] - r["sampling_ms"])
+        parts = sum(r[k] for k in ("matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms",
+                                   "forward_gaps_ms"))
+        assert parts >= r["forward_ms"] * 0.999 and r["matmul_ms"] > 0
+        assert r["tokens_per_s"] > 0 and r["roofline_frac"] is None  # no card for "cpu"
+        assert r["command"].startswith("python benchmarks/engine_profile.py") and "git_commit" in r
+    assert "| tiny | 1 | 2 | no compile |" in (tmp_path / "engine-profile.md").read_text()
