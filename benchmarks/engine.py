@@ -105,8 +105,16 @@ def launch(args: argparse.Namespace, model: str, command: str) -> int:
     return next((c for c in codes if c != 0), 0)
 
 
+HISTORY = """Rows without a commit were made by code older than the commit that added them (22d03ce for the H100
+rows, 2c59a58 for the 65B rows: each row's `git_commit` is null and its `provenance` says so); they are kept
+as history, not current. The `fast` rows of those runs were removed: they were measured before the fast
+engine's prefill became eager (4c1e489) and never re-run. Numbers of both engines through the whole
+pipeline, with their commit: [../results/README.md](../results/README.md)."""
+
+
 def write_docs(out: Path, new: list[dict]) -> None:
-    """Merge `new` into engine.json (replacing records with the same key) and rewrite engine.md."""
+    """Merge `new` into engine.json (replacing records with the same key) and rewrite engine.md: the rows
+    that name their commit as current, the others as history."""
     path = out / "engine.json"
     old = json.loads(path.read_text()) if path.exists() else []
     keys = {tuple(r[k] for k in KEY) for r in new}
@@ -115,25 +123,36 @@ def write_docs(out: Path, new: list[dict]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1) + "\n")
     tmp.replace(path)
-    runs = sorted({(r["gpu"], r["date"][:10], r["command"]) for r in records})
+    runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit") or "not recorded", r["command"]) for r in records})
     lines = ["# Engine benchmark", "",
              "LLaMA, random fp16 weights, prompt 100 tokens, 128 new tokens, temperature 0.8, top-p 0.95.",
              "Energy from the NVML total-energy counter of every GPU used (device synchronized before each",
              "read); `energy_per_token_j` sums every GPU, `power_per_gpu_w` is their mean power.",
-             "Written by `benchmarks/engine.py`; see docs/engine.md.", "", "Runs:", ""]
-    lines += [f"- {gpu}, {date}: `{cmd}`" for gpu, date, cmd in runs]
-    lines += ["", *_marked(path, table(records)), ""]
-    (out / "engine.md").write_text("\n".join(lines))
+             "`engine_ready_s` is building the engine (the fast engine's compilation and CUDA graph capture);",
+             "`compile_cache_misses` 0 means it loaded everything from the compile cache (a warm start).",
+             "Written by `benchmarks/engine.py`; see docs/engine.md. Record: [engine.json](engine.json).", "",
+             "Runs (card, date, commit, command):", ""]
+    lines += [f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs]
+    current = [r for r in records if r.get("git_commit")]
+    history = [r for r in records if not r.get("git_commit")]
+    if current:
+        lines += ["", "## Current (records that name their commit)", "",
+                  *_marked(path, table(current), "git_commit!=None")]
+    if history:
+        lines += ["", "## History (before records named their commit)", "", HISTORY, "",
+                  *_marked(path, table(history), "git_commit=None")]
+    (out / "engine.md").write_text("\n".join(lines) + "\n")
 
 
-def _marked(record: Path, text: str) -> list[str]:
+def _marked(record: Path, text: str, where: str) -> list[str]:
     """The table between scripts/docs_tables.py's markers when the record is in this checkout (so `--check` keeps
     it equal to the record), else as it is."""
     try:
         source = record.resolve().relative_to(Path(__file__).resolve().parent.parent)
     except ValueError:
         return [text]
-    return [f"<!-- table: records source: {source} columns: {' '.join(COLUMNS)} -->", text, "<!-- /table -->"]
+    return [f"<!-- table: records source: {source} columns: {' '.join(COLUMNS)} where: {where} -->", text,
+            "<!-- /table -->"]
 
 
 def _order(r: dict) -> tuple:

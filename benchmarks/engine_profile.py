@@ -238,7 +238,13 @@ def write(out: Path, new: list[dict]) -> None:
              "Written by `benchmarks/engine_profile.py` (see its docstring and docs/engine.md); times per decode",
              "step in ms. Record: [engine-profile.json](engine-profile.json).", "", "Runs:", ""]
     lines += [f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs]
-    lines += ["", table(records), ""]
+    lines += [""]
+    try:  # in this checkout: between scripts/docs_tables.py's markers, so `--check` keeps it equal to the record
+        source = path.resolve().relative_to(REPO)
+        lines += [f"<!-- table: records source: {source} columns: {' '.join(COLUMNS)} -->", table(records),
+                  "<!-- /table -->", ""]
+    except ValueError:
+        lines += [table(records), ""]
     (out / "engine-profile.md").write_text("\n".join(lines))
 
 

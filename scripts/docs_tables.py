@@ -5,7 +5,7 @@
 
 A generated table sits between two markers, in a Markdown comment the reader does not see:
 
-    <!-- table: NAME source: PATH [columns: COL[:FORMAT] ...] [where: KEY=VALUE ...] [sort: COL ...] -->
+    <!-- table: NAME source: PATH [columns: COL[:FORMAT] ...] [where: KEY=VALUE|KEY!=VALUE ...] [sort: COL ...] -->
     ...generated text...
     <!-- /table -->
 
@@ -82,9 +82,10 @@ def _records(source: Path) -> list[dict]:
 
 
 def _where(rows: list[dict], args: dict[str, list[str]]) -> list[dict]:
-    for cond in args.get("where", []):
-        key, _, value = cond.partition("=")
-        rows = [r for r in rows if str(r.get(key)) == value]
+    for cond in args.get("where", []):  # KEY=VALUE or KEY!=VALUE, compared as text (a missing key is None)
+        negate = "!=" in cond
+        key, _, value = cond.partition("!=" if negate else "=")
+        rows = [r for r in rows if (str(r.get(key)) == value) != negate]
     return rows
 
 
