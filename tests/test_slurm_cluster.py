@@ -139,6 +139,29 @@ def test_cancelled_point_fails_requeued_point_finishes_and_rerun_redoes_only_the
     assert (requeued / "run.parquet").stat().st_mtime == done_at  # the finished point was not re-run
 
 
+def test_a_requeued_two_node_point_is_waited_for_and_ends_done(tmp_path: Path) -> None:
+    """scontrol requeue of a point sharded over both nodes: rank 0 can end `failed` by its peer's SIGTERM and
+    leave that result while Slurm holds the job for its next run; the sweep waits for that run instead."""
+    out = tmp_path / "out"
+    args = ("samples=24", "max_tokens=16", "batch=2", "shards=2", "cluster.gpus_per_node=1", "meter.flush_s=1",
+            f"out_dir={out}")
+    running = subprocess.Popen(sweep_cmd(*args), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for("the point measuring", lambda: len(list(out.glob("*/point=*/batches.parquet"))) == 1)
+        (pdir,) = points(out).values()
+        subprocess.run(["scontrol", "requeue", read_status(pdir)["slurm_job_id"]], check=True)
+        log, _ = running.communicate(timeout=600)
+    finally:
+        running.kill()
+    assert running.returncode == 0, log[-3000:]
+    assert "1 done, 0 failed, 0 skipped" in log
+    status = read_status(pdir)
+    assert (status["state"], status["attempt"]) == ("done", 2), status
+    row = run_row(pdir)
+    assert (row["attempt"], row["responses"], row["nodes"], row["hostnames"]) == (2, 24, 2, "n1,n2")
+
+
 def test_preflight_rejects_65b_on_a_32gb_preset_without_queueing(tmp_path: Path) -> None:
     def jobs() -> int:
         return len(subprocess.run(["sacct", "-X", "-n", "-a", "-S", "now-1days", "-o", "JobID"],

@@ -180,3 +180,32 @@ def test_a_failed_slurm_point_is_named_by_its_earliest_rank_error_of_this_submis
     assert recorded_reason(pdir, read_status(pdir), since - 1) == "RuntimeError: Connection closed by peer"
     error(1, since + 1, "CUDA out of memory: tried to allocate 2 GiB")  # the cause
     assert recorded_reason(pdir, read_status(pdir), since - 1) == "rank 1: CUDA out of memory: tried to allocate 2 GiB"
+
+
+def test_a_point_whose_rank_0_ended_is_waited_for_while_slurm_still_holds_its_job(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    """A requeued job keeps its first run's rank-0 result while Slurm holds it for the next run: the sweep
+    takes the result only once squeue no longer lists the job (squeue faked on PATH: the state is not ours
+    to time on a real cluster; tests/test_slurm_cluster.py requeues a two-node point for real)."""
+    from types import SimpleNamespace
+
+    from submitit.slurm.slurm import SlurmJob
+
+    from energybench.dispatch.slurm import Job, _ended
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text('#!/bin/sh\n[ -n "$FAKE_SQUEUE_STATE" ] && echo "$FAKE_SQUEUE_STATE"\nexit 0\n')
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    job = SlurmJob(folder=tmp_path / "submitit", job_id="77", tasks=(0, 1))
+    result = job.task(0).paths.result_pickle
+    result.parent.mkdir(parents=True, exist_ok=True)
+    result.write_bytes(b"the first run's result")
+    j = Job(point=SimpleNamespace(id="p"), index=0, job=job)
+    for state in ("PENDING", "REQUEUED", "RUNNING", "COMPLETING"):
+        monkeypatch.setenv("FAKE_SQUEUE_STATE", state)
+        assert not _ended(j), state
+    monkeypatch.setenv("FAKE_SQUEUE_STATE", "")
+    assert _ended(j)

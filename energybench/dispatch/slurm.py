@@ -38,6 +38,7 @@ class Job:
     job: Any = None  # submitit Job (the rank-0 task is the point's result)
     since: float = 0.0  # time.time() when it was submitted or attached: older rank errors are stale
     outcome: PointOutcome | None = None
+    held_state: str | None = None  # the queue state last logged for a job whose rank 0 ended but Slurm holds
 
 
 def job_exit_code(outcome: Any, global_rank: int) -> int | None:
@@ -115,11 +116,32 @@ def _submit(jobs: list[Job], folder: str, task: Task, task_args: TaskArgs) -> No
                      " ".join(o for o in j.point.overrides if not o.startswith("hydra.")))
 
 
+def _ended(j: Job) -> bool:
+    """Rank 0 left a result (or the job is gone) and Slurm no longer holds the job. A job that Slurm requeued
+    (scontrol requeue, preemption) keeps the first run's rank-0 result while it waits to run again: in a
+    multi-node job rank 0 can end `failed` by a requeued peer's SIGTERM before its own. That result is not
+    the point's; the run Slurm starts next writes the one that is."""
+    from energybench.slurm import live_state
+
+    if not j.job.task(0).done():
+        return False
+    state = live_state(j.job.job_id)
+    if state is None:
+        return True
+    if state != j.held_state:
+        j.held_state = state
+        # RUNNING / COMPLETING: the job is ending (its other tasks, the epilog); anything else: Slurm requeued it
+        level = logging.DEBUG if state in ("RUNNING", "COMPLETING") else logging.INFO
+        log.log(level, "point %s: rank 0 of Slurm job %s ended but the job is %s (requeued?); waiting for it",
+                j.point.id, j.job.job_id, state)
+    return False
+
+
 def _wait(jobs: list[Job], poll_s: float, unwrap: Unwrap) -> None:
     waiting = [j for j in jobs if j.outcome is None]
     while waiting:
         for j in list(waiting):
-            if j.job.task(0).done():
+            if _ended(j):
                 j.outcome = _collect(j, unwrap)
                 waiting.remove(j)
                 log.info("point %s: %s", j.point.id, j.outcome.state)
