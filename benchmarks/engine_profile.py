@@ -16,6 +16,9 @@ and torch.profiler's kernels of --repeats forwards split `forward_ms` into matmu
 other kernels, plus `forward_gaps_ms` (the forward's time with no kernel running). `roofline_frac` is tokens/s
 over results.metrics.roofline_tokens_per_s at the call's mean context. On CPU (a plumbing check: --device cpu
 --model tiny) the forward is eager and the profile splits operator self-times instead of kernels.
+Experiments (recorded as the row's `variant`, and in the compile cache's key): --pack (one matmul for
+wq/wk/wv and one for w1/w3) and --inductor KEY=VALUE (torch._inductor.config while compiling, e.g.
+coordinate_descent_tuning=True, which lets inductor write its own M=1 matrix-vector kernels).
 Records go to <out>/engine-profile.json (merged by key) and a table to <out>/engine-profile.md.
 """
 
@@ -49,13 +52,13 @@ from energybench.model.build import build_model  # noqa: E402
 from energybench.results import metrics  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
-KEY = ("model", "shards", "batch", "gpu", "start")
-COLUMNS = ("model", "shards", "batch", "start", "engine_ready_s", "compile_cache_misses", "step_ms", "forward_ms",
+KEY = ("model", "shards", "batch", "gpu", "start", "variant")
+COLUMNS = ("model", "shards", "batch", "variant", "start", "engine_ready_s", "compile_cache_misses", "step_ms", "forward_ms",
            "matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms", "forward_gaps_ms", "sampling_ms",
            "host_ms", "tokens_per_s", "roofline_frac", "gpu")
 # kernel (GPU) or operator (CPU) name fragments, lower case, first match wins
 CATEGORIES = (
-    ("allreduce", ("nccl", "all_reduce", "allreduce", "c10d::")),
+    ("allreduce", ("nccl", "all_reduce", "allreduce", "allgather", "all_gather", "c10d::", "modelparallelregion")),
     ("attention", ("flash", "fmha", "attention", "sdpa", "softmax_warp")),
     ("matmul", ("gemm", "gemv", "nvjet", "xmma", "cutlass", "cublas", "splitk", "aten::mm", "aten::addmm",
                 "aten::bmm", "aten::matmul", "aten::linear")),
@@ -70,9 +73,41 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=50, help="forwards and draws timed per batch")
     ap.add_argument("--compile-cache", default="auto", help="as a point's compile_cache: auto | off | a folder")
+    ap.add_argument("--pack", action="store_true", help="one matmul for wq/wk/wv and one for w1/w3 (FastEngine pack)")
+    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                    help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     return ap.parse_args(argv)
+
+
+def inductor_options(pairs: list[str]) -> dict[str, object]:
+    """--inductor KEY=VALUE ... -> {KEY: value} (Python literals; anything else stays text), each KEY checked
+    against torch._inductor.config (SystemExit with one line naming a key it does not have)."""
+    import ast
+
+    import torch._inductor.config as inductor
+
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--inductor {pair!r}: give KEY=VALUE, e.g. coordinate_descent_tuning=True")
+        target = inductor
+        for part in key.split(".")[:-1]:
+            target = getattr(target, part, None)
+        if target is None or not hasattr(target, key.split(".")[-1]):
+            raise SystemExit(f"--inductor {pair!r}: torch._inductor.config has no {key}")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    return options
+
+
+def variant_name(pack: bool, options: dict[str, object]) -> str:
+    parts = (["pack"] if pack else []) + [f"{k}={v}" for k, v in sorted(options.items())]
+    return "+".join(parts) or "default"
 
 
 def category(name: str) -> str:
@@ -136,6 +171,8 @@ def profile_forward(fn, repeats: int, device: torch.device) -> list[tuple[str, f
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch._inductor.config as inductor_config
+
     args = parse(argv)
     env = DistEnv.from_environ()
     device = torch.device("cuda", env.local_rank) if args.device == "cuda" else torch.device("cpu")
@@ -152,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         startup_s = time.time() - T_PROCESS
         shape = {k: getattr(cfg, k) for k in ("name", "dim", "n_layers", "n_heads", "vocab_size", "multiple_of",
                                               "ffn_dim", "norm_eps", "rope_theta", "max_seq_len")}
+        options = inductor_options(args.inductor)
+        variant = variant_name(args.pack, options)
+        facts = {**compile_cache.key_facts(shape, device, dtype, env.world_size), "variant": variant}
         t0 = time.perf_counter()
-        with compile_cache.use(args.compile_cache, compile_cache.key_facts(shape, device, dtype, env.world_size)) \
-                as cache:
-            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1))
+        with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
+            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack)
             sync(device, env)
             ready_s = time.perf_counter() - t0
             cache.measure()
@@ -165,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"({start}: {cache.hits} cache hits, {cache.misses} misses)", flush=True)
             for b in batches:
                 row = measure_batch(args, engine, cfg, b, device, env)
-                records.append({"model": args.model, "shards": env.world_size, "batch": b, "start": start,
+                records.append({"model": args.model, "shards": env.world_size, "batch": b, "variant": variant,
+                                "start": start,
                                 "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
             engine.close()
     if env.rank != 0:
@@ -227,9 +267,10 @@ def write(out: Path, new: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "engine-profile.json"
     old = json.loads(path.read_text()) if path.exists() else []
-    keys = {tuple(r.get(k) for k in KEY) for r in new}
-    records = [r for r in old if tuple(r.get(k) for k in KEY) not in keys] + new
-    records.sort(key=lambda r: (r["gpu"], r["shards"], r["model"], r["start"], r["batch"]))
+    keys = {_key(r) for r in new}
+    records = [r for r in old if _key(r) not in keys] + new
+    records.sort(key=lambda r: (r["gpu"], r["shards"], r["model"], r.get("variant", "default"), r["start"],
+                                r["batch"]))
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1) + "\n")
     os.replace(tmp, path)
@@ -246,6 +287,10 @@ def write(out: Path, new: list[dict]) -> None:
     except ValueError:
         lines += [table(records), ""]
     (out / "engine-profile.md").write_text("\n".join(lines))
+
+
+def _key(r: dict) -> tuple:
+    return tuple(r.get(k, "default" if k == "variant" else None) for k in KEY)  # records before variants: default
 
 
 def table(records: list[dict]) -> str:

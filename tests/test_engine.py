@@ -156,3 +156,25 @@ def test_a_new_fast_engine_starts_from_an_empty_compiled_code_cache() -> None:
             out = engine.generate(tokens, [3, 3], NoHooks())
             assert compiled_entries() > 0  # this point compiled its layers
             assert [len(o) for o in out.outputs] == [3, 3]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_packed_projections_compute_the_same_logits_and_tokens(model, fused: bool) -> None:
+    tokens = torch.tensor(prompts_of([12, 12], TINY.vocab_size, seed=3))
+    positions = torch.arange(12).expand(2, 12)
+    variant = model.variant(fused=fused)
+    before = variant(tokens, positions, n_slots=12, mask=causal(12), last_only=False)
+    greedy_before = make_engine("fast", model, GREEDY, torch.Generator().manual_seed(0)).generate(
+        prompts_of([5, 9], TINY.vocab_size, seed=4), [6, 6], NoHooks()).outputs
+    wq = model.layers[0].attention.wq.weight.clone()
+    model.pack_projections()
+    model.pack_projections()  # idempotent
+    attn, ffn = model.layers[0].attention, model.layers[0].feed_forward
+    assert model.packed and torch.equal(attn.wq.weight, wq)  # the same values, now views of one buffer
+    assert attn.wq.weight.data_ptr() == attn.wqkv.data_ptr() and ffn.w1.weight.data_ptr() == ffn.w13.data_ptr()
+    after = model.variant(fused=fused)(tokens, positions, n_slots=12, mask=causal(12), last_only=False)
+    assert (after - before).abs().max().item() <= 1e-5
+    from energybench.engine.fast import FastEngine
+
+    packed = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), pack=True)
+    assert packed.generate(prompts_of([5, 9], TINY.vocab_size, seed=4), [6, 6], NoHooks()).outputs == greedy_before

@@ -44,8 +44,13 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
     for _ in range(2):  # the second run replaces the first run's records (same key)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    packed = subprocess.run(argv + ["--pack", "--inductor", "coordinate_descent_tuning=True"], capture_output=True,
+                            text=True, timeout=600)
+    assert packed.returncode == 0, packed.stderr[-3000:]
     records = json.loads((tmp_path / "engine-profile.json").read_text())
-    assert [r["batch"] for r in records] == [1, 2]
+    assert [(r["variant"], r["batch"]) for r in records] == [
+        ("default", 1), ("default", 2), ("pack+coordinate_descent_tuning=True", 1),
+        ("pack+coordinate_descent_tuning=True", 2)]  # an experiment's rows stand beside the default's
     for r in records:
         assert r["start"] == "no compile" and r["compile_cache_misses"] == 0 and r["engine_ready_s"] >= 0
         assert r["host_ms"] == pytest.approx(r["step_ms"] - r["forward_ms"] - r["sampling_ms"])
@@ -54,4 +59,6 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
         assert parts >= r["forward_ms"] * 0.999 and r["matmul_ms"] > 0
         assert r["tokens_per_s"] > 0 and r["roofline_frac"] is None  # no card for "cpu"
         assert r["command"].startswith("python benchmarks/engine_profile.py") and "git_commit" in r
-    assert "| tiny | 1 | 2 | no compile |" in (tmp_path / "engine-profile.md").read_text()
+    assert "| tiny | 1 | 2 | default | no compile |" in (tmp_path / "engine-profile.md").read_text()
+    bad = subprocess.run(argv + ["--inductor", "no_such_option=1"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "torch._inductor.config has no no_such_option" in bad.stderr

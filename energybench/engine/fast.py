@@ -55,7 +55,12 @@ class FastEngine:
     """
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
-                 compile: bool | None = None, graphs: bool | None = None) -> None:
+                 compile: bool | None = None, graphs: bool | None = None, pack: bool = False) -> None:
+        """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
+        (`model.pack_projections()`; same values; off by default until a GPU benchmark shows it pays:
+        benchmarks/engine_profile.py --pack)."""
+        if pack:
+            model.pack_projections()
         self.model = model
         self.sampling = sampling
         self.generator = generator

@@ -117,6 +117,15 @@ class Attention(nn.Module):
         # output projection: takes this rank's heads, all-reduces the partial sums
         self.wo = RowParallelLinear(cfg.dim, cfg.dim, bias=False, input_is_parallel=True, init_method=_keep)
         self.cache: KVCache | None = None
+        self.wqkv: torch.Tensor | None = None  # after pack(): [3 * local dim, dim], wq/wk/wv are views of it
+
+    def pack(self) -> None:
+        """Put wq, wk and wv in one buffer ([q; k; v] rows) and make the three weights views of it: the fused
+        path then reads them with one matmul. Same values, no extra memory once done (one layer's copy at
+        a time while packing)."""
+        if self.wqkv is not None:
+            return
+        self.wqkv = _pack_rows(self.wq, self.wk, self.wv)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -127,9 +136,12 @@ class Attention(nn.Module):
         rows: [B] cache rows of the batch's sequences (None: rows 0..B-1, read in place)."""
         bsz, seqlen, _ = x.shape
         proj = fused_linear if fused else _call
-        q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        v = proj(self.wv, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+        if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
+            q, k, v = F.linear(x, self.wqkv).view(bsz, seqlen, 3, self.n_local_heads, self.head_dim).unbind(2)
+        else:
+            q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+            k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+            v = proj(self.wv, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
         rotate = apply_rotary_emb_real if fused else apply_rotary_emb
         q, k = rotate(q, freqs_cis), rotate(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
@@ -153,10 +165,31 @@ class FeedForward(nn.Module):
         self.w1 = ColumnParallelLinear(cfg.dim, hidden, bias=False, gather_output=False, init_method=_keep)
         self.w2 = RowParallelLinear(hidden, cfg.dim, bias=False, input_is_parallel=True, init_method=_keep)
         self.w3 = ColumnParallelLinear(cfg.dim, hidden, bias=False, gather_output=False, init_method=_keep)
+        self.w13: torch.Tensor | None = None  # after pack(): [2 * local hidden, dim], w1/w3 are views of it
+
+    def pack(self) -> None:
+        """w1 and w3 in one buffer, read with one matmul on the fused path (see Attention.pack)."""
+        if self.w13 is None:
+            self.w13 = _pack_rows(self.w1, self.w3)
 
     def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         proj = fused_linear if fused else _call
+        if fused and self.w13 is not None:
+            gate, up = F.linear(x, self.w13).chunk(2, dim=-1)
+            return proj(self.w2, F.silu(gate) * up)
         return proj(self.w2, F.silu(proj(self.w1, x)) * proj(self.w3, x))
+
+
+def _pack_rows(*layers: nn.Module) -> torch.Tensor:
+    """One tensor holding the layers' weights one after another along dim 0; each layer's weight becomes a view
+    of its rows (the old storage is freed)."""
+    packed = torch.cat([layer.weight.detach() for layer in layers])
+    start = 0
+    for layer in layers:
+        rows = layer.weight.shape[0]
+        layer.weight.data = packed[start:start + rows]
+        start += rows
+    return packed
 
 
 class TransformerBlock(nn.Module):
@@ -204,6 +237,17 @@ class Transformer(nn.Module):
         view.fused = fused
         view.run_layers = [torch.compile(layer, dynamic=True) for layer in self.layers] if compile else None
         return view
+
+    def pack_projections(self) -> None:
+        """Pack every layer's wq/wk/wv and w1/w3 into one buffer each (the fused path then makes two matmuls
+        where it made five). Meta's path and checkpoints see the same weights; idempotent."""
+        for layer in self.layers:
+            layer.attention.pack()
+            layer.feed_forward.pack()
+
+    @property
+    def packed(self) -> bool:
+        return self.layers[0].attention.wqkv is not None
 
     def setup_caches(self, max_batch: int, max_seq: int) -> None:
         """Allocate the KV cache for `max_batch` sequences of at least `max_seq` positions on the weights'
