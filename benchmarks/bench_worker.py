@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Callable
 
@@ -14,7 +15,6 @@ import torch.distributed as dist
 from energybench import provenance
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
-from energybench.config import to_mapping
 from energybench.engine import NoHooks, Sampling, compile_cache, make_engine
 from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
@@ -41,6 +41,14 @@ class GpuEnergy:
 
 
 def run_worker(args: argparse.Namespace, t_process: float) -> int:
+    try:
+        return _run(args, t_process)
+    except compile_cache.CompileCacheError as e:  # one line, as a point would say it
+        print(f"engine.py: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, t_process: float) -> int:
     env = DistEnv.from_environ()
     device = torch.device(args.device, env.local_rank) if args.device == "cuda" else torch.device("cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -54,8 +62,7 @@ def run_worker(args: argparse.Namespace, t_process: float) -> int:
         model = build_model(cfg, device, dtype, seed=1)
         model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
         bench.model_ready()
-        shape = {k: v for k, v in to_mapping(cfg).items() if k not in ("weights", "path", "tokenizer")}
-        facts = compile_cache.key_facts(shape, device, dtype, env.world_size)
+        facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         for name in [e for e in engines if e in ("reference", "fast")]:
             with compile_cache.use(args.compile_cache, facts) as cache:
                 t0 = time.perf_counter()
@@ -66,7 +73,7 @@ def run_worker(args: argparse.Namespace, t_process: float) -> int:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
                 ready_s = time.perf_counter() - t0
-                cache.measure()
+                cache.measure(write_key=env.rank == 0)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
                          "compile_cache_misses": cache.misses}
                 for batch in batches:

@@ -187,18 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
         sync(device, env)
         startup_s = time.time() - T_PROCESS
-        shape = {k: getattr(cfg, k) for k in ("name", "dim", "n_layers", "n_heads", "vocab_size", "multiple_of",
-                                              "ffn_dim", "norm_eps", "rope_theta", "max_seq_len")}
         options = inductor_options(args.inductor)
         variant = variant_name(args.pack, options)
-        facts = {**compile_cache.key_facts(shape, device, dtype, env.world_size), "variant": variant}
+        facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
+        if variant != "default":  # its own folder; the default shares the points' and engine.py's
+            facts["variant"] = variant
         t0 = time.perf_counter()
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
             engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack)
             sync(device, env)
             ready_s = time.perf_counter() - t0
-            cache.measure()
-            start = "warm" if cache.hits and not cache.misses else "cold" if cache.misses else "no compile"
+            cache.measure(write_key=env.rank == 0)
+            start = ("no compile" if not cache.used else "warm" if not cache.misses else
+                     "cold" if not cache.hits else "partly warm")
             if env.rank == 0:
                 print(f"{args.model}: model ready {startup_s:.1f} s after start; engine ready in {ready_s:.1f} s "
                       f"({start}: {cache.hits} cache hits, {cache.misses} misses)", flush=True)
@@ -274,7 +275,7 @@ def write(out: Path, new: list[dict]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1) + "\n")
     os.replace(tmp, path)
-    runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit"), r["command"]) for r in records})
+    runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit") or "not recorded", r["command"]) for r in records})
     lines = ["# Fast engine: decode step breakdown and ready times", "",
              "Written by `benchmarks/engine_profile.py` (see its docstring and docs/engine.md); times per decode",
              "step in ms. Record: [engine-profile.json](engine-profile.json).", "", "Runs:", ""]
@@ -307,4 +308,7 @@ def _fmt(v: object) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except compile_cache.CompileCacheError as e:  # one line, as a point would say it
+        sys.exit(f"engine_profile: {e}")

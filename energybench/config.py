@@ -8,6 +8,7 @@ one-line message names the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -383,9 +384,11 @@ def _check_PointConfig(p: PointConfig, prefix: str) -> None:
     _choice("length", p.length, LENGTH_MODES)
     _choice("dtype", p.dtype, DTYPES)
     _choice("device", p.device, DEVICES)
-    if not p.compile_cache.strip():
-        raise ConfigError("compile_cache='': use auto (the user's cache), off (nothing kept past the process) or a "
-                          "folder, e.g. compile_cache=/shared/energybench-compile")
+    cache = p.compile_cache.strip()
+    if cache.lower() not in ("auto", "off") and not os.path.isabs(os.path.expanduser(cache)):
+        raise ConfigError(f"compile_cache={p.compile_cache!r}: use auto (the user's cache), off (nothing kept past "
+                          "the process) or an absolute folder (jobs start in other directories), e.g. "
+                          "compile_cache=/shared/energybench-compile")
     if p.max_tokens >= p.model.max_seq_len:
         raise ConfigError(
             f"max_tokens={p.max_tokens} leaves no room for a prompt in model.max_seq_len={p.model.max_seq_len}; "

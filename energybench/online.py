@@ -117,16 +117,16 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
     with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
         t0 = time.perf_counter()
         requests, source = _requests(cfg)
+        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(r.prompt) for r in requests)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         t_engine = time.perf_counter()
-        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator, online=True)
         try:
-            compiled.measure()
             engine_ready_s = time.perf_counter() - t_engine
+            compiled.measure(write_key=env.rank == 0)
             load_s = time.perf_counter() - t0
             log.info("point %s: %d requests at %g/s over %.0f s, model loaded in %.1f s on %s", pid, len(requests),
                      cfg.online.rate, requests[-1].arrival_s, load_s, device)

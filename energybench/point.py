@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from energybench import provenance
-from energybench.config import ConfigError, PointConfig, from_mapping, to_mapping
+from energybench.config import ConfigError, PointConfig, from_mapping
 from energybench.data import Sample, load_workload
 from energybench.distributed import DistEnv, gather, model_parallel
 from energybench.device.gpus import job_gpus
@@ -162,8 +162,7 @@ def pick_device(name: str, env: DistEnv) -> torch.device:
 def cache_facts(cfg: PointConfig, device: torch.device, dtype: torch.dtype) -> dict:
     """What the point's compiled code depends on (compile_cache.key_facts): the model's shape, not where its
     weights come from."""
-    shape = {k: v for k, v in to_mapping(cfg.model).items() if k not in ("weights", "path", "tokenizer")}
-    return compile_cache.key_facts(shape, device, dtype, cfg.shards)
+    return compile_cache.key_facts(compile_cache.model_shape(cfg.model), device, dtype, cfg.shards)
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -194,16 +193,17 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             tokenizer = Tokenizer(cfg.model.tokenizer)
         workload = load_workload(cfg.dataset, cfg.samples, cfg.seed, cfg.model.vocab_size, tokenizer)
         batches = [_prepare(b, cfg) for b in workload.batches(cfg.batch)]
+        # the compile cache first: a folder it cannot use fails the point before the model loads
+        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(p) for prompts, _ in batches for p in prompts)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
         t_engine = time.perf_counter()
-        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator)
         cleanup.callback(engine.close)  # frees CUDA graphs while NCCL is still up
-        compiled.measure()
         engine_ready_s = time.perf_counter() - t_engine
+        compiled.measure(write_key=env.rank == 0)
         load_s = time.perf_counter() - t0
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
                  pid, len(workload.samples), len(batches), load_s, device)

@@ -94,6 +94,45 @@ def live_state(job_id: str) -> str | None:
     return state if state in ALIVE_STATES else None
 
 
+@dataclass(frozen=True)
+class QueueEntry:
+    state: str  # squeue's %T: PENDING, RUNNING, REQUEUED, COMPLETING, ...
+    start_unix_s: float | None  # when the current run started (%S); None before it starts
+
+
+class QueueUnknown(RuntimeError):
+    """squeue did not answer (missing, timed out, or the controller refused): the job's state is not known."""
+
+
+def queue_entry(job_id: str) -> QueueEntry | None:
+    """Slurm job `job_id` as squeue lists it while it has not ended, or None once squeue no longer lists it (or
+    lists it ended). QueueUnknown when squeue itself fails: a loaded controller must not read as a job's end."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%S"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise QueueUnknown(f"squeue -j {job_id}: {e}") from None
+    if out.returncode != 0:
+        if "Invalid job id" in out.stderr:  # purged from the controller: ended long ago
+            return None
+        raise QueueUnknown(f"squeue -j {job_id}: {out.stderr.strip() or f'exit {out.returncode}'}")
+    line = out.stdout.strip().split("\n")[0]
+    state, _, start = line.partition("|")
+    if state not in ALIVE_STATES:
+        return None
+    return QueueEntry(state, _unix_s(start))
+
+
+def _unix_s(stamp: str) -> float | None:
+    """squeue's local time stamp (2026-11-30T08:01:02) as Unix seconds; None for N/A or Unknown."""
+    import time as _time
+
+    try:
+        return _time.mktime(_time.strptime(stamp.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
 def end_state(job_id: str) -> str:
     """The final state sacct records for job `job_id` (COMPLETED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY,
     TIMEOUT, FAILED, ...), or UNKNOWN where accounting does not answer."""

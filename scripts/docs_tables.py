@@ -83,8 +83,9 @@ def _records(source: Path) -> list[dict]:
 
 def _where(rows: list[dict], args: dict[str, list[str]]) -> list[dict]:
     for cond in args.get("where", []):  # KEY=VALUE or KEY!=VALUE, compared as text (a missing key is None)
-        negate = "!=" in cond
-        key, _, value = cond.partition("!=" if negate else "=")
+        key, _, value = cond.partition("=")
+        negate = key.endswith("!")
+        key = key.removesuffix("!")
         rows = [r for r in rows if (str(r.get(key)) == value) != negate]
     return rows
 

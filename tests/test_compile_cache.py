@@ -72,16 +72,37 @@ def test_off_keeps_nothing_and_auto_is_the_users_cache(tmp_path: Path) -> None:
     assert off["compile_cache_misses"] > 0 and off["compile_cache_dir"] is None
     assert not Path(off["directory"]).exists()  # its temporary folder went with it
     assert root_for("auto", {"XDG_CACHE_HOME": "/c"}) == Path("/c/energybench/compile")
-    assert root_for("off") is None and root_for("~/x") == Path.home() / "x"
+    assert root_for("off") is None and root_for("OFF") is None and root_for("~/x") == Path.home() / "x"
+    with pytest.raises(CompileCacheError, match="absolute folder"):
+        root_for("relative/cache")
 
 
-@pytest.mark.parametrize("change", [{"torch": "9.9"}, {"device": "NVIDIA H100"}, {"dtype": "float16"},
-                                    {"shards": 2}, {"model": {**SHAPE, "n_layers": 3}},
-                                    {"energybench_source": "0" * 64}])
-def test_every_fact_of_the_key_changes_the_folder(change: dict) -> None:
-    facts = key_facts(SHAPE, torch.device("cpu"), torch.float32, 1)
-    assert folder_name(facts) == folder_name(key_facts(SHAPE, torch.device("cpu"), torch.float32, 1))
-    assert folder_name({**facts, **change}) != folder_name(facts)
+def test_every_fact_of_the_key_changes_the_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+
+    def folder(shape: dict = SHAPE, dtype: torch.dtype = torch.float32, shards: int = 1) -> str:
+        return folder_name(key_facts(shape, cpu, dtype, shards))
+
+    base = folder()
+    assert folder() == base  # the same facts, the same folder
+    assert len({base, folder(dtype=torch.float16), folder(shards=2), folder({**SHAPE, "n_layers": 3})}) == 4
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert folder() != base  # another torch
+    monkeypatch.undo()
+    monkeypatch.setattr(compile_cache, "_source_digest", lambda: "0" * 64)
+    assert folder() != base  # changed model or engine code
+    monkeypatch.undo()
+    monkeypatch.setattr(compile_cache.platform, "machine", lambda: "aarch64")
+    assert folder() != base  # another machine (on GPU: the card's name and compute capability)
+    facts = key_facts(SHAPE, cpu, torch.float32, 1)
+    assert {"torch", "cuda", "triton", "device", "dtype", "shards", "model", "energybench_source"} <= set(facts)
+
+
+def test_the_key_holds_what_shapes_compiled_code_not_where_weights_come_from() -> None:
+    from tiny import TINY
+
+    shape = compile_cache.model_shape(TINY)
+    assert shape["dim"] == TINY.dim and "weights" not in shape and "path" not in shape and "tokenizer" not in shape
 
 
 def test_the_environment_is_restored_and_an_engine_that_compiles_nothing_records_no_folder(tmp_path: Path,
@@ -94,7 +115,7 @@ def test_the_environment_is_restored_and_an_engine_that_compiles_nothing_records
         cache.measure()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else" and "TRITON_CACHE_DIR" not in os.environ
     assert cache.columns() == {"compile_cache_dir": None, "compile_cache_hits": 0, "compile_cache_misses": 0}
-    assert not (tmp_path / "c").exists()  # nothing compiled: nothing written
+    assert not cache.directory.exists()  # nothing compiled: no keyed folder, no key.json
 
 
 def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path) -> None:
@@ -119,7 +140,9 @@ def test_a_point_records_its_engine_ready_time_and_cache_columns(tmp_path: Path)
     assert 0 <= row["engine_ready_s"] <= row["load_s"]
     assert row["compile_cache_hits"] == 0 and row["compile_cache_misses"] == 0  # the reference engine: no compile
     assert pd.isna(row["compile_cache_dir"])
-    bad = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart", "compile_cache=",
-                          f"out_dir={tmp_path / 'bad'}"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert bad.returncode != 0 and "compile_cache=''" in bad.stderr and not (tmp_path / "bad").exists()
+    for value, shown in (("", "compile_cache=''"), ("cache", "compile_cache='cache'")):
+        bad = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart",
+                              f"compile_cache={value}", f"out_dir={tmp_path / 'bad'}"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert bad.returncode != 0 and shown in bad.stderr and "absolute folder" in bad.stderr
+        assert not (tmp_path / "bad").exists()

@@ -185,27 +185,54 @@ def test_a_failed_slurm_point_is_named_by_its_earliest_rank_error_of_this_submis
 def test_a_point_whose_rank_0_ended_is_waited_for_while_slurm_still_holds_its_job(tmp_path: Path,
                                                                                  monkeypatch) -> None:
     """A requeued job keeps its first run's rank-0 result while Slurm holds it for the next run: the sweep
-    takes the result only once squeue no longer lists the job (squeue faked on PATH: the state is not ours
-    to time on a real cluster; tests/test_slurm_cluster.py requeues a two-node point for real)."""
+    takes a result once squeue no longer lists the job, or when the current run wrote it; squeue failing is
+    no answer (squeue faked on PATH: the states are not ours to time on a real cluster;
+    tests/test_slurm_cluster.py requeues a two-node point for real)."""
+    import time
     from types import SimpleNamespace
 
     from submitit.slurm.slurm import SlurmJob
 
-    from energybench.dispatch.slurm import Job, _ended
+    import pickle
+
+    from energybench.dispatch.slurm import Job, _ended as ended
+    from energybench.results.status import PointOutcome
+
+    def _ended(j):  # rank 0's result as submitit pickles it: ("success", outcome)
+        return ended(j, lambda outcome: outcome)
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     squeue = bin_dir / "squeue"
-    squeue.write_text('#!/bin/sh\n[ -n "$FAKE_SQUEUE_STATE" ] && echo "$FAKE_SQUEUE_STATE"\nexit 0\n')
+    squeue.write_text('#!/bin/sh\n[ -n "$FAKE_SQUEUE_FAIL" ] && { echo "$FAKE_SQUEUE_FAIL" >&2; exit 1; }\n'
+                      '[ -n "$FAKE_SQUEUE" ] && echo "$FAKE_SQUEUE"\nexit 0\n')
     squeue.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     job = SlurmJob(folder=tmp_path / "submitit", job_id="77", tasks=(0, 1))
     result = job.task(0).paths.result_pickle
     result.parent.mkdir(parents=True, exist_ok=True)
-    result.write_bytes(b"the first run's result")
+    result.write_bytes(pickle.dumps(("success", PointOutcome("p", "failed", "rank 1: Terminated"))))
+    os.utime(result, (time.time() - 120, time.time() - 120))
     j = Job(point=SimpleNamespace(id="p"), index=0, job=job)
-    for state in ("PENDING", "REQUEUED", "RUNNING", "COMPLETING"):
-        monkeypatch.setenv("FAKE_SQUEUE_STATE", state)
-        assert not _ended(j), state
-    monkeypatch.setenv("FAKE_SQUEUE_STATE", "")
-    assert _ended(j)
+    earlier, now = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 3600)), \
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
+    for listed in ("PENDING|N/A", "REQUEUED|N/A", "REQUEUE_HOLD|N/A"):  # waiting to run again
+        monkeypatch.setenv("FAKE_SQUEUE", listed)
+        assert not _ended(j), listed
+    assert j.stale_result_mtime == result.stat().st_mtime  # known to be an earlier run's
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{now}")  # the rerun started a minute ago; its result is not there
+    assert not _ended(j)
+    monkeypatch.setenv("FAKE_SQUEUE_FAIL", "slurm_load_jobs error: Socket timed out on send/recv operation")
+    assert not _ended(j) and j.unknown_since is not None  # no answer is not an end
+    monkeypatch.delenv("FAKE_SQUEUE_FAIL")
+    failed = result.read_bytes()
+    result.write_bytes(failed)  # a failed result written during the current run: wait for the job's end
+    assert not _ended(j)
+    result.write_bytes(pickle.dumps(("success", PointOutcome("p", "done", None))))  # the rerun's, after its start
+    monkeypatch.setenv("FAKE_SQUEUE", f"COMPLETING|{now}")
+    assert _ended(j)  # this run's point is done, while its other tasks finish
+    fresh = Job(point=SimpleNamespace(id="q"), index=1, job=job)
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{earlier}")
+    assert _ended(fresh)  # written during the current run (started an hour ago)
+    monkeypatch.setenv("FAKE_SQUEUE", "")
+    assert _ended(Job(point=SimpleNamespace(id="r"), index=2, job=job))  # no longer listed

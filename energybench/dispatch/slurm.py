@@ -24,6 +24,7 @@ from energybench.results.store import read_status
 log = logging.getLogger("energybench.slurm")
 
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, as a shell reports a job killed by it
+QUEUE_UNKNOWN_MAX_S = 600.0  # squeue silent this long about a job whose rank 0 left a result: take the result
 
 # what the job runs: submitit pickles `task` and calls it with task_args(point, index) on every task
 Task = Callable[..., Any]
@@ -39,6 +40,8 @@ class Job:
     since: float = 0.0  # time.time() when it was submitted or attached: older rank errors are stale
     outcome: PointOutcome | None = None
     held_state: str | None = None  # the queue state last logged for a job whose rank 0 ended but Slurm holds
+    stale_result_mtime: float | None = None  # rank 0's result seen while Slurm held the job to run it again
+    unknown_since: float | None = None  # when squeue stopped answering about the job
 
 
 def job_exit_code(outcome: Any, global_rank: int) -> int | None:
@@ -116,32 +119,69 @@ def _submit(jobs: list[Job], folder: str, task: Task, task_args: TaskArgs) -> No
                      " ".join(o for o in j.point.overrides if not o.startswith("hydra.")))
 
 
-def _ended(j: Job) -> bool:
-    """Rank 0 left a result (or the job is gone) and Slurm no longer holds the job. A job that Slurm requeued
-    (scontrol requeue, preemption) keeps the first run's rank-0 result while it waits to run again: in a
-    multi-node job rank 0 can end `failed` by a requeued peer's SIGTERM before its own. That result is not
-    the point's; the run Slurm starts next writes the one that is."""
-    from energybench.slurm import live_state
+def _ended(j: Job, unwrap: Unwrap) -> bool:
+    """Whether the point's job has ended, so that rank 0's result (or its absence) is the point's.
+
+    A job that Slurm requeued (scontrol requeue, preemption) keeps the first run's rank-0 result while it
+    waits to run again: in a multi-node job rank 0 can end `failed` by a requeued peer's SIGTERM before its
+    own, while squeue still says RUNNING. So a result counts once squeue no longer lists the job, or, while
+    the job still runs, when it is a `done` outcome written during the current run (a peer still tearing
+    down must not hold up a finished point). A result seen while the job waits to run again is remembered
+    as stale (`_collect` ignores it unless rewritten). When squeue does not answer, the job is polled
+    again; after QUEUE_UNKNOWN_MAX_S of silence the result is taken with a warning."""
+    from energybench.slurm import QueueUnknown, queue_entry
 
     if not j.job.task(0).done():
         return False
-    state = live_state(j.job.job_id)
-    if state is None:
+    result = _result_mtime(j)
+    try:
+        entry = queue_entry(j.job.job_id)
+    except QueueUnknown as e:
+        j.unknown_since = j.unknown_since or time.time()
+        if time.time() - j.unknown_since < QUEUE_UNKNOWN_MAX_S:
+            return False
+        log.warning("point %s: %s for %.0f s; taking rank 0's result as the job's end", j.point.id, e,
+                    time.time() - j.unknown_since)
         return True
-    if state != j.held_state:
-        j.held_state = state
-        # RUNNING / COMPLETING: the job is ending (its other tasks, the epilog); anything else: Slurm requeued it
-        level = logging.DEBUG if state in ("RUNNING", "COMPLETING") else logging.INFO
+    j.unknown_since = None
+    if entry is None:
+        return True
+    if entry.state in ("RUNNING", "COMPLETING"):
+        if result is not None and entry.start_unix_s is not None and result >= entry.start_unix_s \
+                and result != j.stale_result_mtime and _done(j, unwrap):
+            return True  # this run's point is done; the job is only finishing its other tasks or its epilog
+    elif result is not None:
+        j.stale_result_mtime = result  # the job waits to run again: this result is an earlier run's
+    if entry.state != j.held_state:
+        j.held_state = entry.state
+        level = logging.DEBUG if entry.state in ("RUNNING", "COMPLETING") else logging.INFO
         log.log(level, "point %s: rank 0 of Slurm job %s ended but the job is %s (requeued?); waiting for it",
-                j.point.id, j.job.job_id, state)
+                j.point.id, j.job.job_id, entry.state)
     return False
+
+
+def _done(j: Job, unwrap: Unwrap) -> bool:
+    """Whether rank 0's result is a done point (anything unreadable or failed: no)."""
+    try:
+        outcome = unwrap(j.job.task(0).result())
+    except Exception:  # noqa: BLE001 (a failed task, a half-read file: not done)
+        return False
+    return isinstance(outcome, PointOutcome) and outcome.state == "done"
+
+
+def _result_mtime(j: Job) -> float | None:
+    """Modification time of rank 0's result file, or None where there is none."""
+    try:
+        return j.job.task(0).paths.result_pickle.stat().st_mtime
+    except (OSError, AttributeError):
+        return None
 
 
 def _wait(jobs: list[Job], poll_s: float, unwrap: Unwrap) -> None:
     waiting = [j for j in jobs if j.outcome is None]
     while waiting:
         for j in list(waiting):
-            if _ended(j):
+            if _ended(j, unwrap):
                 j.outcome = _collect(j, unwrap)
                 waiting.remove(j)
                 log.info("point %s: %s", j.point.id, j.outcome.state)
@@ -156,6 +196,8 @@ def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
     from energybench.slurm import end_state
 
     try:
+        if j.stale_result_mtime is not None and _result_mtime(j) == j.stale_result_mtime:
+            raise UncompletedJobError(f"Slurm job {j.job.job_id} ran again after a requeue and left no result")
         outcome = unwrap(j.job.task(0).result())
     except (UncompletedJobError, FailedJobError) as e:
         status = read_status(j.point.dir) or {}

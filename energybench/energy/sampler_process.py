@@ -83,13 +83,12 @@ class Ticker:
 
     def tick(self) -> None:
         t_mono, stamp = time.monotonic(), dt.datetime.now(dt.timezone.utc)
-        with self._lock:
+        with self._lock:  # the windows and the read they may have asked for, together
             windows = self.windows
+            due, self._counter_due = self._counter_due, False
         label = windows[-1] if windows else None
         cpu_j, dram_j = self.read_rapl()
         tracked = [w for w in windows if w in TRACKED]
-        with self._lock:
-            due, self._counter_due = self._counter_due, False
         energy = due or t_mono - self._counter_read_at >= COUNTER_EVERY_S - 0.5 / self.hz
         if energy:
             self._counter_read_at = t_mono

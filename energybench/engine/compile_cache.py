@@ -22,9 +22,11 @@ engine that compiles nothing (`reference`, or `fast` on CPU) has 0 and 0 and no 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import shutil
@@ -35,7 +37,10 @@ from pathlib import Path
 
 import torch
 
+from energybench.config import ModelConfig, to_mapping
 from energybench.util.files import cache_dir, write_text
+
+log = logging.getLogger("energybench.engine")
 
 ENV_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 _SOURCES = ("model", "engine")  # energybench packages whose code the compiled graphs come from
@@ -46,14 +51,18 @@ class CompileCacheError(ValueError):
 
 
 def root_for(setting: str, environ: dict[str, str] | None = None) -> Path | None:
-    """The cache root `setting` names: auto -> <energybench cache>/compile; off -> None; else the folder."""
-    if setting == "off":
+    """The cache root `setting` names: auto -> <energybench cache>/compile; off -> None (either in any case);
+    else the folder, which must be absolute (config checks it; jobs start in other directories)."""
+    keyword = setting.strip().lower()
+    if keyword == "off":
         return None
-    if setting == "auto":
+    if keyword == "auto":
         return cache_dir(os.environ if environ is None else environ) / "compile"
-    if not setting:
-        raise CompileCacheError("compile_cache='': give auto, off or a folder (compile_cache=/shared/eb-compile)")
-    return Path(setting).expanduser()
+    folder = Path(setting.strip()).expanduser()
+    if not folder.is_absolute():
+        raise CompileCacheError(f"compile_cache={setting!r}: give auto, off or an absolute folder "
+                                "(compile_cache=/shared/energybench-compile)")
+    return folder
 
 
 def _source_digest() -> str:
@@ -71,6 +80,11 @@ def _version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def model_shape(model: ModelConfig) -> dict:
+    """The model config's fields that shape compiled code: all but where the weights and tokenizer come from."""
+    return {k: v for k, v in to_mapping(model).items() if k not in ("weights", "path", "tokenizer")}
 
 
 def key_facts(model: dict, device: torch.device, dtype: torch.dtype, shards: int) -> dict:
@@ -115,14 +129,18 @@ class CacheUse:
         """Whether anything was compiled or loaded through the cache (False for an engine that compiles nothing)."""
         return self.hits + self.misses > 0
 
-    def measure(self) -> None:
-        """Record the hits and misses since the cache was opened (call once the engine is built); a kept folder
-        that was used gets its key.json."""
+    def measure(self, write_key: bool = True) -> None:
+        """Record the hits and misses since the cache was opened (call once the engine is built). A kept folder
+        that was used gets its key.json (`write_key`: one rank of a job writes it); it is for people to read,
+        so a failure to write it is logged, never raised."""
         hits, misses = _counts()
         self.hits, self.misses = hits - self._start[0], misses - self._start[1]
-        if self.used and self.kept and not (self.directory / "key.json").exists():
-            write_text(json.dumps(self.facts, indent=1, sort_keys=True, default=str) + "\n",
-                       self.directory / "key.json")
+        key = self.directory / "key.json"
+        if write_key and self.used and self.kept and not key.exists():
+            try:
+                write_text(json.dumps(self.facts, indent=1, sort_keys=True, default=str) + "\n", key)
+            except OSError as e:
+                log.warning("compile cache: could not write %s (%s); the cache itself is unaffected", key, e)
 
     def columns(self) -> dict:
         """run.parquet's compile-cache columns: the folder only where it was used and is kept."""
@@ -136,14 +154,27 @@ def _clear_inductor_caches() -> None:
     clear_caches()  # in-memory caches that remember the cache folder
 
 
-def _check_writable(setting: str, root: Path) -> None:
-    """CompileCacheError naming the value unless `root` exists as a writable folder or can be made in one."""
+def _check_usable(setting: str, root: Path) -> None:
+    """CompileCacheError naming the value unless `root` is (or can be made) a writable folder whose file system
+    grants file locks: inductor locks its entries (fcntl), and some network mounts refuse locks."""
     probe = root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise CompileCacheError(f"compile_cache={setting}: {probe} is not a writable folder; give one this job "
                                 "can write (e.g. on the shared file system), or compile_cache=off")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CompileCacheError(f"compile_cache={setting}: {root} cannot be used ({e.strerror or e}; a mount "
+                                "without file locks?); give a node-local folder, e.g. compile_cache=/tmp/eb-compile, "
+                                "or compile_cache=off") from None
 
 
 @contextlib.contextmanager
@@ -156,7 +187,7 @@ def use(setting: str, facts: dict) -> Iterator[CacheUse]:
     if root is None:
         directory = Path(tempfile.mkdtemp(prefix="energybench-compile-"))
     else:
-        _check_writable(setting, root)
+        _check_usable(setting, root)
         directory = root / folder_name(facts)
     saved = {name: os.environ.get(name) for name in ENV_VARS}
     _clear_inductor_caches()  # before the switch: clearing may touch the folder it forgets

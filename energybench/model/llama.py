@@ -117,7 +117,8 @@ class Attention(nn.Module):
         # output projection: takes this rank's heads, all-reduces the partial sums
         self.wo = RowParallelLinear(cfg.dim, cfg.dim, bias=False, input_is_parallel=True, init_method=_keep)
         self.cache: KVCache | None = None
-        self.wqkv: torch.Tensor | None = None  # after pack(): [3 * local dim, dim], wq/wk/wv are views of it
+        # after pack(): [3 * local dim, dim], wq/wk/wv views of it (a buffer, so .to() moves it with the weights)
+        self.register_buffer("wqkv", None, persistent=False)
 
     def pack(self) -> None:
         """Put wq, wk and wv in one buffer ([q; k; v] rows) and make the three weights views of it: the fused
@@ -165,7 +166,7 @@ class FeedForward(nn.Module):
         self.w1 = ColumnParallelLinear(cfg.dim, hidden, bias=False, gather_output=False, init_method=_keep)
         self.w2 = RowParallelLinear(hidden, cfg.dim, bias=False, input_is_parallel=True, init_method=_keep)
         self.w3 = ColumnParallelLinear(cfg.dim, hidden, bias=False, gather_output=False, init_method=_keep)
-        self.w13: torch.Tensor | None = None  # after pack(): [2 * local hidden, dim], w1/w3 are views of it
+        self.register_buffer("w13", None, persistent=False)  # after pack(): [2 * local hidden, dim], w1/w3 views
 
     def pack(self) -> None:
         """w1 and w3 in one buffer, read with one matmul on the fused path (see Attention.pack)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -14,7 +16,9 @@ def write_atomic(path: Path, write: Callable[[Path], object], durable: bool = Tr
     """Call `write(tmp)` on a temporary name beside `path`, then rename it to `path`: readers (and a killed
     writer) only ever leave the old file or the complete new one. durable: fsync before the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # host, pid and a random part: writers on several nodes of a shared file system (or in per-job pid
+    # namespaces) never share a temporary name
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         if durable:  # on disk before it replaces the old file, even if the node crashes
