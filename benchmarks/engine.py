@@ -25,6 +25,7 @@ from pathlib import Path
 T_PROCESS = time.time()  # before torch is imported
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # energybench without installing it, as the ranks get it via PYTHONPATH
+from energybench.util.tables import markdown  # noqa: E402 (torch-free)
 KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
 COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
            "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "gpu")
@@ -161,18 +162,7 @@ def _order(r: dict) -> tuple:
 
 
 def table(records: list[dict]) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |"
-    rows = [head, "|" + "---|" * len(COLUMNS)]
-    for r in records:
-        rows.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
-    return "\n".join(rows)
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
-    return "" if v is None else str(v)
-
+    return markdown(records, COLUMNS)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -50,6 +50,7 @@ from energybench.engine.fast import FastEngine  # noqa: E402
 from energybench.engine.sampling import sample  # noqa: E402
 from energybench.model.build import build_model  # noqa: E402
 from energybench.results import metrics  # noqa: E402
+from energybench.util.tables import markdown  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
@@ -270,6 +271,8 @@ def write(out: Path, new: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else []
     keys = {_key(r) for r in new}
     records = [r for r in old if _key(r) not in keys] + new
+    for r in records:
+        r.setdefault("variant", "default")  # records made before experiments had variants
     records.sort(key=lambda r: (r["gpu"], r["shards"], r["model"], r.get("variant", "default"), r["start"],
                                 r["batch"]))
     tmp = path.with_suffix(".json.tmp")
@@ -295,17 +298,7 @@ def _key(r: dict) -> tuple:
 
 
 def table(records: list[dict]) -> str:
-    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in records:
-        rows.append("| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |")
-    return "\n".join(rows)
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
-    return "" if v is None else str(v)
-
+    return markdown(records, COLUMNS)
 
 if __name__ == "__main__":
     try:

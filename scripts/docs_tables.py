@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from energybench.analysis import findings  # noqa: E402  (after the path, so a checkout runs it uninstalled)
+from energybench.util.tables import markdown  # noqa: E402
 
 # A marker starts a line (an indented one, as in a code block that shows the syntax, is text).
 MARKER = re.compile(r"^(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)^(<!-- /table -->)", re.S | re.M)
@@ -50,26 +51,6 @@ def parse_spec(spec: str) -> tuple[str, dict[str, list[str]]]:
     if len(args.get("source", [])) != 1:
         raise ValueError(f"table {name}: give exactly one 'source: PATH'")
     return name, args
-
-
-def fmt(value: object, spec: str = "") -> str:
-    """A cell: '' for null, `spec` (a format spec) for numbers, else str."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format(value, spec)
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return str(value)
-
-
-def markdown(rows: list[dict], columns: list[str]) -> str:
-    """A Markdown table of `rows`, one column per 'name[:format]' (the header is the name)."""
-    names = [c.split(":", 1)[0] for c in columns]
-    specs = [c.split(":", 1)[1] if ":" in c else "" for c in columns]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    lines += ["| " + " | ".join(fmt(r.get(n), s) for n, s in zip(names, specs)) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _json(source: Path) -> object:

@@ -65,6 +65,23 @@ def wait_for(what: str, check, timeout_s: float = 300) -> None:
         time.sleep(0.5)
 
 
+def sweep_interrupted(tmp_path: Path, args: tuple[str, ...], measuring: int, act) -> tuple[int, str]:
+    """Start the sweep, wait until `measuring` points have batches on disk and none has a result, call `act()`
+    (scancel, scontrol requeue ...), then wait for the sweep: (its exit code, its output)."""
+    out = Path(next(a for a in args if a.startswith("out_dir=")).removeprefix("out_dir="))
+    running = subprocess.Popen(sweep_cmd(*args), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(f"{measuring} points measuring",
+                 lambda: len(list(out.glob("*/point=*/batches.parquet"))) == measuring)
+        assert not list(out.glob("*/point=*/run.parquet"))
+        act()
+        log, _ = running.communicate(timeout=600)
+    finally:
+        running.kill()
+    return running.returncode, log
+
+
 def test_two_point_sweep_runs_two_slurm_jobs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = sweep(tmp_path, "samples=4", "max_tokens=4", "batch=2,4", f"out_dir={out}")
@@ -103,21 +120,17 @@ def test_cancelled_point_fails_requeued_point_finishes_and_rerun_redoes_only_the
     out = tmp_path / "out"
     # ~400 tokens: long enough to be stopped mid-way; batches stream to disk every second
     args = ("samples=24", "max_tokens=16", "batch=2", "seed=1,2", "meter.flush_s=1", f"out_dir={out}")
-    running = subprocess.Popen(sweep_cmd(*args), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        # both points mid-generation: their first batches are on disk, their results are not
-        wait_for("two points measuring", lambda: len(list(out.glob("*/point=*/batches.parquet"))) == 2)
-        assert not list(out.glob("*/point=*/run.parquet"))
+
+    def cancel_one_requeue_the_other() -> None:  # both points mid-generation
         by_seed = {yaml.safe_load((p / "config.yaml").read_text())["seed"]: p for p in points(out).values()}
-        cancelled, requeued = by_seed[1], by_seed[2]
-        subprocess.run(["scancel", read_status(cancelled)["slurm_job_id"]], check=True)
-        subprocess.run(["scontrol", "requeue", read_status(requeued)["slurm_job_id"]], check=True)
-        log, _ = running.communicate(timeout=600)
-    finally:
-        running.kill()
-    assert running.returncode == 1, log[-3000:]
+        subprocess.run(["scancel", read_status(by_seed[1])["slurm_job_id"]], check=True)
+        subprocess.run(["scontrol", "requeue", read_status(by_seed[2])["slurm_job_id"]], check=True)
+
+    code, log = sweep_interrupted(tmp_path, args, 2, cancel_one_requeue_the_other)
+    assert code == 1, log[-3000:]
     assert "1 done, 1 failed, 0 skipped" in log
+    by_seed = {yaml.safe_load((p / "config.yaml").read_text())["seed"]: p for p in points(out).values()}
+    cancelled, requeued = by_seed[1], by_seed[2]
 
     status = read_status(cancelled)
     assert status["state"] == "failed" and "CANCELLED" in status["reason"], status
@@ -145,17 +158,15 @@ def test_a_requeued_two_node_point_is_waited_for_and_ends_done(tmp_path: Path) -
     out = tmp_path / "out"
     args = ("samples=24", "max_tokens=16", "batch=2", "shards=2", "cluster.gpus_per_node=1", "meter.flush_s=1",
             f"out_dir={out}")
-    running = subprocess.Popen(sweep_cmd(*args), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for("the point measuring", lambda: len(list(out.glob("*/point=*/batches.parquet"))) == 1)
+
+    def requeue() -> None:
         (pdir,) = points(out).values()
         subprocess.run(["scontrol", "requeue", read_status(pdir)["slurm_job_id"]], check=True)
-        log, _ = running.communicate(timeout=600)
-    finally:
-        running.kill()
-    assert running.returncode == 0, log[-3000:]
+
+    code, log = sweep_interrupted(tmp_path, args, 1, requeue)
+    assert code == 0, log[-3000:]
     assert "1 done, 0 failed, 0 skipped" in log
+    (pdir,) = points(out).values()
     status = read_status(pdir)
     assert (status["state"], status["attempt"]) == ("done", 2), status
     row = run_row(pdir)
