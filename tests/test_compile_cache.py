@@ -118,13 +118,18 @@ def test_the_environment_is_restored_and_an_engine_that_compiles_nothing_records
     assert not cache.directory.exists()  # nothing compiled: no keyed folder, no key.json
 
 
-def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path) -> None:
+def test_a_folder_that_cannot_be_written_is_one_line_naming_it_but_auto_goes_on(tmp_path: Path, monkeypatch,
+                                                                                caplog) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     facts = key_facts(SHAPE, torch.device("cpu"), torch.float32, 1)
     with pytest.raises(CompileCacheError, match=r"compile_cache=.*a-file.* is not a writable folder.*off"):
         with compile_cache.use(str(blocker / "cache"), facts):
             pass
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # auto under a home that cannot hold it
+    with compile_cache.use("auto", facts) as cache:  # the point goes on, nothing kept, with a warning
+        assert not cache.kept and cache.directory.is_dir()
+    assert not cache.directory.exists() and "without a kept cache" in caplog.text
 
 
 def test_a_point_records_its_engine_ready_time_and_cache_columns(tmp_path: Path) -> None:

@@ -182,12 +182,21 @@ def use(setting: str, facts: dict) -> Iterator[CacheUse]:
     """Point torch.compile's caches (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) at the keyed folder of `facts`
     under `setting` for the block; `CacheUse.measure()` after the engine build counts its hits and misses.
     Torch makes the folder when it first writes to it. The environment is restored afterwards; with
-    compile_cache=off the temporary folder this made is removed."""
+    compile_cache=off the temporary folder this made is removed. A folder the user named that cannot be used
+    is a CompileCacheError; with `auto` (a read-only or lock-less home on compute nodes) the point goes on
+    with the cache off and a warning, since an engine that compiles nothing never needed it."""
     root = root_for(setting)
+    if root is not None:
+        try:
+            _check_usable(setting, root)
+        except CompileCacheError as e:
+            if setting.strip().lower() != "auto":
+                raise
+            log.warning("%s; compiling without a kept cache for this point", e)
+            root = None
     if root is None:
         directory = Path(tempfile.mkdtemp(prefix="energybench-compile-"))
     else:
-        _check_usable(setting, root)
         directory = root / folder_name(facts)
     saved = {name: os.environ.get(name) for name in ENV_VARS}
     _clear_inductor_caches()  # before the switch: clearing may touch the folder it forgets
