@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
                 ready_s = time.perf_counter() - t0
-                cache.measure(write_key=env.rank == 0)
+                cache.measure(write_key=env.is_node_leader)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
                          "compile_cache_misses": cache.misses}
                 for batch in batches:

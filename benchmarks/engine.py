@@ -164,5 +164,6 @@ def _order(r: dict) -> tuple:
 def table(records: list[dict]) -> str:
     return markdown(records, COLUMNS)
 
+
 if __name__ == "__main__":
     sys.exit(main())

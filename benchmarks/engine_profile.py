@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack)
             sync(device, env)
             ready_s = time.perf_counter() - t0
-            cache.measure(write_key=env.rank == 0)
+            cache.measure(write_key=env.is_node_leader)
             start = ("no compile" if not cache.used else "warm" if not cache.misses else
                      "cold" if not cache.hits else "partly warm")
             if env.rank == 0:
@@ -299,6 +299,7 @@ def _key(r: dict) -> tuple:
 
 def table(records: list[dict]) -> str:
     return markdown(records, COLUMNS)
+
 
 if __name__ == "__main__":
     try:

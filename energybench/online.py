@@ -126,7 +126,7 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator, online=True)
         try:
             engine_ready_s = time.perf_counter() - t_engine
-            compiled.measure(write_key=env.rank == 0)
+            compiled.measure(write_key=env.is_node_leader)
             load_s = time.perf_counter() - t0
             log.info("point %s: %d requests at %g/s over %.0f s, model loaded in %.1f s on %s", pid, len(requests),
                      cfg.online.rate, requests[-1].arrival_s, load_s, device)

@@ -203,7 +203,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
         engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator)
         cleanup.callback(engine.close)  # frees CUDA graphs while NCCL is still up
         engine_ready_s = time.perf_counter() - t_engine
-        compiled.measure(write_key=env.rank == 0)
+        compiled.measure(write_key=env.is_node_leader)
         load_s = time.perf_counter() - t0
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
                  pid, len(workload.samples), len(batches), load_s, device)

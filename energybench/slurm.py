@@ -107,9 +107,9 @@ class QueueUnknown(RuntimeError):
 def queue_entry(job_id: str) -> QueueEntry | None:
     """Slurm job `job_id` as squeue lists it while it has not ended, or None once squeue no longer lists it (or
     lists it ended). QueueUnknown when squeue itself fails: a loaded controller must not read as a job's end."""
-    try:
+    try:  # start time as Unix seconds, whatever the user's SLURM_TIME_FORMAT
         out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%S"], capture_output=True, text=True,
-                             timeout=30)
+                             timeout=30, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
     except (OSError, subprocess.SubprocessError) as e:
         raise QueueUnknown(f"squeue -j {job_id}: {e}") from None
     if out.returncode != 0:
@@ -124,13 +124,12 @@ def queue_entry(job_id: str) -> QueueEntry | None:
 
 
 def _unix_s(stamp: str) -> float | None:
-    """squeue's local time stamp (2026-11-30T08:01:02) as Unix seconds; None for N/A or Unknown."""
-    import time as _time
-
+    """squeue's %S under SLURM_TIME_FORMAT=%s (Unix seconds) as a number; None for N/A or Unknown."""
     try:
-        return _time.mktime(_time.strptime(stamp.strip(), "%Y-%m-%dT%H:%M:%S"))
+        value = float(stamp.strip())
     except ValueError:
         return None
+    return value if value > 0 else None
 
 
 def end_state(job_id: str) -> str:

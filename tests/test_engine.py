@@ -178,3 +178,7 @@ def test_packed_projections_compute_the_same_logits_and_tokens(model, fused: boo
 
     packed = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), pack=True)
     assert packed.generate(prompts_of([5, 9], TINY.vocab_size, seed=4), [6, 6], NoHooks()).outputs == greedy_before
+    moved = model.layers[1].to(torch.float64)  # a move after packing keeps the weights views of the buffers
+    assert moved.attention.wq.weight.data_ptr() == moved.attention.wqkv.data_ptr()
+    assert moved.feed_forward.w3.weight.data_ptr() > moved.feed_forward.w13.data_ptr()
+    assert moved.attention.wqkv.dtype == torch.float64

@@ -185,54 +185,96 @@ def test_a_failed_slurm_point_is_named_by_its_earliest_rank_error_of_this_submis
 def test_a_point_whose_rank_0_ended_is_waited_for_while_slurm_still_holds_its_job(tmp_path: Path,
                                                                                  monkeypatch) -> None:
     """A requeued job keeps its first run's rank-0 result while Slurm holds it for the next run: the sweep
-    takes a result once squeue no longer lists the job, or when the current run wrote it; squeue failing is
-    no answer (squeue faked on PATH: the states are not ours to time on a real cluster;
-    tests/test_slurm_cluster.py requeues a two-node point for real)."""
+    takes a result once squeue no longer lists the job, or a `done` one of the current run; a result of an
+    earlier run is stale; squeue failing is no answer (squeue and sacct faked on PATH: the states are not
+    ours to time on a real cluster; tests/test_slurm_cluster.py requeues a two-node point for real)."""
+    import pickle
     import time
     from types import SimpleNamespace
 
     from submitit.slurm.slurm import SlurmJob
 
-    import pickle
-
-    from energybench.dispatch.slurm import Job, _ended as ended
+    from energybench.dispatch import slurm as dispatch
+    from energybench.dispatch.slurm import Job
     from energybench.results.status import PointOutcome
 
-    def _ended(j):  # rank 0's result as submitit pickles it: ("success", outcome)
-        return ended(j, lambda outcome: outcome)
+    def ended(j: Job) -> bool:
+        return dispatch._ended(j, lambda outcome: outcome)  # submitit's result is the outcome itself here
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    squeue = bin_dir / "squeue"
-    squeue.write_text('#!/bin/sh\n[ -n "$FAKE_SQUEUE_FAIL" ] && { echo "$FAKE_SQUEUE_FAIL" >&2; exit 1; }\n'
-                      '[ -n "$FAKE_SQUEUE" ] && echo "$FAKE_SQUEUE"\nexit 0\n')
-    squeue.chmod(0o755)
+    for name, var in (("squeue", "FAKE_SQUEUE"), ("sacct", "FAKE_SACCT")):
+        (bin_dir / name).write_text(f'#!/bin/sh\n[ -n "${var}_FAIL" ] && {{ echo "${var}_FAIL" >&2; exit 1; }}\n'
+                                    f'[ -n "${var}" ] && echo "${var}"\nexit 0\n')
+        (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     job = SlurmJob(folder=tmp_path / "submitit", job_id="77", tasks=(0, 1))
     result = job.task(0).paths.result_pickle
     result.parent.mkdir(parents=True, exist_ok=True)
-    result.write_bytes(pickle.dumps(("success", PointOutcome("p", "failed", "rank 1: Terminated"))))
-    os.utime(result, (time.time() - 120, time.time() - 120))
+
+    def write(state: str, age_s: float = 0.0) -> None:
+        result.unlink(missing_ok=True)  # a new file, as submitit writes one per run
+        result.write_bytes(pickle.dumps(("success", PointOutcome("p", state, None if state == "done" else "x"))))
+        os.utime(result, (time.time() - age_s, time.time() - age_s))
+
+    start_1, start_2 = int(time.time()) - 3600, int(time.time()) - 60
+    write("failed", age_s=120)  # run 1's rank 0, failed by its peer's SIGTERM
     j = Job(point=SimpleNamespace(id="p"), index=0, job=job)
-    earlier, now = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 3600)), \
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 60))
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{start_1}")
+    assert not ended(j)  # a failed result while the job still runs: wait for the job's end
     for listed in ("PENDING|N/A", "REQUEUED|N/A", "REQUEUE_HOLD|N/A"):  # waiting to run again
         monkeypatch.setenv("FAKE_SQUEUE", listed)
-        assert not _ended(j), listed
-    assert j.stale_result_mtime == result.stat().st_mtime  # known to be an earlier run's
-    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{now}")  # the rerun started a minute ago; its result is not there
-    assert not _ended(j)
+        assert not ended(j), listed
+    assert j.stale_result == dispatch._result_id(j)  # known to be an earlier run's
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{start_2}")
+    assert not ended(j)
     monkeypatch.setenv("FAKE_SQUEUE_FAIL", "slurm_load_jobs error: Socket timed out on send/recv operation")
-    assert not _ended(j) and j.unknown_since is not None  # no answer is not an end
+    assert not ended(j) and j.unknown_since is not None  # no answer is not an end
+    write("done")  # run 2 finished; squeue still silent: a fresh done result counts
+    assert ended(j)
     monkeypatch.delenv("FAKE_SQUEUE_FAIL")
-    failed = result.read_bytes()
-    result.write_bytes(failed)  # a failed result written during the current run: wait for the job's end
-    assert not _ended(j)
-    result.write_bytes(pickle.dumps(("success", PointOutcome("p", "done", None))))  # the rerun's, after its start
-    monkeypatch.setenv("FAKE_SQUEUE", f"COMPLETING|{now}")
-    assert _ended(j)  # this run's point is done, while its other tasks finish
-    fresh = Job(point=SimpleNamespace(id="q"), index=1, job=job)
-    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{earlier}")
-    assert _ended(fresh)  # written during the current run (started an hour ago)
+    monkeypatch.setenv("FAKE_SQUEUE", f"COMPLETING|{start_2}")
+    assert ended(j)  # this run's point is done, while its other tasks finish
+    monkeypatch.setenv("FAKE_SQUEUE", f"SUSPENDED|{start_2}")
+    assert ended(j) and j.stale_result != dispatch._result_id(j)  # suspended is not waiting to run again
+
+    # attached to a job already on its rerun: a result older than the run's start is the earlier run's
+    write("failed", age_s=600)
+    late = Job(point=SimpleNamespace(id="q"), index=1, job=job)
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{start_2}")
+    assert not ended(late) and late.stale_result == dispatch._result_id(late)
+    # ... and a rerun that starts between two polls makes what is there stale
+    seen = Job(point=SimpleNamespace(id="r"), index=2, job=job)
+    write("done", age_s=600)
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{start_1}")
+    assert ended(seen)
+    seen.run_start = start_1
+    monkeypatch.setenv("FAKE_SQUEUE", f"RUNNING|{start_2}")
+    assert not ended(seen) and seen.stale_result == dispatch._result_id(seen)
+
+    # squeue silent for long and the result stale: sacct's end state decides
+    monkeypatch.setenv("FAKE_SQUEUE_FAIL", "squeue: error: Invalid user")
+    silent = Job(point=SimpleNamespace(id="t"), index=4, job=job, stale_result=dispatch._result_id(seen),
+                 unknown_since=time.time() - dispatch.QUEUE_UNKNOWN_MAX_S - 1)
+    monkeypatch.setenv("FAKE_SACCT", "RUNNING")
+    assert not ended(silent)  # sacct: still running
+    silent.unknown_warned = 0.0
+    monkeypatch.setenv("FAKE_SACCT", "NODE_FAIL")
+    assert ended(silent)
+    monkeypatch.delenv("FAKE_SQUEUE_FAIL")
     monkeypatch.setenv("FAKE_SQUEUE", "")
-    assert _ended(Job(point=SimpleNamespace(id="r"), index=2, job=job))  # no longer listed
+    assert ended(Job(point=SimpleNamespace(id="s"), index=3, job=job))  # no longer listed
+
+
+def test_a_job_squeue_no_longer_knows_is_ended_and_a_silent_squeue_is_not(tmp_path: Path, monkeypatch) -> None:
+    from energybench.slurm import QueueUnknown, queue_entry
+
+    squeue = tmp_path / "squeue"
+    squeue.write_text('#!/bin/sh\necho "$FAKE_ERR" >&2\nexit 1\n')
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ERR", "slurm_load_jobs error: Invalid job id specified")
+    assert queue_entry("77") is None
+    monkeypatch.setenv("FAKE_ERR", "slurm_load_jobs error: Unable to contact slurm controller")
+    with pytest.raises(QueueUnknown, match="Unable to contact"):
+        queue_entry("77")

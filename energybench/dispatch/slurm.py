@@ -25,6 +25,7 @@ log = logging.getLogger("energybench.slurm")
 
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, as a shell reports a job killed by it
 QUEUE_UNKNOWN_MAX_S = 600.0  # squeue silent this long about a job whose rank 0 left a result: take the result
+CLOCK_SLACK_S = 5.0  # a result file's time (file server) may trail the run's start (controller) by this much
 
 # what the job runs: submitit pickles `task` and calls it with task_args(point, index) on every task
 Task = Callable[..., Any]
@@ -40,8 +41,10 @@ class Job:
     since: float = 0.0  # time.time() when it was submitted or attached: older rank errors are stale
     outcome: PointOutcome | None = None
     held_state: str | None = None  # the queue state last logged for a job whose rank 0 ended but Slurm holds
-    stale_result_mtime: float | None = None  # rank 0's result seen while Slurm held the job to run it again
+    stale_result: tuple[int, int] | None = None  # (inode, mtime ns) of a rank-0 result known to be an earlier run's
+    run_start: float | None = None  # start time (Unix s) of the job's run as squeue last showed it
     unknown_since: float | None = None  # when squeue stopped answering about the job
+    unknown_warned: float = 0.0  # when the last warning about it was logged
 
 
 def job_exit_code(outcome: Any, global_rank: int) -> int | None:
@@ -75,15 +78,21 @@ def _attach(j: Job) -> bool:
     """Wait for a job a previous run of this sweep submitted for the point if it still runs or waits."""
     from submitit.slurm.slurm import SlurmJob
 
-    from energybench.slurm import live_state
+    from energybench.slurm import QueueUnknown, queue_entry
 
     status = read_status(j.point.dir) or {}
     job_id, folder = status.get("submitit_job_id"), status.get("submitit_folder")
     if status.get("state") not in ("pending", "running") or not job_id or not folder:
         return False
-    state = live_state(job_id)
-    if state is None:
-        return False
+    try:
+        entry = queue_entry(job_id)
+    except QueueUnknown as e:  # attaching to a job that has ended is safe; a second job for a live one is not
+        log.warning("point %s: %s; waiting for Slurm job %s as if it still ran", j.point.id, e, job_id)
+        state = "unknown to squeue"
+    else:
+        if entry is None:
+            return False
+        state = entry.state
     j.job = SlurmJob(folder=folder, job_id=job_id, tasks=tuple(range(status.get("submitit_tasks", 1))))
     j.since = time.time()
     log.info("point %s: Slurm job %s from an earlier run is %s; waiting for it", j.point.id, job_id, state)
@@ -119,44 +128,74 @@ def _submit(jobs: list[Job], folder: str, task: Task, task_args: TaskArgs) -> No
                      " ".join(o for o in j.point.overrides if not o.startswith("hydra.")))
 
 
+# squeue states of a job that waits to run (again): a rank-0 result seen then is an earlier run's
+WAITING_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "CONFIGURING")
+
+
 def _ended(j: Job, unwrap: Unwrap) -> bool:
     """Whether the point's job has ended, so that rank 0's result (or its absence) is the point's.
 
     A job that Slurm requeued (scontrol requeue, preemption) keeps the first run's rank-0 result while it
     waits to run again: in a multi-node job rank 0 can end `failed` by a requeued peer's SIGTERM before its
     own, while squeue still says RUNNING. So a result counts once squeue no longer lists the job, or, while
-    the job still runs, when it is a `done` outcome written during the current run (a peer still tearing
-    down must not hold up a finished point). A result seen while the job waits to run again is remembered
-    as stale (`_collect` ignores it unless rewritten). When squeue does not answer, the job is polled
-    again; after QUEUE_UNKNOWN_MAX_S of silence the result is taken with a warning."""
+    the job is listed, when it is a `done` outcome of the current run (a peer still tearing down must not
+    hold up a finished point). A result is an earlier run's (`stale`, which `_collect` ignores unless
+    rewritten) when it was seen while the job waited to run again, when a new run of the job has started
+    since it was seen, or when it is older than the current run's start. When squeue does not answer, a
+    `done` result of this run still counts; anything else waits for sacct's end state (`_ended_unlisted`)."""
     from energybench.slurm import QueueUnknown, queue_entry
 
     if not j.job.task(0).done():
         return False
-    result = _result_mtime(j)
+    result = _result_id(j)
     try:
         entry = queue_entry(j.job.job_id)
     except QueueUnknown as e:
-        j.unknown_since = j.unknown_since or time.time()
-        if time.time() - j.unknown_since < QUEUE_UNKNOWN_MAX_S:
-            return False
-        log.warning("point %s: %s for %.0f s; taking rank 0's result as the job's end", j.point.id, e,
-                    time.time() - j.unknown_since)
-        return True
+        return _ended_unlisted(j, unwrap, result, e)
     j.unknown_since = None
     if entry is None:
         return True
-    if entry.state in ("RUNNING", "COMPLETING"):
-        if result is not None and entry.start_unix_s is not None and result >= entry.start_unix_s \
-                and result != j.stale_result_mtime and _done(j, unwrap):
+    if entry.state in WAITING_STATES:
+        j.stale_result = result if result is not None else j.stale_result
+    else:
+        if j.run_start is not None and entry.start_unix_s is not None and entry.start_unix_s != j.run_start \
+                and result is not None:
+            j.stale_result = result  # a new run started since the last poll: what is there is the last run's
+        j.run_start = entry.start_unix_s if entry.start_unix_s is not None else j.run_start
+        current = result is not None and result != j.stale_result and (
+            entry.start_unix_s is None or result[1] / 1e9 >= entry.start_unix_s - CLOCK_SLACK_S)
+        if not current and result is not None and entry.start_unix_s is not None:
+            j.stale_result = result  # written before this run started
+        if current and _done(j, unwrap):
             return True  # this run's point is done; the job is only finishing its other tasks or its epilog
-    elif result is not None:
-        j.stale_result_mtime = result  # the job waits to run again: this result is an earlier run's
     if entry.state != j.held_state:
         j.held_state = entry.state
-        level = logging.DEBUG if entry.state in ("RUNNING", "COMPLETING") else logging.INFO
-        log.log(level, "point %s: rank 0 of Slurm job %s ended but the job is %s (requeued?); waiting for it",
-                j.point.id, j.job.job_id, entry.state)
+        level = logging.DEBUG if entry.state not in WAITING_STATES else logging.INFO
+        log.log(level, "point %s: rank 0 of Slurm job %s ended but the job is %s; waiting for it", j.point.id,
+                j.job.job_id, entry.state)
+    return False
+
+
+def _ended_unlisted(j: Job, unwrap: Unwrap, result: tuple[int, int] | None, error: Exception) -> bool:
+    """`_ended` while squeue does not answer: a `done` result not known to be stale counts; otherwise, once
+    squeue has been silent for QUEUE_UNKNOWN_MAX_S, sacct's end state decides (a final state: ended; none:
+    keep waiting, with a warning every QUEUE_UNKNOWN_MAX_S)."""
+    from energybench.slurm import ALIVE_STATES, end_state
+
+    now = time.time()
+    j.unknown_since = j.unknown_since or now
+    if result is not None and result != j.stale_result and _done(j, unwrap):
+        return True
+    if now - j.unknown_since < QUEUE_UNKNOWN_MAX_S or now - j.unknown_warned < QUEUE_UNKNOWN_MAX_S:
+        return False
+    final = end_state(j.job.job_id)
+    if final != "UNKNOWN" and final not in ALIVE_STATES:
+        log.warning("point %s: %s for %.0f s; sacct says Slurm job %s ended %s", j.point.id, error,
+                    now - j.unknown_since, j.job.job_id, final)
+        return True
+    j.unknown_warned = now
+    log.warning("point %s: %s for %.0f s and sacct says %s; still waiting for Slurm job %s", j.point.id, error,
+                now - j.unknown_since, final, j.job.job_id)
     return False
 
 
@@ -169,12 +208,13 @@ def _done(j: Job, unwrap: Unwrap) -> bool:
     return isinstance(outcome, PointOutcome) and outcome.state == "done"
 
 
-def _result_mtime(j: Job) -> float | None:
-    """Modification time of rank 0's result file, or None where there is none."""
+def _result_id(j: Job) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of rank 0's result file, which a new run's result changes; None where there is none."""
     try:
-        return j.job.task(0).paths.result_pickle.stat().st_mtime
+        st = j.job.task(0).paths.result_pickle.stat()
     except (OSError, AttributeError):
         return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _wait(jobs: list[Job], poll_s: float, unwrap: Unwrap) -> None:
@@ -196,7 +236,7 @@ def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
     from energybench.slurm import end_state
 
     try:
-        if j.stale_result_mtime is not None and _result_mtime(j) == j.stale_result_mtime:
+        if j.stale_result is not None and _result_id(j) == j.stale_result:
             raise UncompletedJobError(f"Slurm job {j.job.job_id} ran again after a requeue and left no result")
         outcome = unwrap(j.job.task(0).result())
     except (UncompletedJobError, FailedJobError) as e:

@@ -30,6 +30,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,14 +164,18 @@ def _check_usable(setting: str, root: Path) -> None:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise CompileCacheError(f"compile_cache={setting}: {probe} is not a writable folder; give one this job "
                                 "can write (e.g. on the shared file system), or compile_cache=off")
+    # a regular file, as inductor's locks are (a directory's lock is granted locally even where the mount
+    # has no locks); named per process, and removed: this made it
+    probe_file = root / f".lock-probe-{socket.gethostname()}-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root, os.O_RDONLY)
+        fd = os.open(probe_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+            probe_file.unlink(missing_ok=True)
     except OSError as e:
         raise CompileCacheError(f"compile_cache={setting}: {root} cannot be used ({e.strerror or e}; a mount "
                                 "without file locks?); give a node-local folder, e.g. compile_cache=/tmp/eb-compile, "

@@ -124,9 +124,14 @@ class Attention(nn.Module):
         """Put wq, wk and wv in one buffer ([q; k; v] rows) and make the three weights views of it: the fused
         path then reads them with one matmul. Same values, no extra memory once done (one layer's copy at
         a time while packing)."""
+        if self.wqkv is None:
+            self.wqkv = _pack_rows(self.wq, self.wk, self.wv)
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        super()._apply(fn, recurse)  # .to() / .half() move the weights and the buffer apart
         if self.wqkv is not None:
-            return
-        self.wqkv = _pack_rows(self.wq, self.wk, self.wv)
+            self.wqkv = _pack_rows(self.wq, self.wk, self.wv)  # views again
+        return self
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -172,6 +177,12 @@ class FeedForward(nn.Module):
         """w1 and w3 in one buffer, read with one matmul on the fused path (see Attention.pack)."""
         if self.w13 is None:
             self.w13 = _pack_rows(self.w1, self.w3)
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        super()._apply(fn, recurse)
+        if self.w13 is not None:
+            self.w13 = _pack_rows(self.w1, self.w3)
+        return self
 
     def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         proj = fused_linear if fused else _call
