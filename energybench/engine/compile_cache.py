@@ -157,7 +157,8 @@ def _clear_inductor_caches() -> None:
 
 def _check_usable(setting: str, root: Path) -> None:
     """CompileCacheError naming the value unless `root` is (or can be made) a writable folder whose file system
-    grants file locks: inductor locks its entries (fcntl), and some network mounts refuse locks."""
+    grants file locks: inductor locks its entries (fcntl), and some network mounts refuse locks. Creates no
+    folder (torch makes it when it first writes): the probe runs in `root` or its nearest existing parent."""
     probe = root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -166,9 +167,8 @@ def _check_usable(setting: str, root: Path) -> None:
                                 "can write (e.g. on the shared file system), or compile_cache=off")
     # a regular file, as inductor's locks are (a directory's lock is granted locally even where the mount
     # has no locks); named per process, and removed: this made it
-    probe_file = root / f".lock-probe-{socket.gethostname()}-{os.getpid()}"
+    probe_file = probe / f".energybench-lock-probe-{socket.gethostname()}-{os.getpid()}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
         fd = os.open(probe_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -177,7 +177,7 @@ def _check_usable(setting: str, root: Path) -> None:
             os.close(fd)
             probe_file.unlink(missing_ok=True)
     except OSError as e:
-        raise CompileCacheError(f"compile_cache={setting}: {root} cannot be used ({e.strerror or e}; a mount "
+        raise CompileCacheError(f"compile_cache={setting}: {probe} cannot be used ({e.strerror or e}; a mount "
                                 "without file locks?); give a node-local folder, e.g. compile_cache=/tmp/eb-compile, "
                                 "or compile_cache=off") from None
 
