@@ -4,8 +4,9 @@
     torchrun --nproc-per-node 2 benchmarks/engine_profile.py --model 65b --batches 1,64 --out $OUT  # shards=2
 
 Random weights (fp16 on GPU), prompts of --prompt-tokens random ids. Per process: `startup_s` (process start
-to model ready), `engine_ready_s` (the fast engine built: compilation and CUDA graph capture) with the compile
-cache's hits and misses (`--compile-cache`, as a point's `compile_cache=`: run twice for cold, then warm).
+to model ready), `engine_ready_s` (the fast engine built), split into `warmup_compile_s` (the first calls of
+each decode step: tracing and compiling, or loading from the cache) and `capture_s` (CUDA graph capture), with
+the compile cache's hits and misses (`--compile-cache`, as a point's `compile_cache=`: run twice for cold, then warm).
 Per batch, one generate call of --new-tokens gives `step_ms` (median decode step, end to end) and tokens/s;
 then, at that batch and the span the last step used:
   forward_ms    GPU time of one decode forward (the captured graph replayed), CUDA events over --repeats
@@ -54,7 +55,8 @@ from energybench.util.tables import markdown  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
-COLUMNS = ("model", "shards", "batch", "variant", "start", "engine_ready_s", "compile_cache_misses", "step_ms", "forward_ms",
+COLUMNS = ("model", "shards", "batch", "variant", "start", "engine_ready_s", "warmup_compile_s", "capture_s",
+           "compile_cache_misses", "step_ms", "forward_ms",
            "matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms", "forward_gaps_ms", "sampling_ms",
            "host_ms", "tokens_per_s", "roofline_frac", "gpu")
 # kernel (GPU) or operator (CPU) name fragments, lower case, first match wins
@@ -206,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"({start}: {cache.hits} cache hits, {cache.misses} misses)", flush=True)
             for b in batches:
                 row = measure_batch(args, engine, cfg, b, device, env)
+                parts = engine.build_s if engine.use_graphs else {k: None for k in engine.build_s}
                 records.append({"model": args.model, "shards": env.world_size, "batch": b, "variant": variant,
-                                "start": start,
+                                "start": start, **parts,
                                 "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
             engine.close()
     if env.rank != 0:

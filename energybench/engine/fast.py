@@ -4,6 +4,7 @@ a static KV cache and the decode step compiled and replayed as CUDA graphs on GP
 from __future__ import annotations
 
 import logging
+import time
 from typing import ContextManager
 
 import torch
@@ -87,6 +88,8 @@ class FastEngine:
             torch.compiler.reset()
             self.decoder = model.variant(fused=True, compile=True)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        # where building the engine went (GPU): first calls of each step (compile or cache load) vs graph capture
+        self.build_s = {"warmup_compile_s": 0.0, "capture_s": 0.0}
         self._pool = None
         if self.use_graphs:
             self._capture_all()
@@ -118,15 +121,21 @@ class FastEngine:
     def _capture(self, b: int, s: int) -> None:
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
+        t0 = time.perf_counter()
         with torch.cuda.stream(stream):
             for _ in range(2):  # compile (first call of a shape) and settle lazy initialisation
                 self._decode(b, s)
         torch.cuda.current_stream(self.device).wait_stream(stream)
+        torch.cuda.synchronize(self.device)
+        t1 = time.perf_counter()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             logits = self._decode(b, s)
         self._pool = graph.pool()
         self.graphs[(b, s)] = (graph, logits)
+        torch.cuda.synchronize(self.device)
+        self.build_s["warmup_compile_s"] += t1 - t0  # tracing and compiling (or loading from the cache), warm-up
+        self.build_s["capture_s"] += time.perf_counter() - t1
 
     def step(self, b: int, s: int) -> torch.Tensor:
         """One decode forward at batch bucket `b` and span `s` on the current static inputs (the graph replayed on
