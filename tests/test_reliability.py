@@ -142,6 +142,28 @@ def test_a_point_running_in_a_live_process_is_not_started_again(tmp_path: Path) 
     assert results.points(pdir)["status"].item() == "interrupted"  # its owner is gone now
 
 
+def test_a_point_whose_owner_exited_but_was_not_reaped_is_interrupted(tmp_path: Path) -> None:
+    """A rank whose sweep was killed is reparented; where nothing reaps it (a container whose pid 1 is no init)
+    it stays a zombie: it has exited, so its point is not `running` (nor is a sweep lock it held)."""
+    from energybench.results.owner import process_start
+    from energybench.results.store import write_status
+    from energybench.util.process import pid_alive
+
+    _, pdir = _point(tmp_path)
+    owner = subprocess.Popen(["true"])  # exits at once; not waited for: a zombie until reaped below
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{owner.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        write_status(pdir, "running")
+        _owned_by(pdir, owner.pid, process_start(owner.pid))
+        assert not pid_alive(owner.pid) and pid_alive(os.getpid())
+        assert results.points(pdir)["status"].item() == "interrupted"
+    finally:
+        owner.wait()
+
+
 def test_a_point_whose_owner_died_is_interrupted_and_measured_again(tmp_path: Path) -> None:
     from energybench.results.owner import process_start
     from energybench.results.store import write_status
