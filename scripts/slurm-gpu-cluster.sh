@@ -22,6 +22,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=slurm-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/slurm-common.sh"
 DEBS=${ENERGYBENCH_SLURM_DEBS:-$REPO/.carry/debs}
 BASE=${ENERGYBENCH_SLURM_BASE:-/var/tmp/energybench-gpu-slurm}
 GPU_FILES=${ENERGYBENCH_SLURM_GPU_FILES:-/dev/nvidia0 /dev/nvidia1}
@@ -132,37 +134,12 @@ write_configs() {
 ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
-SlurmUser=root
 PluginDir=$ROOT/usr/lib/$MULTIARCH/slurm-wlm
 PlugStackConfig=$ETC/plugstack.conf
 TaskProlog=$ETC/task-prolog.sh
-AuthType=auth/munge
-AuthInfo=cred_expire=10
 CredType=cred/munge
-StateSaveLocation=$SPOOL/ctld
-SlurmdSpoolDir=$SPOOL/d-%n
-SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd-%n.pid
-SlurmctldLogFile=$LOGS/slurmctld.log
-SlurmdLogFile=$LOGS/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=2
-GresTypes=gpu
-SlurmdParameters=config_overrides
-ReturnToService=2
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
-KillWait=15
-MinJobAge=60
-InactiveLimit=0
-SlurmdTimeout=60
+$(slurm_conf_common)
 NodeName=node[1-2] NodeHostname=$host NodeAddr=127.0.0.1 Port=[$SLURMD_PORTS] CPUs=$cpus RealMemory=4000 $gres State=UNKNOWN
 PartitionName=$PARTITION Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP
 EOF

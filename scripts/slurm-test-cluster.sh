@@ -26,6 +26,8 @@ RUN=/run/energybench-slurm
 DB_PASS=energybench-test
 PACKAGES=(slurm-wlm munge slurmdbd mariadb-server)
 
+# shellcheck source=slurm-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/slurm-common.sh"
 trap '' PIPE  # a closed stdout (start | head) must not kill a half-done start
 die() { echo "slurm-test-cluster: error: $*" >&2; exit 1; }
 say() { echo "slurm-test-cluster: $*" 2>/dev/null || true; }
@@ -87,37 +89,7 @@ write_configs() {
 $MARK
 ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
-SlurmUser=root
-AuthType=auth/munge
-# a requeued job waits cred_expire seconds before it may start again (default 120)
-AuthInfo=cred_expire=10
-StateSaveLocation=$SPOOL/ctld
-SlurmdSpoolDir=$SPOOL/d-%n
-SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd-%n.pid
-SlurmctldLogFile=$LOGS/slurmctld.log
-SlurmdLogFile=$LOGS/slurmd-%n.log
-# no cgroups, no systemd: processes tracked by parent pid, no binding
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-# schedule every couple of seconds (defaults: 60 s, backfill 30 s): a requeued job starts when eligible
-SchedulerParameters=sched_interval=2,bf_interval=2
-GresTypes=gpu
-# the nodes declare more CPUs than this machine has; jobs here are tiny
-SlurmdParameters=config_overrides
-ReturnToService=2
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
-# quick turn-around for tests: SIGTERM -> SIGKILL after 15 s, a requeued job may start again soon
-KillWait=15
-MinJobAge=60
-InactiveLimit=0
-SlurmdTimeout=60
+$(slurm_conf_common)
 NodeName=n[1-2] NodeHostname=$host NodeAddr=127.0.0.1 Port=[17001-17002] CPUs=4 RealMemory=4000 Gres=gpu:4 State=UNKNOWN
 PartitionName=$PARTITION Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP
 EOF
