@@ -1,5 +1,14 @@
 # Sourced by scripts/slurm-test-cluster.sh and scripts/slurm-gpu-cluster.sh: what their slurm.conf files share.
-# Needs SPOOL, RUN and LOGS set by the script that sources it.
+# Needs SPOOL, RUN and LOGS, and a die() function, from the script that sources it.
+
+wait_for() { # wait_for <seconds> <what> <command...>
+    local seconds=$1 what=$2; shift 2
+    for _ in $(seq $((seconds * 4))); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.25
+    done
+    die "$what did not come up within ${seconds}s (logs: $LOGS)"
+}
 
 slurm_conf_common() { # the options both throwaway clusters use, one per line
     cat <<EOF

@@ -167,15 +167,6 @@ EOF
 
 alive() { [[ -s $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
-wait_for() { # wait_for <seconds> <what> <command...>
-    local seconds=$1 what=$2; shift 2
-    for _ in $(seq $((seconds * 4))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.25
-    done
-    die "$what did not come up within ${seconds}s (logs: $LOGS)"
-}
-
 daemon() { # daemon <command...>: a daemon of the prefix, its libraries and plugins from there
     env LD_LIBRARY_PATH="$LIBS" SLURM_CONF="$ETC/slurm.conf" "$@"
 }

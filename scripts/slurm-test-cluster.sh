@@ -46,15 +46,6 @@ alive() { # alive <daemon>: the process named in its pid file runs
     [[ -s $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
-wait_for() { # wait_for <seconds> <what> <command...>
-    local seconds=$1 what=$2; shift 2
-    for _ in $(seq $((seconds * 4))); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.25
-    done
-    die "$what did not come up within ${seconds}s (logs: $LOGS)"
-}
-
 preconditions() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (it installs Debian packages and starts system daemons); try: sudo $0 ${1:-start}"
     local missing=()
