@@ -138,21 +138,22 @@ def write_docs(out: Path, new: list[dict]) -> None:
     history = [r for r in records if not r.get("git_commit")]
     if current:
         lines += ["", "## Current (records that name their commit)", "",
-                  *_marked(path, table(current), "git_commit!=None")]
+                  *marked(path, table(current), COLUMNS, "git_commit!=None")]
     if history:
         lines += ["", "## History (before records named their commit)", "", HISTORY, "",
-                  *_marked(path, table(history), "git_commit=None")]
+                  *marked(path, table(history), COLUMNS, "git_commit=None")]
     (out / "engine.md").write_text("\n".join(lines) + "\n")
 
 
-def _marked(record: Path, text: str, where: str) -> list[str]:
+def marked(record: Path, text: str, columns: tuple[str, ...], where: str = "") -> list[str]:
     """The table between scripts/docs_tables.py's markers when the record is in this checkout (so `--check` keeps
-    it equal to the record), else as it is."""
+    it equal to the record), else as it is. Also used by engine_profile.py."""
     try:
-        source = record.resolve().relative_to(Path(__file__).resolve().parent.parent)
+        source = record.resolve().relative_to(REPO)
     except ValueError:
         return [text]
-    return [f"<!-- table: records source: {source} columns: {' '.join(COLUMNS)} where: {where} -->", text,
+    condition = f" where: {where}" if where else ""
+    return [f"<!-- table: records source: {source} columns: {' '.join(columns)}{condition} -->", text,
             "<!-- /table -->"]
 
 

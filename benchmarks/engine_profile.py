@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -51,7 +50,9 @@ from energybench.engine.fast import FastEngine  # noqa: E402
 from energybench.engine.sampling import sample  # noqa: E402
 from energybench.model.build import build_model  # noqa: E402
 from energybench.results import metrics  # noqa: E402
+from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
+from engine import marked  # noqa: E402 (benchmarks/engine.py: the docs_tables markers around a table)
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
@@ -217,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     command = "python benchmarks/engine_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    card = card_for(gpu)
+    elem = metrics.DTYPE_BYTES[str(dtype).removeprefix("torch.")]
     for r in records:
-        card = card_for(gpu)
         weights = metrics.weight_bytes_per_step(cfg.dim, cfg.n_layers, cfg.hidden_dim, cfg.vocab_size,
-                                                2 if dtype == torch.float16 else 4)
-        kv = metrics.kv_bytes_per_token(cfg.dim, cfg.n_layers, 2 if dtype == torch.float16 else 4)
+                                                elem)
+        kv = metrics.kv_bytes_per_token(cfg.dim, cfg.n_layers, elem)
         roof = metrics.roofline_tokens_per_s(card.mem_bandwidth_gb_s, env.world_size, r["batch"], weights, kv,
                                              r.pop("context_tokens")) if card else None
         r.update({"roofline_tokens_per_s": roof, "roofline_frac": r["tokens_per_s"] / roof if roof else None,
@@ -278,21 +280,13 @@ def write(out: Path, new: list[dict]) -> None:
         r.setdefault("variant", "default")  # records made before experiments had variants
     records.sort(key=lambda r: (r["gpu"], r["shards"], r["model"], r.get("variant", "default"), r["start"],
                                 r["batch"]))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text(json.dumps(records, indent=1) + "\n", path)
     runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit") or "not recorded", r["command"]) for r in records})
     lines = ["# Fast engine: decode step breakdown and ready times", "",
              "Written by `benchmarks/engine_profile.py` (see its docstring and docs/engine.md); times per decode",
              "step in ms. Record: [engine-profile.json](engine-profile.json).", "", "Runs:", ""]
     lines += [f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs]
-    lines += [""]
-    try:  # in this checkout: between scripts/docs_tables.py's markers, so `--check` keeps it equal to the record
-        source = path.resolve().relative_to(REPO)
-        lines += [f"<!-- table: records source: {source} columns: {' '.join(COLUMNS)} -->", table(records),
-                  "<!-- /table -->", ""]
-    except ValueError:
-        lines += [table(records), ""]
+    lines += ["", *marked(path, table(records), COLUMNS), ""]
     (out / "engine-profile.md").write_text("\n".join(lines))
 
 

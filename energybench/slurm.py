@@ -83,17 +83,6 @@ def executor_parameters(cfg: PointConfig) -> dict[str, Any]:
     return params
 
 
-def live_state(job_id: str) -> str | None:
-    """The queue state of Slurm job `job_id` (squeue) if it is still pending or running, else None."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    state = out.stdout.strip().split("\n")[0] if out.returncode == 0 else ""
-    return state if state in ALIVE_STATES else None
-
-
 @dataclass(frozen=True)
 class QueueEntry:
     state: str  # squeue's %T: PENDING, RUNNING, REQUEUED, COMPLETING, ...

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from energybench.analysis import findings  # noqa: E402  (after the path, so a checkout runs it uninstalled)
-from energybench.util.tables import markdown  # noqa: E402
+from energybench.util.tables import markdown, where  # noqa: E402
 
 # A marker starts a line (an indented one, as in a code block that shows the syntax, is text).
 MARKER = re.compile(r"^(<!-- table: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)^(<!-- /table -->)", re.S | re.M)
@@ -62,18 +62,9 @@ def _records(source: Path) -> list[dict]:
     return data["records"] if isinstance(data, dict) else data
 
 
-def _where(rows: list[dict], args: dict[str, list[str]]) -> list[dict]:
-    for cond in args.get("where", []):  # KEY=VALUE or KEY!=VALUE, compared as text (a missing key is None)
-        key, _, value = cond.partition("=")
-        negate = key.endswith("!")
-        key = key.removesuffix("!")
-        rows = [r for r in rows if (str(r.get(key)) == value) != negate]
-    return rows
-
-
 def records_table(source: Path, args: dict[str, list[str]]) -> str:
     """Rows of a benchmark record's `records` list (or of the list itself), `where:` filtered."""
-    return markdown(_where(_records(source), args), args["columns"])
+    return markdown(where(_records(source), args.get("where", [])), args["columns"])
 
 
 def meter_runs(source: Path, args: dict[str, list[str]]) -> str:

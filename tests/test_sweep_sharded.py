@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import energybench.results as results
+from energybench.util.process import pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,20 +124,12 @@ def test_kill_9_of_the_sweep_takes_its_ranks_with_it_and_the_point_reads_interru
         sweep.kill()  # SIGKILL: the sweep runs no handler, no finally
         sweep.wait()
         deadline = time.monotonic() + 30  # SIGTERM at once (parent-death signal), SIGKILL after a 10 s grace
-        while [r for r in ranks if _alive(r)] and time.monotonic() < deadline:
+        while [r for r in ranks if pid_alive(r)] and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [r for r in ranks if _alive(r)], "rank processes outlived the sweep"
+        assert not [r for r in ranks if pid_alive(r)], "rank processes outlived the sweep"
     finally:
         sweep.kill()
-        for r in [r for r in ranks if _alive(r)] if "ranks" in locals() else []:
+        for r in [r for r in ranks if pid_alive(r)] if "ranks" in locals() else []:
             os.kill(r, signal.SIGKILL)
     (status,) = results.points(out)["status"]
     assert status in ("failed", "interrupted")  # rank 0 recorded its SIGTERM, or died before it could: never running
-
-
-def _alive(pid: int) -> bool:
-    """A live process (a zombie, reaped by init soon, counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False

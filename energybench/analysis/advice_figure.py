@@ -11,7 +11,7 @@ from energybench.analysis.advise import KNOBS, Advice, Constraints, advise
 from energybench.analysis.grid import LABELS, add_note, message_figure, point_label, why_missing
 
 MAX_WORKLOADS = 4
-PANELS = (("tpot_s", "min", "TPOT, s (time per output token)"), ("tokens_per_s", "max", "tokens/s (generated)"))
+PANELS = (("tpot_s", "TPOT, s (time per output token)"), ("tokens_per_s", "tokens/s (generated)"))
 
 
 def _panel(ax, a: Advice, x: str, y: str, xlabel: str) -> None:
@@ -58,7 +58,7 @@ def pareto_figure(points: pd.DataFrame, batches: pd.DataFrame | None = None,
     fig.notes, fig.empty = [], False
     fig.suptitle(title)
     for i, a in enumerate(shown):
-        for j, (x, _, xlabel) in enumerate(PANELS):
+        for j, (x, xlabel) in enumerate(PANELS):
             ax = axes[2 * i + j]
             _panel(ax, a, x, energy, xlabel)
             ax.set_title(a.label, fontsize=8)

@@ -18,6 +18,7 @@ import pandas as pd
 from energybench.analysis.uncertainty import bootstrap_points, relative_difference
 from energybench.results import batches as load_batches
 from energybench.results import points as load_points
+from energybench.util import tables
 
 Args = dict[str, list[str]]
 NO_INTERVAL = "1 batch: no interval"
@@ -41,12 +42,9 @@ def short(point_id: str) -> str:
 
 
 def point_rows(source: Path, where: list[str] = ()) -> list[dict]:
-    """Done points under `source` as dicts (run.parquet columns and derived ones), `KEY=VALUE` filtered."""
-    pts = _load(str(source))[0]
-    for cond in where:
-        key, _, value = cond.partition("=")
-        pts = pts[pts[key].astype(str) == value]
-    return pts.to_dict("records")
+    """Done points under `source` as dicts (run.parquet columns and derived ones), filtered by `where`
+    (`KEY=VALUE` / `KEY!=VALUE`, util.tables.where)."""
+    return tables.where(_load(str(source))[0].to_dict("records"), where)
 
 
 def with_interval(source: Path, point_id: str, metric: str, spec: str) -> str:

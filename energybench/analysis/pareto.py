@@ -32,10 +32,3 @@ def pareto_mask(frame: pd.DataFrame, minimize: Sequence[str] = (), maximize: Seq
     mask = np.zeros(len(frame), dtype=bool)
     mask[np.flatnonzero(valid)[~dominated]] = True
     return pd.Series(mask, index=frame.index, name="on_front")
-
-
-def front_line(frame: pd.DataFrame, x: str, y: str, x_better: str = "min") -> pd.DataFrame:
-    """The 2-D front of minimal `y` against `x` (`x_better` "min" or "max"), sorted along x, for drawing."""
-    mask = pareto_mask(frame, minimize=[y] + ([x] if x_better == "min" else []),
-                       maximize=[x] if x_better == "max" else [])
-    return frame[mask].sort_values([x, y])

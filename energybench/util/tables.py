@@ -17,6 +17,18 @@ def fmt(value: object, spec: str = "") -> str:
     return str(value)
 
 
+def where(rows: Iterable[dict], conditions: Iterable[str]) -> list[dict]:
+    """The rows that meet every condition, `KEY=VALUE` or `KEY!=VALUE`, compared as text (a missing key is
+    None): the `where:` of every generated docs table."""
+    kept = list(rows)
+    for cond in conditions:
+        key, _, value = cond.partition("=")
+        negate = key.endswith("!")
+        key = key.removesuffix("!")
+        kept = [r for r in kept if (str(r.get(key)) == value) != negate]
+    return kept
+
+
 def markdown(rows: Iterable[dict], columns: Iterable[str]) -> str:
     """A Markdown table of `rows`, one column per 'name[:format]' (the header is the name)."""
     columns = list(columns)
