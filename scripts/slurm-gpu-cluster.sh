@@ -144,6 +144,7 @@ NodeName=node[1-2] NodeHostname=$host NodeAddr=127.0.0.1 Port=[$SLURMD_PORTS] CP
 PartitionName=$PARTITION Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP
 EOF
     { echo "AutoDetect=off"; gres_lines; } >"$ETC/gres.conf"
+    cgroup_conf
     task_prolog >"$ETC/task-prolog.sh" && chmod 755 "$ETC/task-prolog.sh"
     : >"$ETC/plugstack.conf"
     cat >"$ETC/slurmdbd.conf" <<EOF
@@ -163,6 +164,17 @@ StorageLoc=slurm_acct_db
 EOF
     chmod 600 "$ETC/slurmdbd.conf"
     if ! grep -qF "$HOSTS_MARK" /etc/hosts; then echo "127.0.0.1 ${NODES[*]} $HOSTS_MARK" >>/etc/hosts; fi
+}
+
+cgroup_conf() { # Slurm 22.05 picks cgroup/v2 on a unified hierarchy and creates its scopes through systemd's
+    # D-Bus, which a lent GPU host (Ubuntu 24.04 VM, cgroup2, no dbus) lacks: slurmd failed its start there.
+    # Create the scope directories itself instead. On cgroup v1 hosts (this CI machine) no file is needed.
+    if [[ $(stat -fc %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
+        printf '%s\n' "# scripts/slurm-gpu-cluster.sh: rewritten at every 'up'" "CgroupPlugin=cgroup/v2" \
+            "IgnoreSystemd=yes" "CgroupAutomount=yes" >"$ETC/cgroup.conf"
+    else
+        rm -f "$ETC/cgroup.conf"
+    fi
 }
 
 alive() { [[ -s $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
