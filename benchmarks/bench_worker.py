@@ -10,15 +10,19 @@ import time
 from typing import Callable
 
 import torch
+import torch._inductor.config as inductor_config
 import torch.distributed as dist
 
 from energybench import provenance
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
 from energybench.engine import NoHooks, Sampling, compile_cache, make_engine
+from energybench.device.cards import card_for
 from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
+from energybench.results import metrics
 from clock import now_utc
+from variants import inductor_options, variant_facts, variant_name
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 WARMUP_TOKENS = 8
@@ -62,13 +66,21 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         model = build_model(cfg, device, dtype, seed=1)
         model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
         bench.model_ready()
+        bench.roofline = roofline(cfg, device, dtype, env.world_size, args)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
+        options = inductor_options(args.inductor)
+        variant = variant_name(args.pack, options)
         for name in [e for e in engines if e in ("reference", "fast")]:
-            with compile_cache.use(args.compile_cache, facts) as cache:
+            ours = name == "fast"  # the experiments are the fast engine's; the reference runs as it is
+            bench.variant = variant if ours else "default"
+            with compile_cache.use(args.compile_cache, variant_facts(facts, bench.variant)) as cache, \
+                    inductor_config.patch(options if ours else {}):
                 t0 = time.perf_counter()
                 generator = torch.Generator(device=device).manual_seed(1)
-                if name == "fast" and args.no_compile:
-                    engine, name = FastEngine(model, SAMPLING, generator, compile=False), "fast-eager"
+                if ours and args.no_compile:
+                    engine, name = FastEngine(model, SAMPLING, generator, compile=False, pack=args.pack), "fast-eager"
+                elif ours:
+                    engine = FastEngine(model, SAMPLING, generator, pack=args.pack)
                 else:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
@@ -83,6 +95,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         del model
         torch.cuda.empty_cache()
         if "transformers" in engines and env.world_size == 1:
+            bench.variant = "default"
             t0 = time.perf_counter()
             hf = hf_model(cfg, device, dtype)
             ready = {"engine_ready_s": time.perf_counter() - t0}
@@ -99,6 +112,8 @@ class Bench:
         self.energy = GpuEnergy(device) if cuda else None  # CPU: a plumbing check, no energy
         self.startup_s: float | None = None
         self.gpu = torch.cuda.get_device_name(device) if cuda else "cpu"
+        self.variant = "default"
+        self.roofline: Callable[[int], float] | None = None  # batch -> roofline tokens/s (see roofline())
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -144,13 +159,16 @@ class Bench:
         energy_j = self.total(self.energy.read_j() if self.energy else 0.0) - e0
         if self.env.rank != 0:
             return
+        step_ms = extra.get("decode_step_ms")
+        roof = self.roofline(batch) if self.roofline else None
         record = {
-            "engine": engine, "model": model, "batch": batch, "shards": self.env.world_size,
+            "engine": engine, "variant": self.variant, "model": model, "batch": batch, "shards": self.env.world_size,
             "prompt_tokens": self.args.prompt_tokens, "new_tokens": new, "tokens": tokens,
             "wasted_tokens": wasted, "generate_calls": reps, "duration_s": duration_s,
             "tokens_per_s": tokens / duration_s, "energy_j": energy_j, "energy_per_token_j": energy_j / tokens,
             "power_per_gpu_w": energy_j / duration_s / self.env.world_size, "load_s": self.startup_s,
-            "startup_s": self.startup_s, **ready, "gpu": self.gpu,
+            "startup_s": self.startup_s, **ready, "gpu": self.gpu, "roofline_tokens_per_s": roof,
+            "roofline_frac": batch * 1e3 / step_ms / roof if roof and step_ms else None,
             "gpus": self.env.world_size, "date": now_utc(), "torch": torch.__version__,
             **provenance.record(), "command": os.environ.get("EB_COMMAND", ""), **extra,
         }
@@ -160,6 +178,20 @@ class Bench:
 
 
 Run = Callable[[int], tuple[int, int, dict]]
+
+
+def roofline(cfg, device: torch.device, dtype: torch.dtype, shards: int, args: argparse.Namespace):
+    """batch -> results.metrics.roofline_tokens_per_s of this card and model at the calls' mean context (prompt
+    + half the new tokens); None off a known card. A row's roofline_frac is its decode rate (batch over the
+    median decode step) over it: prefill is left out, as the roofline leaves it out."""
+    card = card_for(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if card is None:
+        return None
+    elem = metrics.DTYPE_BYTES[str(dtype).removeprefix("torch.")]
+    weights = metrics.weight_bytes_per_step(cfg.dim, cfg.n_layers, cfg.hidden_dim, cfg.vocab_size, elem)
+    kv = metrics.kv_bytes_per_token(cfg.dim, cfg.n_layers, elem)
+    context = args.prompt_tokens + args.new_tokens / 2
+    return lambda batch: metrics.roofline_tokens_per_s(card.mem_bandwidth_gb_s, shards, batch, weights, kv, context)
 
 
 def _ours(engine, prompts: list[list[int]], new_tokens: int) -> Run:

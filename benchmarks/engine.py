@@ -25,10 +25,12 @@ from pathlib import Path
 T_PROCESS = time.time()  # before torch is imported
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # energybench without installing it, as the ranks get it via PYTHONPATH
+sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.tables import markdown  # noqa: E402 (torch-free)
-KEY = ("engine", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
-COLUMNS = ("model", "shards", "engine", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
-           "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "gpu")
+from variants import add_variant_args  # noqa: E402 (torch-free)
+KEY = ("engine", "variant", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
+COLUMNS = ("model", "shards", "engine", "variant", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
+           "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "roofline_frac", "gpu")
 ENGINE_ORDER = {"reference": 0, "fast": 1, "fast-eager": 2, "transformers": 3}
 
 
@@ -45,6 +47,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="fast engine without torch.compile (CUDA graphs of the eager step), recorded as fast-eager")
     ap.add_argument("--compile-cache", default="auto",
                     help="torch.compile cache, as a point's compile_cache: auto | off | a folder")
+    add_variant_args(ap)  # fast engine experiments, recorded as the rows' variant
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: plumbing check with model tiny
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # model preset, run as one rank
@@ -101,6 +104,8 @@ def launch(args: argparse.Namespace, model: str, command: str) -> int:
                 "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device,
                 "--compile-cache", args.compile_cache]
         argv += ["--no-compile"] if args.no_compile else []
+        argv += ["--pack"] if args.pack else []
+        argv += [a for pair in args.inductor for a in ("--inductor", pair)]
         procs.append(subprocess.Popen(argv, env=env))
     codes = [p.wait() for p in procs]
     return next((c for c in codes if c != 0), 0)
@@ -118,8 +123,8 @@ def write_docs(out: Path, new: list[dict]) -> None:
     that name their commit as current, the others as history."""
     path = out / "engine.json"
     old = json.loads(path.read_text()) if path.exists() else []
-    keys = {tuple(r[k] for k in KEY) for r in new}
-    records = [r for r in old if tuple(r.get(k) for k in KEY) not in keys] + new
+    keys = {key(r) for r in new}
+    records = [r for r in old if key(r) not in keys] + new
     records.sort(key=_order)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=1) + "\n")
@@ -155,6 +160,11 @@ def marked(record: Path, text: str, columns: tuple[str, ...], where: str = "") -
     condition = f" where: {where}" if where else ""
     return [f"<!-- table: records source: {source} columns: {' '.join(columns)}{condition} -->", text,
             "<!-- /table -->"]
+
+
+def key(r: dict) -> tuple:
+    """A record's identity; rows from before variants existed are the default variant."""
+    return tuple(r.get(k, "default" if k == "variant" else None) for k in KEY)
 
 
 def _order(r: dict) -> tuple:

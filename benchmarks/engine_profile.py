@@ -53,6 +53,7 @@ from energybench.results import metrics  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 from engine import marked  # noqa: E402 (benchmarks/engine.py: the docs_tables markers around a table)
+from variants import add_variant_args, inductor_options, variant_facts, variant_name  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
@@ -77,41 +78,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=50, help="forwards and draws timed per batch")
     ap.add_argument("--compile-cache", default="auto", help="as a point's compile_cache: auto | off | a folder")
-    ap.add_argument("--pack", action="store_true", help="one matmul for wq/wk/wv and one for w1/w3 (FastEngine pack)")
-    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
-                    help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
+    add_variant_args(ap)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     return ap.parse_args(argv)
-
-
-def inductor_options(pairs: list[str]) -> dict[str, object]:
-    """--inductor KEY=VALUE ... -> {KEY: value} (Python literals; anything else stays text), each KEY checked
-    against torch._inductor.config (SystemExit with one line naming a key it does not have)."""
-    import ast
-
-    import torch._inductor.config as inductor
-
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--inductor {pair!r}: give KEY=VALUE, e.g. coordinate_descent_tuning=True")
-        target = inductor
-        for part in key.split(".")[:-1]:
-            target = getattr(target, part, None)
-        if target is None or not hasattr(target, key.split(".")[-1]):
-            raise SystemExit(f"--inductor {pair!r}: torch._inductor.config has no {key}")
-        try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
-    return options
-
-
-def variant_name(pack: bool, options: dict[str, object]) -> str:
-    parts = (["pack"] if pack else []) + [f"{k}={v}" for k, v in sorted(options.items())]
-    return "+".join(parts) or "default"
 
 
 def category(name: str) -> str:
@@ -194,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         options = inductor_options(args.inductor)
         variant = variant_name(args.pack, options)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
-        if variant != "default":  # its own folder; the default shares the points' and engine.py's
-            facts["variant"] = variant
+        facts = variant_facts(facts, variant)
         t0 = time.perf_counter()
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
             engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack)

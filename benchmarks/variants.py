@@ -1,0 +1,44 @@
+"""Fast-engine experiments shared by benchmarks/engine.py and engine_profile.py: --pack and --inductor KEY=VALUE,
+recorded as a row's `variant` and added to the compile cache's key (a variant never loads another's kernels)."""
+
+from __future__ import annotations
+
+
+def inductor_options(pairs: list[str]) -> dict[str, object]:
+    """--inductor KEY=VALUE ... -> {KEY: value} (Python literals; anything else stays text), each KEY checked
+    against torch._inductor.config (SystemExit with one line naming a key it does not have)."""
+    import ast
+
+    import torch._inductor.config as inductor
+
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--inductor {pair!r}: give KEY=VALUE, e.g. coordinate_descent_tuning=True")
+        target = inductor
+        for part in key.split(".")[:-1]:
+            target = getattr(target, part, None)
+        if target is None or not hasattr(target, key.split(".")[-1]):
+            raise SystemExit(f"--inductor {pair!r}: torch._inductor.config has no {key}")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    return options
+
+
+def variant_name(pack: bool, options: dict[str, object]) -> str:
+    parts = (["pack"] if pack else []) + [f"{k}={v}" for k, v in sorted(options.items())]
+    return "+".join(parts) or "default"
+
+
+def variant_facts(facts: dict, variant: str) -> dict:
+    """The compile cache's key facts of `variant`: the default shares the points' folder, any other has its own."""
+    return facts if variant == "default" else {**facts, "variant": variant}
+
+
+def add_variant_args(ap) -> None:
+    ap.add_argument("--pack", action="store_true", help="one matmul for wq/wk/wv and one for w1/w3 (FastEngine pack)")
+    ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                    help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
