@@ -34,6 +34,7 @@ PACKAGES=(slurmctld slurmd slurmdbd slurm-client slurm-wlm-basic-plugins slurm-w
 CLIENTS=(srun sbatch salloc squeue scancel sacct sacctmgr sinfo scontrol sstat)
 MUNGE_SOCKET=/run/munge/munge.socket.2  # munged's default, compiled into libmunge
 HOSTS_MARK="# energybench-gpu-cluster"
+SLICE=/sys/fs/cgroup/system.slice
 MULTIARCH=x86_64-linux-gnu
 BASE_LIBS="libc6 libgcc-s1 libcrypt1 libstdc++6"  # never carried: tied to the host's loader and toolchain
 LOADER=/lib64/ld-linux-x86-64.so.2
@@ -169,9 +170,12 @@ EOF
 cgroup_conf() { # Slurm 22.05 picks cgroup/v2 on a unified hierarchy and creates its scopes through systemd's
     # D-Bus, which a lent GPU host (Ubuntu 24.04 VM, cgroup2, no dbus) lacks: slurmd failed its start there.
     # Create the scope directories itself instead. On cgroup v1 hosts (this CI machine) no file is needed.
+    # slurmd then makes /sys/fs/cgroup/system.slice/<node>_slurmstepd.scope, but not the slice (systemd's):
+    # made here if missing, and removed by `down` with the scopes when it was made here.
     if [[ $(stat -fc %T /sys/fs/cgroup 2>/dev/null) == cgroup2fs ]]; then
         printf '%s\n' "# scripts/slurm-gpu-cluster.sh: rewritten at every 'up'" "CgroupPlugin=cgroup/v2" \
             "IgnoreSystemd=yes" "CgroupAutomount=yes" >"$ETC/cgroup.conf"
+        if [[ ! -d $SLICE ]]; then mkdir "$SLICE" && echo "$SLICE" >"$RUN/made-slice"; fi
     else
         rm -f "$ETC/cgroup.conf"
     fi
@@ -271,6 +275,11 @@ stop() { # stop <daemon>...: end each one this script started, by its pid file
 cmd_down() {
     need_root down
     stop "${NODES[@]/#/slurmd-}" slurmctld slurmdbd mariadbd munged
+    local scope
+    for scope in "${NODES[@]/%/_slurmstepd.scope}"; do  # the nodes' cgroups (cgroup2 hosts), deepest first
+        [[ -d $SLICE/$scope ]] && find "$SLICE/$scope" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
+    if [[ -s $RUN/made-slice ]]; then rmdir "$SLICE" 2>/dev/null || true; rm -f "$RUN/made-slice"; fi
     if grep -qF "$HOSTS_MARK" /etc/hosts; then  # /etc/hosts may be a bind mount: rewrite in place
         grep -vF "$HOSTS_MARK" /etc/hosts >"$RUN/hosts.tmp" || true
         cat "$RUN/hosts.tmp" >/etc/hosts && rm -f "$RUN/hosts.tmp"
