@@ -80,3 +80,18 @@ def test_a_wrong_gpu_for_a_node_fails_its_check(ran) -> None:
                        "one GPU per node, the one Slurm gave that node": False,
                        "samples/node=<name>/ per node, each holding only its own GPU": False,
                        "a shards=2 point spans both nodes": True}
+
+
+def test_the_report_is_generated_from_the_sessions_files(ran) -> None:
+    tmp_path, _, checks = ran
+    folder = tmp_path / "session"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "slurm_gpu_report.py"), str(folder)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    readme = (folder / "README.md").read_text()
+    assert f"- Checks: {len(checks)} of {len(checks)} passed" in readme
+    assert "two slurmd nodes (node1, node2) came up" in readme
+    points = [ln for ln in readme.split("## Points")[1].split("## Checks")[0].splitlines() if ln.startswith("| ")][1:]
+    assert len(points) == 4  # the main sweep's 2 points and the kill test's 2 (the header row left out)
+    assert all("| done |" in p for p in points)
+    assert "## sacct" in readme and "CANCELLED" in readme.split("## sacct")[1]
