@@ -1,0 +1,1 @@
+/tmp/sess/kill/results/kill/_hydra/.submitit/6/6_submission.sh

@@ -1,0 +1,1 @@
+/tmp/sess/main/results/slurm-gpus/_hydra/.submitit/3/3_submission.sh

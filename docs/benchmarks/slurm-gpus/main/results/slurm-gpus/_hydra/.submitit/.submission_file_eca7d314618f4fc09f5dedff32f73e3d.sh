@@ -1,0 +1,1 @@
+/tmp/sess/main/results/slurm-gpus/_hydra/.submitit/2/2_submission.sh
