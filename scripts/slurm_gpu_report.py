@@ -54,7 +54,8 @@ def facts(folder: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     folder = Path((argv if argv is not None else sys.argv[1:])[0]).resolve()
-    checks = json.loads(read(folder, "checks.json") or "[]")
+    record = json.loads(read(folder, "checks.json") or "{}")
+    checks = record.get("checks", [])
     log = read(folder, "session.log")
     up = "cluster up" in log
     commands = [line.split("$ ", 1)[1] for line in log.splitlines() if "] $ " in line]
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
              "Written by `scripts/slurm_gpu_report.py` from this folder, which `scripts/slurm_gpu_session.py` wrote",
              "on a lent two-GPU H200 host (docs/slurm.md says how to run it).", "", *facts(folder),
              f"- Slurm: {'two slurmd nodes (node1, node2) came up, one GPU each as GRES' if up else 'did not come up (slurm-logs/)'}",
-             f"- Checks: {passed} of {len(checks)} passed", "", "## Commands", "",
+             f"- Checks: {passed} of {len(checks)} passed", f"- Code: commit {record.get('git_commit')}"
+             f"{' (with uncommitted changes)' if record.get('git_dirty') else ''}; {record.get('date', '')}",
+             "- Software: " + ", ".join(f"{k.removesuffix('_version')} {record[k]}" for k in
+                                        ("python_version", "torch_version", "cuda_version", "driver_version",
+                                         "nccl_version") if record.get(k)), "",
+             "## Commands", "", f"    {record.get('command', '')}", "", "Which ran:", "",
              *[f"    python3 {c}" for c in commands], "", "## Points", "",
              markdown(rows, POINT_COLUMNS) if rows else "(none)", "", "## Checks", "",
              markdown([{"check": c["check"], "outcome": "pass" if c["ok"] else "FAIL",

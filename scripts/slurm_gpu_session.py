@@ -67,7 +67,12 @@ class Session:
         return ok
 
     def save_checks(self) -> None:
-        (self.out / "checks.json").write_text(json.dumps(self.checks, indent=1, default=str) + "\n")
+        """checks.json: every check, with the commit, host and command that made them."""
+        from energybench import provenance
+
+        record = {**provenance.record(), "command": " ".join(["python3", *sys.argv]),
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "checks": self.checks}
+        (self.out / "checks.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 def _text(b: bytes | str | None) -> str:

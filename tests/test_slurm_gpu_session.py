@@ -43,7 +43,9 @@ def session(tmp_path: Path, expect: str) -> tuple[subprocess.CompletedProcess, l
                            "model=tiny samples=96 batch=2 max_tokens=16 meter.flush_s=1", "--expect", expect,
                            "--deadline-s", "900", "--extra", CPU_POINT],
                           env=env, capture_output=True, text=True, timeout=1200)
-    return proc, json.loads((out / "checks.json").read_text())
+    record = json.loads((out / "checks.json").read_text())
+    assert record["git_commit"] and "slurm_gpu_session.py" in record["command"]  # provenance of the checks
+    return proc, record["checks"]
 
 
 def test_the_gpu_session_passes_every_check_on_stand_in_gpus(ran) -> None:
