@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.tables import markdown  # noqa: E402 (torch-free)
+from variants import add_variant_args, inductor_options, variant_name  # noqa: E402 (torch-free)
 
-KEY = ("model", "shards", "dtype", "gpu")
-COLUMNS = ("model", "shards", "dtype", "batch", "positions", "rel_rms", "max_abs", "ref_rms", "argmax_agree",
+KEY = ("model", "shards", "dtype", "variant", "gpu")
+COLUMNS = ("model", "shards", "dtype", "variant", "batch", "positions", "rel_rms", "max_abs", "ref_rms", "argmax_agree",
            "tolerance", "ok", "gpu")
 TOLERANCE = {"float16": 2e-2, "float32": 1e-4}
 
@@ -47,6 +48,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--tolerance", action="append", default=[], metavar="DTYPE=VALUE",
                     help="largest rel_rms that passes (defaults: float16=2e-2, float32=1e-4)")
+    add_variant_args(ap)  # the fast engine's experiments, as benchmarks/engine.py takes them
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     import torch
+    import torch._inductor.config as inductor_config
 
     from clock import now_utc
     from energybench import provenance
@@ -104,6 +107,8 @@ def worker(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)
     cfg = compose([f"model={args.model}", "dataset=synthetic"]).model
     limits = tolerances(args)
+    options = inductor_options(args.inductor)
+    variant = variant_name(args.pack, options)
     p, n, b = args.prompt_tokens, args.new_tokens, args.batch
     tokens = torch.randint(3, cfg.vocab_size, (b, p + n), generator=torch.Generator().manual_seed(5)).to(device)
     records = []
@@ -117,7 +122,9 @@ def worker(args: argparse.Namespace) -> int:
             positions = torch.arange(width, device=device).expand(b, width)
             ref = model.variant(fused=False)(tokens, positions, n_slots=width, mask=causal, last_only=False)
             ref = ref[:, p - 1: p + n - 1].float()  # logits that predict each new token: [b, n, vocab]
-            engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0))
+            with inductor_config.patch(options):  # compiled and captured here, as a point's engine is
+                engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0),
+                                    pack=args.pack)
             pre = torch.arange(p, device=device).expand(b, p)
             last = torch.full((b,), p - 1, device=device)
             fast = [engine.eager(tokens[:, :p], pre, n_slots=p, mask=causal[..., :p, :p], logits_at=last).float()]
@@ -136,7 +143,7 @@ def worker(args: argparse.Namespace) -> int:
             rel_rms = diff.pow(2).mean().sqrt().item() / ref_rms
             gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
             records.append({
-                "model": args.model, "shards": env.world_size, "dtype": dtype_name, "batch": b, "positions": n,
+                "model": args.model, "shards": env.world_size, "dtype": dtype_name, "variant": variant, "batch": b, "positions": n,
                 "prompt_tokens": p, "rel_rms": rel_rms, "max_abs": diff.abs().max().item(), "ref_rms": ref_rms,
                 "argmax_agree": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
                 "tolerance": limits[dtype_name], "ok": rel_rms <= limits[dtype_name], "gpu": gpu,
@@ -162,7 +169,7 @@ def write(out: Path, new: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else []
     keys = {tuple(r[k] for k in KEY) for r in new}
     records = [r for r in old if tuple(r.get(k) for k in KEY) not in keys] + new
-    records.sort(key=lambda r: (r["gpu"], r["model"], r["shards"], r["dtype"]))
+    records.sort(key=lambda r: (r["gpu"], r["model"], r["shards"], r["dtype"], r["variant"]))
     write_text(json.dumps(records, indent=1) + "\n", path)
     runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit") or "not recorded", r["command"]) for r in records})
     lines = ["# Fast engine logits against the reference's", "",

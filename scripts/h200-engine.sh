@@ -69,9 +69,16 @@ case $phase in
     ;;
   two)
     variant=${VARIANT-$(cat "$out/chosen" 2>/dev/null)}
+    # the fast engine as it is (no variant) beside `one`'s variant rows, under the same load (both GPUs busy)
+    (export CUDA_VISIBLE_DEVICES=0
+     run gpu0.log python3 benchmarks/engine.py --models 7b --engines fast --compile-cache "$cache" --out "$out/e0") &
+    (export CUDA_VISIBLE_DEVICES=1
+     run gpu1.log python3 benchmarks/engine.py --models 13b --engines fast --compile-cache "$cache" --out "$out/e1") &
+    wait
     run gpu01.log python3 benchmarks/engine.py --shards 2 --models 65b --engines reference,fast --compile-cache "$cache" --out "$out/e2" $variant
-    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --out "$out/l1"
-    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --out "$out/l2"
+    (export CUDA_VISIBLE_DEVICES=0
+     run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --out "$out/l1" $variant)
+    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --out "$out/l2" $variant
     ;;
   *) echo "error: phase=$phase: use one or two" >&2; exit 2 ;;
 esac
