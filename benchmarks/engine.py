@@ -31,13 +31,14 @@ from variants import add_variant_args  # noqa: E402 (torch-free)
 KEY = ("engine", "variant", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
 COLUMNS = ("model", "shards", "engine", "variant", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
            "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "roofline_frac", "gpu")
-ENGINE_ORDER = {"reference": 0, "fast": 1, "fast-eager": 2, "transformers": 3}
+ENGINE_ORDER = {"reference": 0, "fast": 1, "fast_tuned": 2, "fast-eager": 3, "transformers": 4}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma list of presets (default: 7b,13b; 65b with --shards > 1)")
-    ap.add_argument("--engines", default="reference,fast,transformers")
+    ap.add_argument("--engines", default="reference,fast,fast_tuned,transformers",
+                    help="registered engine names (energybench.engine.registry) and transformers")
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--prompt-tokens", type=int, default=100)

@@ -162,7 +162,7 @@ class PointConfig:
     temperature: float = 0.8  # sampling temperature; 0 is greedy
     top_p: float = 0.95  # nucleus sampling mass
     seed: int = 1  # seeds data draw, random weights and sampling
-    engine: str = "reference"  # reference (Meta's v1 loop) | fast
+    engine: str = "reference"  # reference (Meta's v1 loop) | fast | fast_tuned (docs/engine.md)
     length: str = "sampled"  # sampled: stop at EOS | oracle: stop at the reference answer's length
     dtype: str = "auto"  # auto (float16 on GPU, float32 on CPU) | float16 | bfloat16 | float32
     device: str = "auto"  # auto | cpu | cuda

@@ -48,7 +48,7 @@ def test_gsm8k_split_interpolates(monkeypatch: pytest.MonkeyPatch) -> None:
     ("batch=abc", "batch='abc': expected an integer"),
     ("batch=2.5", "batch=2.5: expected an integer"),
     ("top_p=1.5", "top_p=1.5: must be in (0, 1]"),
-    ("engine=turbo", "engine='turbo': must be one of reference, fast"),
+    ("engine=turbo", "engine='turbo': must be one of reference, fast, fast_tuned"),
     ("shards=3", "shards=3 does not divide n_heads=8 of model tiny; use 1, 2, 4, 8"),
     ("model=70b", "model=70b: unknown model; choose one of 13b, 65b, 7b, tiny"),
     ("foo=1", "unknown key foo"),

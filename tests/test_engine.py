@@ -96,7 +96,7 @@ def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:
     assert fast.steps < ref.steps
 
 
-@pytest.mark.parametrize("name", ["reference", "fast"])
+@pytest.mark.parametrize("name", ["reference", "fast", "fast_tuned"])
 def test_same_seed_same_tokens(model, name: str) -> None:
     a, b, c = run(model, name, PAPER, seed=3), run(model, name, PAPER, seed=3), run(model, name, PAPER, seed=4)
     assert a.outputs == b.outputs
@@ -114,7 +114,7 @@ class Recorder:
         self.events.append(f"end {phase}")
 
 
-@pytest.mark.parametrize("name", ["reference", "fast"])
+@pytest.mark.parametrize("name", ["reference", "fast", "fast_tuned"])
 def test_engines_report_phases_and_times(model, name: str) -> None:
     hooks = Recorder()
     engine = make_engine(name, model, PAPER, torch.Generator().manual_seed(0))
@@ -183,3 +183,14 @@ def test_packed_projections_compute_the_same_logits_and_tokens(model, fused: boo
     ffn = moved.feed_forward
     assert ffn.w3.weight.data_ptr() == ffn.w13.data_ptr() + ffn.w1.weight.numel() * ffn.w13.element_size()
     assert moved.attention.wqkv.dtype == torch.float64
+
+
+def test_fast_tuned_is_fast_with_packed_projections_and_the_same_tokens(model) -> None:
+    """engine=fast_tuned: the fast engine over packed projections (tuned kernels only change GPU code): the same
+    greedy tokens as fast, and the model's projections are views of one buffer afterwards."""
+    prompts = prompts_of([5, 9], TINY.vocab_size, seed=4)
+    plain = make_engine("fast", model, GREEDY, torch.Generator().manual_seed(0)).generate(prompts, [6, 6], NoHooks())
+    assert not model.packed
+    tuned = make_engine("fast_tuned", model, GREEDY, torch.Generator().manual_seed(0)).generate(prompts, [6, 6],
+                                                                                             NoHooks())
+    assert model.packed and tuned.outputs == plain.outputs

@@ -119,7 +119,7 @@ def test_the_site_engine_computes_what_the_reference_engine_does(tmp_path: Path,
 
 
 def test_an_unregistered_engine_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^engine='recompute': must be one of reference, fast$"):
+    with pytest.raises(ConfigError, match=r"^engine='recompute': must be one of reference, fast, fast_tuned$"):
         compose(["experiment=quickstart", "engine=recompute"])
     proc = sweep(tmp_path, "experiment=quickstart", "engine=recompute", "workload=online", "online.rate=4",
                  f"out_dir={tmp_path / 'out'}", **plugin(tmp_path))

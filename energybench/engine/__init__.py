@@ -1,5 +1,5 @@
 """Generation engines: `reference` (the paper's loop), `fast` (same model and sampling, built for speed),
-and whatever a site registers (energybench.engine.registry). Names resolve lazily: importing the
+`fast_tuned` (fast with packed projections and tuned Triton kernels), and whatever a site registers (energybench.engine.registry). Names resolve lazily: importing the
 package (config validation does) loads no torch."""
 
 from __future__ import annotations

@@ -264,3 +264,20 @@ class _Rows:
         self.seq[:bsz] = torch.arange(bsz, device=device)
         self.limit = torch.zeros(max_batch, dtype=torch.long, device=device)  # token limit of each row
         self.alive = torch.zeros(max_batch, dtype=torch.bool, device=device)  # still generating
+
+
+# `engine=fast_tuned`: the fast engine with wq/wk/wv and w1/w3 packed into one matmul each, compiled with
+# inductor's coordinate-descent tuning, which writes Triton matrix-vector kernels for batch-1 steps instead of
+# calling cuBLAS. On an H200 (docs/benchmarks/engine.md) it decodes 7B 20 % faster at batch 1 and 11 % at
+# batch 64, but draws ~50 % more power at batch 1 (more energy per token there), and its warm start is slower:
+# a trade, so `fast` stays as it was and this is its own engine (and its own point ids).
+TUNED_INDUCTOR = {"coordinate_descent_tuning": True}
+
+
+def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
+    """FastEngine(pack=True) compiled and captured under TUNED_INDUCTOR (all compilation happens while the
+    engine is built on GPU; on CPU the layers are not compiled, so the options change nothing there)."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(TUNED_INDUCTOR):
+        return FastEngine(model, sampling, generator, pack=True)

@@ -1,4 +1,4 @@
-"""Engine names -> factories: the built-in `reference` and `fast`, and any a site module registers.
+"""Engine names -> factories: the built-in `reference`, `fast` and `fast_tuned`, and any a site module registers.
 
 Torch-free, so config validation reads the names without loading an engine. A factory is a callable
 `(model, sampling, generator) -> Engine` or a "module:attribute" string imported on first use. An
@@ -31,6 +31,7 @@ class EngineEntry:
 _ENGINES: dict[str, EngineEntry] = {
     "reference": EngineEntry("reference", "energybench.engine.reference:ReferenceEngine"),
     "fast": EngineEntry("fast", "energybench.engine.fast:FastEngine", "energybench.engine.continuous:ContinuousEngine"),
+    "fast_tuned": EngineEntry("fast_tuned", "energybench.engine.fast:tuned_engine"),
 }
 
 
