@@ -164,8 +164,16 @@ def marked(record: Path, text: str, columns: tuple[str, ...], where: str = "") -
 
 
 def key(r: dict) -> tuple:
-    """A record's identity; rows from before variants existed are the default variant."""
-    return tuple(r.get(k, "default" if k == "variant" else None) for k in KEY)
+    """A record's identity; rows from before variants existed are the default variant. A cold and a warm
+    start of the same engine (compile cache misses, or only hits) are two records."""
+    return (*(r.get(k, "default" if k == "variant" else None) for k in KEY), start(r))
+
+
+def start(r: dict) -> str:
+    """cold (compiled something), warm (loaded all from the compile cache) or none (nothing compiled)."""
+    if r.get("compile_cache_misses"):
+        return "cold"
+    return "warm" if r.get("compile_cache_hits") else "none"
 
 
 def _order(r: dict) -> tuple:
