@@ -1,0 +1,64 @@
+"""benchmarks/engine.py and engine_logits.py on CPU (plumbing: model `tiny`, no energy): what they record, how
+records merge, and that the logits check can fail."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import engine as bench  # noqa: E402 (benchmarks/engine.py)
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--device", "cpu", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_engine_py_records_each_engine_and_variant(tmp_path: Path) -> None:
+    proc = run("engine.py", "--models", "tiny", "--engines", "fast_tuned,reference,fast", "--batches", "1,2",
+               "--new-tokens", "4", "--prompt-tokens", "6", "--min-window-s", "0.05", "--compile-cache", "off",
+               "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    # fast_tuned packs the model's projections in place: it runs after the engines that do not
+    assert [r["engine"] for r in records] == ["reference"] * 2 + ["fast"] * 2 + ["fast_tuned"] * 2
+    assert {r["variant"] for r in records} == {"default"}
+    assert all(r["roofline_frac"] is None and r["git_commit"] and r["command"].startswith("python benchmarks/engine.py")
+               for r in records)  # no card on CPU: no roofline
+    assert "| fast_tuned | default | 1 |" in (tmp_path / "engine.md").read_text()
+
+
+def test_cold_and_warm_starts_are_separate_records_and_old_rows_read_as_default(tmp_path: Path) -> None:
+    base = {"engine": "fast", "model": "7b", "batch": 1, "shards": 1, "prompt_tokens": 100, "new_tokens": 128,
+            "gpu": "NVIDIA H200", "date": "2026-11-30", "git_commit": "abc", "command": "c", "tokens_per_s": 1.0}
+    old = {**base, "compile_cache_hits": 6, "compile_cache_misses": 0, "tokens_per_s": 0.5}  # before variants
+    (tmp_path / "engine.json").write_text(json.dumps([old]))
+    cold = {**base, "variant": "default", "compile_cache_hits": 0, "compile_cache_misses": 6}
+    warm = {**base, "variant": "default", "compile_cache_hits": 6, "compile_cache_misses": 0}
+    bench.write_docs(tmp_path, [cold])
+    assert len(json.loads((tmp_path / "engine.json").read_text())) == 2  # the old warm row stays beside the cold
+    bench.write_docs(tmp_path, [warm])
+    records = json.loads((tmp_path / "engine.json").read_text())
+    assert sorted(bench.start(r) for r in records) == ["cold", "warm"]
+    assert 0.5 not in [r["tokens_per_s"] for r in records]  # the variant-less warm row was replaced by the new one
+
+
+def test_engine_logits_match_on_cpu_and_a_zero_tolerance_fails(tmp_path: Path) -> None:
+    ok = run("engine_logits.py", "--model", "tiny", "--dtypes", "float32", "--shards", "2", "--out", str(tmp_path))
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "engine-logits.json").read_text())
+    assert row["ok"] and row["shards"] == 2 and row["rel_rms"] < 1e-5 and row["argmax_agree"] == 1.0
+    strict = run("engine_logits.py", "--model", "tiny", "--dtypes", "float32", "--tolerance", "float32=0",
+                 "--out", str(tmp_path / "strict"))
+    assert strict.returncode == 1  # fp32 on CPU differs by rounding (~1e-7): not within a tolerance of 0
+    (row,) = json.loads((tmp_path / "strict" / "engine-logits.json").read_text())
+    assert row["ok"] is False and row["rel_rms"] > 0
