@@ -1,7 +1,7 @@
-"""Engine benchmark: tokens/s and J/token of `reference`, `fast` and HF `transformers` on real GPUs.
+"""Engine benchmark: tokens/s and J/token of `reference`, `fast`, `fast_tuned` and HF `transformers` on real GPUs.
 
-    python benchmarks/engine.py                          # one GPU: 7b and 13b, three engines, batch 1/16/64
-    python benchmarks/engine.py --shards 4 --models 65b  # four GPUs of one host: 65b, reference and fast
+    python benchmarks/engine.py                          # one GPU: 7b and 13b, the four engines, batch 1/16/64
+    python benchmarks/engine.py --shards 2 --models 65b  # two GPUs of one host: 65b (transformers: one GPU only)
 
 Random fp16 weights, prompts of 100 random tokens, 128 new tokens (temperature 0.8, top-p 0.95). Each
 model runs in fresh processes (one per shard), so `startup_s` is process start to model ready. Energy is

@@ -18,7 +18,9 @@
 # (/dev/nvidia1); `none` declares no GRES (CPU mode). Ports 17817 (slurmctld), 17819 (slurmdbd), 17111-17112
 # (slurmd), 17306 (MariaDB, TCP on 127.0.0.1 and its own socket): apart from the CI cluster's
 # (scripts/slurm-test-cluster.sh), which can run beside it. Everything it writes is under the base
-# directory; `down` stops the daemons it started (by pid file) and removes its /etc/hosts line.
+# directory, except a line in /etc/hosts and, on a cgroup2 host without systemd, /sys/fs/cgroup/system.slice
+# (slurmd's scopes go there); `down` stops the daemons it started (by pid file), removes its /etc/hosts line
+# and the nodes' cgroups, and the slice if `up` made it.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -279,7 +281,7 @@ cmd_down() {
     for scope in "${NODES[@]/%/_slurmstepd.scope}"; do  # the nodes' cgroups (cgroup2 hosts), deepest first
         [[ -d $SLICE/$scope ]] && find "$SLICE/$scope" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
-    if [[ -s $RUN/made-slice ]]; then rmdir "$SLICE" 2>/dev/null || true; rm -f "$RUN/made-slice"; fi
+    if [[ -s $RUN/made-slice ]] && rmdir "$SLICE" 2>/dev/null; then rm -f "$RUN/made-slice"; fi  # else kept for the next down
     if grep -qF "$HOSTS_MARK" /etc/hosts; then  # /etc/hosts may be a bind mount: rewrite in place
         grep -vF "$HOSTS_MARK" /etc/hosts >"$RUN/hosts.tmp" || true
         cat "$RUN/hosts.tmp" >/etc/hosts && rm -f "$RUN/hosts.tmp"

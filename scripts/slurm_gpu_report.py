@@ -52,6 +52,18 @@ def facts(folder: Path) -> list[str]:
     return lines
 
 
+def with_python(logged: str) -> str:
+    """A logged command ('VAR=x ... -m module args') as a shell line: the variables, then python3."""
+    words = logged.split()
+    n = next((i for i, w in enumerate(words) if not re.fullmatch(r"[A-Z_]+=\S*", w)), len(words))
+    return " ".join([*words[:n], "python3", *words[n:]])
+
+
+def where(folder: Path) -> str:
+    gpus = re.findall(r"GPU \d+: (.+?) \(UUID", read(folder, "host.txt"))
+    return f"a host with {len(gpus)} {gpus[0]}" if gpus else "a host without NVIDIA GPUs (stand-in device files: a rehearsal)"
+
+
 def main(argv: list[str] | None = None) -> int:
     folder = Path((argv if argv is not None else sys.argv[1:])[0]).resolve()
     record = json.loads(read(folder, "checks.json") or "{}")
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     passed = sum(c["ok"] for c in checks)
     lines = ["# The Slurm path on real GPUs (issue 18)", "",
              "Written by `scripts/slurm_gpu_report.py` from this folder, which `scripts/slurm_gpu_session.py` wrote",
-             "on a lent two-GPU H200 host (docs/slurm.md says how to run it).", "", *facts(folder),
+             f"on {where(folder)} (docs/slurm.md says how to run it).", "", *facts(folder),
              f"- Slurm: {'two slurmd nodes (node1, node2) came up, one GPU each as GRES' if up else 'did not come up (slurm-logs/)'}",
              f"- Checks: {passed} of {len(checks)} passed", f"- Code: commit {record.get('git_commit')}"
              f"{' (with uncommitted changes)' if record.get('git_dirty') else ''}; {record.get('date', '')}",
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                                         ("python_version", "torch_version", "cuda_version", "driver_version",
                                          "nccl_version") if record.get(k)), "",
              "## Commands", "", f"    {record.get('command', '')}", "", "Which ran:", "",
-             *[f"    python3 {c}" for c in commands], "", "## Points", "",
+             *[f"    {with_python(c)}" for c in commands], "", "## Points", "",
              markdown(rows, POINT_COLUMNS) if rows else "(none)", "", "## Checks", "",
              markdown([{"check": c["check"], "outcome": "pass" if c["ok"] else "FAIL",
                         "expected": json.dumps(c["expected"], default=str), "seen": json.dumps(c["seen"], default=str)}

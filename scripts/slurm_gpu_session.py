@@ -2,7 +2,6 @@
 it, the checks on what it wrote, and a scancel and a requeue mid-point.
 
     python3 scripts/slurm_gpu_session.py OUT            # on a lent two-GPU host, as root (docs/slurm.md)
-    python3 scripts/slurm_gpu_session.py OUT --check-only RESULTS --expect node1=UUID,node2=UUID
 
 OUT gets: host.txt (OS, loader, GPUs and their device files' UUIDs), cluster-up.log, srun.txt, one folder per
 sweep (`main`, `kill`) with its results and the sweep's output, sacct.txt, checks.json (every check, its
@@ -132,18 +131,21 @@ def cluster_up(s: Session) -> bool:
     return True
 
 
-def srun_check(s: Session, expect: dict[str, str]) -> None:
+def srun_check(s: Session, expect: dict[str, str], gpu_files: list[str], rehearsal: bool) -> None:
+    """Each node's task gets CUDA_VISIBLE_DEVICES = its device file's number, and (on GPUs) nvidia-smi names the
+    UUID of that GPU; a rehearsal's stand-in devices have no nvidia-smi, so there only the numbers count."""
     r = s.sh(["srun", "-N2", "--ntasks-per-node=1", "--gpus-per-task=1", "sh", "-c",
               'echo "$SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $(nvidia-smi --query-gpu=uuid --format=csv,noheader '
               '-i $CUDA_VISIBLE_DEVICES 2>/dev/null || echo none)"'], 120)
     (s.out / "srun.txt").write_text(r.stdout + r.stderr)
+    want = {f"node{i + 1}": f"{re.sub(r'[^0-9]', '', f)} {'none' if rehearsal else expect.get(f'node{i + 1}')}"
+            for i, f in enumerate(gpu_files)}
     seen = {}
     for line in r.stdout.splitlines():
         node, _, rest = line.partition(" ")
         seen[node] = rest
-    s.check("srun -N2 --gpus-per-task=1: each node's task sees the GPU Slurm gave it",
-            r.returncode == 0 and all(expect.get(n, "?") in v or v.endswith("none") for n, v in seen.items())
-            and sorted(seen) == sorted(expect), expect, seen)
+    s.check("srun -N2 --gpus-per-task=1: each node's task sees the GPU Slurm gave it (index, UUID)",
+            r.returncode == 0 and seen == want, want, seen)
 
 
 # ---- sweeps ---------------------------------------------------------------------------------------------
@@ -213,6 +215,8 @@ def check_sweep(s: Session, folder: Path, expect: dict[str, str]) -> None:
     for pdir in points(folder):
         if (pdir / "run.parquet").exists():
             check_point(s, pdir, expect)
+        else:
+            s.check(f"{pdir.name}: a result", False, "run.parquet", "none")
 
 
 # ---- scancel and requeue mid-point ------------------------------------------------------------------------
@@ -260,15 +264,21 @@ def kill_test(s: Session, args: list[str], expect: dict[str, str]) -> None:
         proc = subprocess.Popen(cmd, env=s.env, cwd=folder.parent, stdout=logf, stderr=subprocess.STDOUT, text=True)
         try:
             actions = []
-            if wait_until(s, "seed=11 measuring", lambda: measuring(folder, 11), 240):
-                pdir = measuring(folder, 11)
-                job = read_status(pdir)["slurm_job_id"]
+            found: dict[int, Path] = {}
+
+            def seen(seed: int) -> bool:  # keeps the point it found: a second look may come after its end
+                pdir = measuring(folder, seed)
+                if pdir is not None:
+                    found[seed] = pdir
+                return pdir is not None
+
+            if wait_until(s, "seed=11 measuring", lambda: seen(11), 240):
+                job = (read_status(found[11]) or {}).get("slurm_job_id")
                 s.sh(["scancel", str(job)])
                 actions.append(f"scancel {job} (seed=11) at {time.strftime('%H:%M:%S', time.gmtime())}")
                 s.log(actions[-1])
-            if wait_until(s, "seed=12 measuring", lambda: measuring(folder, 12), 240):
-                pdir = measuring(folder, 12)
-                job = read_status(pdir)["slurm_job_id"]
+            if wait_until(s, "seed=12 measuring", lambda: seen(12), 240):
+                job = (read_status(found[12]) or {}).get("slurm_job_id")
                 s.sh(["scontrol", "requeue", str(job)])
                 actions.append(f"scontrol requeue {job} (seed=12) at {time.strftime('%H:%M:%S', time.gmtime())}")
                 s.log(actions[-1])
@@ -294,7 +304,8 @@ def kill_test(s: Session, args: list[str], expect: dict[str, str]) -> None:
     if 12 in by_seed:
         st = read_status(by_seed[12]) or {}
         row = pq.read_table(by_seed[12] / "run.parquet").to_pylist()[0] if (by_seed[12] / "run.parquet").exists() else {}
-        attempts = sorted(set(pq.read_table(by_seed[12] / "batches.parquet").column("attempt").to_pylist()))
+        batches = by_seed[12] / "batches.parquet"
+        attempts = sorted(set(pq.read_table(batches).column("attempt").to_pylist())) if batches.exists() else []
         s.check("seed=12 (requeue): done in attempt 2, batches of both attempts kept",
                 (st.get("state"), st.get("attempt"), row.get("attempt"), attempts) == ("done", 2, 2, [1, 2]),
                 ("done", 2, 2, [1, 2]), (st.get("state"), st.get("attempt"), row.get("attempt"), attempts))
@@ -337,7 +348,7 @@ def sacct_lines(s: Session) -> None:
 def two_process_point(s: Session, args: list[str], expect: dict[str, str]) -> None:
     folder = s.out / "fallback" / "results"
     folder.mkdir(parents=True)
-    procs = []
+    procs, logs = [], []
     for rank in (0, 1):
         env = {**s.env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
                "GROUP_RANK": str(rank), "NUM_NODES": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511",
@@ -346,10 +357,22 @@ def two_process_point(s: Session, args: list[str], expect: dict[str, str]) -> No
         cmd = [sys.executable, "-m", "energybench.point", *OBSERVE, *args, "shards=2", f"out_dir={folder}",
                "sweep=fallback"]
         s.log(f"$ SLURMD_NODENAME=node{rank + 1} RANK={rank} " + " ".join(cmd[1:]))
-        procs.append(subprocess.Popen(cmd, env=env, cwd=folder.parent, stdout=open(folder.parent / f"rank{rank}.log", "w"),
-                                      stderr=subprocess.STDOUT))
-    for p in procs:
-        p.wait(timeout=max(1.0, s.left_s()))
+        logs.append(open(folder.parent / f"rank{rank}.log", "w"))
+        procs.append(subprocess.Popen(cmd, env=env, cwd=folder.parent, stdout=logs[-1], stderr=subprocess.STDOUT))
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, s.left_s()))
+    except subprocess.TimeoutExpired:
+        s.log("fallback point ran out of time: SIGTERM to both ranks")
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+    finally:
+        for f in logs:
+            f.close()
+    s.check("fallback point: both ranks exited 0", [p.returncode for p in procs] == [0, 0], [0, 0],
+            [p.returncode for p in procs])
     check_sweep(s, folder, expect)
 
 
@@ -367,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expect", default=None, help="node1=UUID,node2=UUID (default: the device files' UUIDs)")
     ap.add_argument("--deadline-s", type=float, default=540)
     ap.add_argument("--keep-up", action="store_true", help="leave the cluster running")
+    ap.add_argument("--rehearsal", action="store_true",
+                    help="stand-in GPU device files (no nvidia-smi): the srun check compares device numbers only")
     ap.add_argument("--extra", default="", help="KEY=VALUE ... for every sweep (a CPU rehearsal: device=cpu ...)")
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -380,11 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     point_args = [*args.point_args.split(), *extra]
     try:
         if cluster_up(s):
-            srun_check(s, expect)
+            srun_check(s, expect, gpu_files, args.rehearsal)
             main_dir = out / "main" / "results"
             main_dir.mkdir(parents=True)
-            run_sweep(s, main_dir, "slurm-gpus", [f"model={args.models}", "shards=1,2", *point_args],
-                      "sweep.log", s.left_s() - 30)
+            rc = run_sweep(s, main_dir, "slurm-gpus", [f"model={args.models}", "shards=1,2", *point_args],
+                           "sweep.log", s.left_s() - 30)
+            log = (out / "main" / "sweep.log").read_text()
+            n = 2 * len(args.models.split(","))
+            s.check("main sweep: every point done", rc == 0 and f"{n} done, 0 failed" in log,
+                    f"{n} done, 0 failed", summary_line(log))
             check_sweep(s, main_dir, expect)
             s.save_checks()
             kill_test(s, [*args.kill_args.split(), "shards=2", *extra], expect)
@@ -396,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         s.save_checks()
         if not args.keep_up:  # whatever time is left: the daemons it started must stop
-            subprocess.run([str(CLUSTER), "down"], env=s.env, capture_output=True, timeout=120)
+            down = subprocess.run([str(CLUSTER), "down"], env=s.env, capture_output=True, text=True, timeout=120)
+            (out / "cluster-down.log").write_text(down.stdout + down.stderr)
     failed = [c["check"] for c in s.checks if not c["ok"]]
     s.log(f"{len(s.checks) - len(failed)} of {len(s.checks)} checks passed" + (f"; failed: {failed}" if failed else ""))
     return 0 if s.checks and not failed else 1

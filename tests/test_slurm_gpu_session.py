@@ -41,7 +41,7 @@ def session(tmp_path: Path, expect: str) -> tuple[subprocess.CompletedProcess, l
     proc = subprocess.run([sys.executable, str(SESSION), str(out), "--models", "tiny", "--point-args",
                            "samples=8 batch=4 max_tokens=8", "--kill-args",
                            "model=tiny samples=96 batch=2 max_tokens=16 meter.flush_s=1", "--expect", expect,
-                           "--deadline-s", "900", "--extra", CPU_POINT],
+                           "--deadline-s", "900", "--rehearsal", "--extra", CPU_POINT],
                           env=env, capture_output=True, text=True, timeout=1200)
     record = json.loads((out / "checks.json").read_text())
     assert record["git_commit"] and "slurm_gpu_session.py" in record["command"]  # provenance of the checks
@@ -55,6 +55,7 @@ def test_the_gpu_session_passes_every_check_on_stand_in_gpus(ran) -> None:
     assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
     # the main sweep's two points (shards 1 and 2), the cancelled one, the requeued one and the re-run are all checked
     assert sum("energy_j equals the sum of gpus.parquet" in n for n in names) == 4
+    assert "main sweep: every point done" in names
     assert any(n.startswith("seed=11 (scancel)") for n in names)
     assert any(n.startswith("seed=12 (requeue)") for n in names)
     assert any(n.startswith("re-run:") for n in names)

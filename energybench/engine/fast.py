@@ -268,9 +268,9 @@ class _Rows:
 
 # `engine=fast_tuned`: the fast engine with wq/wk/wv and w1/w3 packed into one matmul each, compiled with
 # inductor's coordinate-descent tuning, which writes Triton matrix-vector kernels for batch-1 steps instead of
-# calling cuBLAS. On an H200 (docs/benchmarks/engine.md) it decodes 7B 20 % faster at batch 1 and 11 % at
-# batch 64, but draws ~50 % more power at batch 1 (more energy per token there), and its warm start is slower:
-# a trade, so `fast` stays as it was and this is its own engine (and its own point ids).
+# calling cuBLAS. On an H200 (docs/benchmarks/engine.md, warm rows of one call) it decodes 7B about 20 % faster
+# at batch 1 and 1 % at batch 64, but draws ~50 % more power at batch 1 (~23 % more energy per token there),
+# and its warm start is slower: a trade, so `fast` stays as it was and this is its own engine (and point ids).
 TUNED_INDUCTOR = {"coordinate_descent_tuning": True}
 
 
