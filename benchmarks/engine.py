@@ -88,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def rank_env(rank: int, world: int, port: int, command: str) -> dict[str, str]:
+    """The environment of rank `rank` of `world` on this host (torchrun's variables, one GPU per rank), with the
+    record's command in EB_COMMAND and this checkout and benchmarks/ on PYTHONPATH. Also engine_logits.py's."""
+    return {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "NCCL_NVLS_ENABLE": "0", "EB_COMMAND": command,
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
+
+
 def launch(args: argparse.Namespace, model: str, command: str) -> int:
     """Start `shards` ranks of this script for `model` and wait for them all."""
     from energybench.distributed import free_port  # here: the launcher only (it imports torch)
@@ -95,10 +104,7 @@ def launch(args: argparse.Namespace, model: str, command: str) -> int:
     port = free_port()
     procs = []
     for rank in range(args.shards):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.shards), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": str(args.shards), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "NCCL_NVLS_ENABLE": "0", "EB_COMMAND": command,
-               "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
+        env = rank_env(rank, args.shards, port, command)
         argv = [sys.executable, str(Path(__file__).resolve()), "--worker", model, "--models", model,
                 "--engines", args.engines, "--batches", args.batches, "--shards", str(args.shards),
                 "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         code = worker(args)
         sys.stdout.flush()
         os._exit(code)  # skip interpreter teardown: NCCL and graph destructors can hang a rank there
+    from engine import rank_env  # benchmarks/engine.py
     from energybench.distributed import free_port
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     procs = []
     for rank in range(args.shards):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.shards), "LOCAL_RANK": str(rank),
-               "LOCAL_WORLD_SIZE": str(args.shards), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "NCCL_NVLS_ENABLE": "0", "EB_COMMAND": command,
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker",
-                                       *(argv if argv is not None else sys.argv[1:])], env=env))
+                                       *(argv if argv is not None else sys.argv[1:])],
+                                      env=rank_env(rank, args.shards, port, command)))
     codes = [p.wait() for p in procs]
     return next((c for c in codes if c != 0), 0)
 
