@@ -100,7 +100,9 @@ def split_profile(events: list[tuple[str, float]], total_ms: float) -> dict[str,
 
 
 class Timer:
-    """Milliseconds per call of `fn` over `repeats` calls: CUDA events on GPU, perf_counter on CPU."""
+    """Milliseconds per call of `fn` over `repeats` calls: CUDA events around all of them on GPU (their mean); on
+    CPU the median of each call's perf_counter time (a shared CPU can stall one call for far longer than the
+    forward: on CI a stall once tripled a 3-call mean)."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
@@ -116,10 +118,12 @@ class Timer:
             end.record()
             end.synchronize()
             return start.elapsed_time(end) / repeats
-        t0 = time.perf_counter()
+        times_ms = []
         for _ in range(repeats):
+            t0 = time.perf_counter()
             fn()
-        return (time.perf_counter() - t0) * 1e3 / repeats
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times_ms)
 
 
 def profile_forward(fn, repeats: int, device: torch.device) -> list[tuple[str, float]]:
