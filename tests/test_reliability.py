@@ -334,8 +334,9 @@ def test_a_point_or_lock_of_a_slurm_job_is_released_when_the_job_ends(tmp_path: 
     from energybench.lock import LockError, acquire
 
     partition = os.environ.get("ENERGYBENCH_TEST_PARTITION", "debug")
-    job = subprocess.run(["sbatch", "--parsable", "-p", partition, "--wrap", "sleep 600"], capture_output=True,
-                         text=True, check=True).stdout.strip().split(";")[0]
+    # --output: without it Slurm writes slurm-<job>.out into the working directory (the checkout, once)
+    job = subprocess.run(["sbatch", "--parsable", "-p", partition, f"--output={tmp_path}/sleep-%j.out", "--wrap",
+                          "sleep 600"], capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
     owner = {"host": "a-node-of-the-cluster", "pid": 1, "slurm_job_id": job}  # not this host: only Slurm can tell
     _, pdir = _point(tmp_path)
     pdir.mkdir(parents=True)
