@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # energybench without installing it, as the ranks get it via PYTHONPATH
 sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.tables import markdown  # noqa: E402 (torch-free)
-from variants import add_variant_args  # noqa: E402 (torch-free)
+from variants import add_variant_args, start_of  # noqa: E402 (torch-free)
 KEY = ("engine", "variant", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
 COLUMNS = ("model", "shards", "engine", "variant", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
            "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "roofline_frac", "gpu")
@@ -176,10 +176,8 @@ def key(r: dict) -> tuple:
 
 
 def start(r: dict) -> str:
-    """cold (compiled something), warm (loaded all from the compile cache) or none (nothing compiled)."""
-    if r.get("compile_cache_misses"):
-        return "cold"
-    return "warm" if r.get("compile_cache_hits") else "none"
+    """The record's start (variants.start_of): cold, warm, partly warm or no compile."""
+    return start_of(r.get("compile_cache_hits") or 0, r.get("compile_cache_misses") or 0)
 
 
 def _order(r: dict) -> tuple:

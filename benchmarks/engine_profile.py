@@ -53,7 +53,7 @@ from energybench.results import metrics  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 from engine import marked  # noqa: E402 (benchmarks/engine.py: the docs_tables markers around a table)
-from variants import add_variant_args, inductor_options, variant_facts, variant_name  # noqa: E402
+from variants import add_variant_args, inductor_options, start_of, variant_facts, variant_name  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
@@ -175,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             sync(device, env)
             ready_s = time.perf_counter() - t0
             cache.measure(write_key=env.is_node_leader)
-            start = ("no compile" if not cache.used else "warm" if not cache.misses else
-                     "cold" if not cache.hits else "partly warm")
+            start = start_of(cache.hits, cache.misses, cache.used)
             if env.rank == 0:
                 print(f"{args.model}: model ready {startup_s:.1f} s after start; engine ready in {ready_s:.1f} s "
                       f"({start}: {cache.hits} cache hits, {cache.misses} misses)", flush=True)

@@ -33,6 +33,15 @@ def variant_name(pack: bool, options: dict[str, object]) -> str:
     return "+".join(parts) or "default"
 
 
+def start_of(hits: int, misses: int, used: bool = True) -> str:
+    """How a compiling engine started, from its compile cache's counters: cold (compiled everything), warm (loaded
+    everything), partly warm, or no compile (the cache was not used, or nothing compiled). engine_profile.py's
+    `start` column and part of engine.py's record identity."""
+    if not used or not (hits or misses):
+        return "no compile"
+    return "warm" if not misses else "cold" if not hits else "partly warm"
+
+
 def variant_facts(facts: dict, variant: str) -> dict:
     """The compile cache's key facts of `variant`: the default shares the points' folder, any other has its own."""
     return facts if variant == "default" else {**facts, "variant": variant}

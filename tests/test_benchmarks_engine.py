@@ -62,3 +62,10 @@ def test_engine_logits_match_on_cpu_and_a_zero_tolerance_fails(tmp_path: Path) -
     assert strict.returncode == 1  # fp32 on CPU differs by rounding (~1e-7): not within a tolerance of 0
     (row,) = json.loads((tmp_path / "strict" / "engine-logits.json").read_text())
     assert row["ok"] is False and row["rel_rms"] > 0
+
+
+def test_start_is_named_from_the_compile_cache_counters() -> None:
+    from variants import start_of
+
+    assert [start_of(0, 6), start_of(6, 0), start_of(3, 3), start_of(0, 0), start_of(6, 0, used=False)] == \
+        ["cold", "warm", "partly warm", "no compile", "no compile"]
