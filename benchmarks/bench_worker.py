@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         bench.roofline = roofline(cfg, device, dtype, env.world_size, args)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options)
+        variant = variant_name(args.pack, options, args.attention)
         # ours, by their registered names; fast_tuned packs the model's projections in place, so it runs last
         for name in sorted((e for e in engines if e != "transformers"), key=lambda e: e == "fast_tuned"):
             ours = name == "fast"  # the experiments are the fast engine's; the reference runs as it is
@@ -79,16 +79,18 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                 t0 = time.perf_counter()
                 generator = torch.Generator(device=device).manual_seed(1)
                 if ours and args.no_compile:
-                    engine, name = FastEngine(model, SAMPLING, generator, compile=False, pack=args.pack), "fast-eager"
+                    engine, name = FastEngine(model, SAMPLING, generator, compile=False, pack=args.pack,
+                                              attention=args.attention), "fast-eager"
                 elif ours:
-                    engine = FastEngine(model, SAMPLING, generator, pack=args.pack)
+                    engine = FastEngine(model, SAMPLING, generator, pack=args.pack, attention=args.attention)
                 else:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
                 ready_s = time.perf_counter() - t0
                 cache.measure(write_key=env.is_node_leader)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
-                         "compile_cache_misses": cache.misses}
+                         "compile_cache_misses": cache.misses, "attention": getattr(engine, "attention", None),
+                         **getattr(engine, "build_s", {})}
                 for batch in batches:
                     prompts = bench.prompts(batch, cfg.vocab_size)
                     bench.measure(name, args.worker, batch, ready, _ours(engine, prompts, args.new_tokens))

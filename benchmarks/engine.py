@@ -112,6 +112,7 @@ def launch(args: argparse.Namespace, model: str, command: str) -> int:
                 "--compile-cache", args.compile_cache]
         argv += ["--no-compile"] if args.no_compile else []
         argv += ["--pack"] if args.pack else []
+        argv += ["--attention", args.attention] if args.attention else []
         argv += [a for pair in args.inductor for a in ("--inductor", pair)]
         procs.append(subprocess.Popen(argv, env=env))
     codes = [p.wait() for p in procs]

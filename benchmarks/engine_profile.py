@@ -5,12 +5,13 @@
 
 Random weights (fp16 on GPU), prompts of --prompt-tokens random ids. Per process: `startup_s` (process start
 to model ready), `engine_ready_s` (the fast engine built), split into `warmup_compile_s` (the first calls of
-each decode step: tracing and compiling, or loading from the cache) and `capture_s` (CUDA graph capture), with
+each decode step: tracing and compiling, or loading from the cache; `first_graph_s` of it the first step's, which
+also initializes the compiler), `capture_s` (CUDA graph capture) and `setup_s` (the engine's own setup), with
 the compile cache's hits and misses (`--compile-cache`, as a point's `compile_cache=`: run twice for cold, then warm).
 Per batch, one generate call of --new-tokens gives `step_ms` (median decode step, end to end) and tokens/s;
 then, at that batch and the span the last step used:
   forward_ms    GPU time of one decode forward (the captured graph replayed), CUDA events over --repeats
-  sampling_ms   one temperature/top-p draw over the forward's logits, alone, over --repeats
+  sampling_ms   one temperature/top-p draw over the forward's logits (its captured graph on GPU), alone, over --repeats
   host_ms       step_ms - forward_ms - sampling_ms: the engine's bookkeeping between steps (host work the GPU
                 waits for, and the per-step synchronisation)
 and torch.profiler's kernels of --repeats forwards split `forward_ms` into matmul, attention, all-reduce and
@@ -47,7 +48,6 @@ from energybench.device.cards import card_for  # noqa: E402
 from energybench.distributed import DistEnv, model_parallel  # noqa: E402
 from energybench.engine import NoHooks, Sampling, compile_cache  # noqa: E402
 from energybench.engine.fast import FastEngine  # noqa: E402
-from energybench.engine.sampling import sample  # noqa: E402
 from energybench.model.build import build_model  # noqa: E402
 from energybench.results import metrics  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
@@ -57,7 +57,8 @@ from variants import add_variant_args, inductor_options, start_of, variant_facts
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
-COLUMNS = ("model", "shards", "batch", "variant", "start", "engine_ready_s", "warmup_compile_s", "capture_s",
+COLUMNS = ("model", "shards", "batch", "variant", "attention", "start", "engine_ready_s", "setup_s", "warmup_compile_s",
+           "first_graph_s", "capture_s",
            "compile_cache_misses", "step_ms", "forward_ms",
            "matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms", "forward_gaps_ms", "sampling_ms",
            "host_ms", "tokens_per_s", "roofline_frac", "gpu")
@@ -166,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         sync(device, env)
         startup_s = time.time() - T_PROCESS
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options)
+        variant = variant_name(args.pack, options, args.attention)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         facts = variant_facts(facts, variant)
         t0 = time.perf_counter()
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
-            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack)
+            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack,
+                                attention=args.attention)
             sync(device, env)
             ready_s = time.perf_counter() - t0
             cache.measure(write_key=env.is_node_leader)
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = measure_batch(args, engine, cfg, b, device, env)
                 parts = engine.build_s if engine.use_graphs else {k: None for k in engine.build_s}
                 records.append({"model": args.model, "shards": env.world_size, "batch": b, "variant": variant,
-                                "start": start, **parts,
+                                "attention": engine.attention, "start": start, **parts,
                                 "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
             engine.close()
     if env.rank != 0:
@@ -228,9 +230,7 @@ def measure_batch(args: argparse.Namespace, engine: FastEngine, cfg, b: int, dev
     span = min(x for x in engine.spans if x >= min(args.prompt_tokens + args.new_tokens, engine.room))
     timer = Timer(device)
     forward_ms = timer.per_call_ms(lambda: engine.step(bucket, span), args.repeats)
-    logits = engine.step(bucket, span).clone()
-    generator = torch.Generator(device=device).manual_seed(2)
-    sampling_ms = timer.per_call_ms(lambda: sample(logits, SAMPLING, generator), args.repeats)
+    sampling_ms = timer.per_call_ms(lambda: engine.draw(bucket, span), args.repeats)  # the captured draw
     kernels = profile_forward(lambda: engine.step(bucket, span), min(args.repeats, 20), device)
     if env.rank == 0:
         print(f"batch {b}: top kernels " + "; ".join(f"{n[:60]} {ms:.3f} ms" for n, ms in kernels[:6]), flush=True)

@@ -28,8 +28,11 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-def variant_name(pack: bool, options: dict[str, object]) -> str:
-    parts = (["pack"] if pack else []) + [f"{k}={v}" for k, v in sorted(options.items())]
+def variant_name(pack: bool, options: dict[str, object], attention: str | None = None) -> str:
+    """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
+    line is part of it; the attention the engine ran is the row's `attention` column either way)."""
+    parts = (["pack"] if pack else []) + ([f"attention={attention}"] if attention else [])
+    parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
 
@@ -51,3 +54,6 @@ def add_variant_args(ap) -> None:
     ap.add_argument("--pack", action="store_true", help="one matmul for wq/wk/wv and one for w1/w3 (FastEngine pack)")
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
+    ap.add_argument("--attention", choices=("lens", "mask"), default=None,
+                    help="the fast engine's decode attention (FastEngine attention=; default: lens where "
+                         "FlashAttention runs, else mask)")

@@ -40,6 +40,28 @@ def test_kv_cache_decoding_equals_full_recomputation(model, fused: bool) -> None
         assert (step - full[:, cur]).abs().max().item() <= 1e-5, cur
 
 
+def test_decode_with_per_row_lengths_equals_full_recomputation(model) -> None:
+    """kv_lens: each row attends to its own slots [0, pos] (rows at different positions in one step), the
+    decode path of attention=lens; the same logits as recomputing every sequence whole."""
+    tokens = torch.tensor(prompts_of([20, 20, 20], TINY.vocab_size, seed=1))
+    positions = torch.arange(20).expand(3, 20)
+    full = model(tokens, positions, n_slots=20, mask=causal(20), last_only=False)  # [3, 20, V]
+    fused = model.variant(fused=True)
+    starts = [4, 9, 13]  # each row is prefilled to its own length, alone in its cache row
+    for row, n in enumerate(starts):
+        fused(tokens[row : row + 1, :n], positions[row : row + 1, :n], n_slots=n, mask=causal(n),
+              rows=torch.tensor([row]))
+    pos = torch.tensor(starts)
+    while int(pos.max()) < 20:
+        step_pos = pos.clamp(max=19)
+        logits = fused(tokens[torch.arange(3), step_pos].view(3, 1), step_pos.view(3, 1), n_slots=20,
+                       kv_lens=(step_pos + 1).to(torch.int32))
+        for row in range(3):
+            if pos[row] < 20:
+                assert (logits[row] - full[row, pos[row]]).abs().max().item() <= 1e-5, (row, int(pos[row]))
+        pos += 1
+
+
 def test_top_p_never_samples_outside_the_nucleus() -> None:
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 40, generator=gen)
@@ -81,6 +103,26 @@ def test_reference_and_fast_give_identical_greedy_tokens(model) -> None:
     # the fast engine stops rows as they finish: one prefill, then steps until the longest limit
     assert fast.steps == max(LIMITS) and fast.prefill_steps == 1
     assert fast.wasted_tokens < ref.wasted_tokens
+
+
+@pytest.mark.parametrize("attention", ["lens", "mask"])
+def test_both_decode_attentions_give_the_reference_tokens(model, attention: str) -> None:
+    """attention=lens (each row reads its own length) and =mask (one span for all rows) are the same function."""
+    from energybench.engine.fast import FastEngine
+
+    model.setup_caches(8, 200)  # spans of 64, 128, 192 and 256 slots for attention=mask
+    ref = run(model, "reference", GREEDY)
+    engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), attention=attention)
+    assert engine.attention == attention
+    assert engine.spans == ([256] if attention == "lens" else [64, 128, 192, 256])
+    assert engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks()).outputs == ref.outputs
+
+
+def test_an_unknown_decode_attention_is_refused_by_name(model) -> None:
+    from energybench.engine.fast import FastEngine
+
+    with pytest.raises(ValueError, match="attention='paged': use one of lens, mask"):
+        FastEngine(model, GREEDY, torch.Generator().manual_seed(0), attention="paged")
 
 
 def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:

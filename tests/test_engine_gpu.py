@@ -99,3 +99,38 @@ def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_ow
         finally:
             alone.close()
         assert set(steps.rows) <= set(engine.batches) and max(steps.rows) == 4
+
+
+def test_flash_decode_attention_reads_each_rows_own_length() -> None:
+    """attention=lens on GPU: FlashAttention's variable-length kernel over the cache rows with seqused_k gives
+    what the masked kernel gives (the CPU path), for rows at different lengths; slots past a row's length,
+    filled with huge values here, are never read."""
+    from energybench.model.decode_attention import attend_lens, flash_usable
+
+    device = torch.device("cuda", 0)
+    assert flash_usable(device, torch.float16)
+    gen = torch.Generator(device=device).manual_seed(0)
+    b, slots, heads, dim = 5, 256, 8, 128
+    k = torch.randn(8, slots, heads, dim, device=device, dtype=torch.float16, generator=gen)
+    v = torch.randn(8, slots, heads, dim, device=device, dtype=torch.float16, generator=gen)
+    lens = torch.tensor([1, 17, 64, 200, 256], device=device, dtype=torch.int32)
+    for row, n in enumerate(lens.tolist()):
+        k[row, n:], v[row, n:] = 1e4, 1e4  # poison: any read past the length shows
+    q = torch.randn(b, 1, heads, dim, device=device, dtype=torch.float16, generator=gen)
+    got = attend_lens(q, k, v, lens, slots)
+    want = attend_lens(q.cpu().float(), k.cpu().float(), v.cpu().float(), lens.cpu(), slots)  # masked, fp32
+    assert got.shape == (b, 1, heads * dim)
+    assert (got.float().cpu() - want).abs().max().item() < 2e-2
+
+
+def test_fast_engine_in_fp16_uses_flash_attention_and_captures_each_batch_once() -> None:
+    device = torch.device("cuda", 0)
+    with model_parallel(DistEnv.single(), device):
+        model = build_model(TINY, device, torch.float16, seed=7)
+        model.setup_caches(8, 200)
+        engine = make_engine("fast", model, Sampling(0.8, 0.95), torch.Generator(device=device).manual_seed(0))
+        try:
+            assert engine.attention == "lens" and engine.spans == [256]
+            assert sorted(engine.graphs) == sorted(engine.draws) == [(b, 256) for b in (1, 2, 4, 8)]
+        finally:
+            engine.close()

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from energybench.engine.base import EOS_ID
-from energybench.engine.fast import FastEngine, _fit
+from energybench.engine.fast import FastEngine, _fit, aligned_span
 from energybench.engine.sampling import sample
 
 
@@ -242,7 +242,7 @@ class _Run:
         span = _fit(self.e.spans, min(max(self.pos[i] for i in live) + 1, self.e.room))
         self.e.tok[:b, 0].copy_(torch.tensor(self.tok[:b]))
         self.e.pos[:b, 0].copy_(torch.tensor(self.pos[:b]))
-        nxt = sample(self.e._step(b, span), self.e.sampling, self.e.generator).tolist()  # [b], waits
+        nxt = self.e.next_tokens(b, span).tolist()  # [b], waits
         slots = [self.slots[i] for i in live]
         shares = tuple((s.request.index, 1) for s in slots if s is not None)
         end_s = self._record("decode", b, shares, len(live))
@@ -256,7 +256,7 @@ class _Run:
     def _pack(self, live: list[int]) -> list[int]:
         """Move the decoding slots `live` (ascending, nothing prefilling) to slots 0..n-1; returns them."""
         n = len(live)
-        span = _fit(self.e.spans, min(max(self.pos[i] for i in live) + 1, self.e.room))
+        span = aligned_span(min(max(self.pos[i] for i in live) + 1, self.e.room), self.e.max_seq)
         keep = torch.tensor(live, device=self.e.device)
         self.e.model.compact_caches(keep, span)  # the right side is gathered first: safe for j <= live[j]
         moved = [(self.slots[i], self.pos[i], self.tok[i]) for i in live]

@@ -12,11 +12,13 @@ import torch.fx.experimental._config as fx_config
 
 from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
 from energybench.engine.sampling import Sampling, sample
+from energybench.model.decode_attention import flash_usable
 from energybench.model.llama import CACHE_ALIGN, Transformer
 
 log = logging.getLogger(__name__)
 
-MAX_SLOT_BUCKETS = 16  # attention spans captured per batch size (multiples of CACHE_ALIGN)
+MAX_SLOT_BUCKETS = 16  # attention spans captured per batch size (multiples of CACHE_ALIGN), attention="mask"
+ATTENTION_MODES = ("lens", "mask")
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -44,6 +46,24 @@ def _fit(buckets: list[int], n: int) -> int:
     return next(b for b in buckets if b >= n)
 
 
+def aligned_span(n: int, max_seq: int) -> int:
+    """The cache slots [0, span) that hold positions below n: n rounded up to CACHE_ALIGN, at most max_seq."""
+    return min(-(-n // CACHE_ALIGN) * CACHE_ALIGN, max_seq)
+
+
+def attention_mode(setting: str | None, device: torch.device, dtype: torch.dtype) -> str:
+    """The decode attention an engine runs: `lens` (each row reads its own length; on GPU FlashAttention's
+    kernel) where it is usable, else `mask` (one span for all rows, through a mask). None picks."""
+    if setting is None:
+        return "lens" if device.type != "cuda" or flash_usable(device, dtype) else "mask"
+    if setting not in ATTENTION_MODES:
+        raise ValueError(f"attention={setting!r}: use one of {', '.join(ATTENTION_MODES)}")
+    if setting == "lens" and device.type == "cuda" and not flash_usable(device, dtype):
+        raise ValueError(f"attention=lens needs FlashAttention-2 (compute capability 8.0+, fp16/bf16); this is "
+                         f"{torch.cuda.get_device_name(device)} with {dtype}: use attention=mask")
+    return setting
+
+
 class FastEngine:
     """Same function as ReferenceEngine, computed with as little waste as the hardware allows.
 
@@ -52,14 +72,22 @@ class FastEngine:
     row r sits at its own position; attention reads the first `s` cache slots through a mask of the
     row's positions. When the live sequences fit a smaller batch bucket, their cache rows are moved to
     the front (`_compact`) and the step runs at that size. On GPU each (batch, span) step is built once
-    (layers torch.compiled, whole step captured as a CUDA graph, collectives included) and replayed.
+    (layers torch.compiled, whole step captured as a CUDA graph, collectives included, and the draw of the
+    next tokens captured as a second graph) and replayed.
+
+    Decode attention (`attention`): `lens` gives each row its own context length (pos + 1), and on GPU one
+    FlashAttention kernel reads only those slots of each row (`model/decode_attention.py`), so a step needs no
+    span: one graph per batch size. `mask` attends every row to a span (a multiple of CACHE_ALIGN covering the
+    longest row) through a mask, one graph per (batch, span). None: `lens` where FlashAttention runs (and on
+    CPU, where both are the same masked kernel), else `mask`.
     """
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
-                 compile: bool | None = None, graphs: bool | None = None, pack: bool = False) -> None:
+                 compile: bool | None = None, graphs: bool | None = None, pack: bool = False,
+                 attention: str | None = None) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
-        (`model.pack_projections()`; same values; off by default until a GPU benchmark shows it pays:
-        benchmarks/engine_profile.py --pack)."""
+        (`model.pack_projections()`; same values; `fast_tuned` packs). attention: see the class."""
+        t_start = time.perf_counter()
         if pack:
             model.pack_projections()
         self.model = model
@@ -70,9 +98,10 @@ class FastEngine:
         assert model.max_batch > 0, "call model.setup_caches() before building the engine"
         cuda = self.device.type == "cuda"
         self.use_graphs = cuda if graphs is None else graphs
+        self.attention = attention_mode(attention, self.device, self.dtype)
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
-        self.spans = slot_buckets(self.max_seq)
+        self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)
         self.room = min(model.cfg.max_seq_len, self.max_seq)  # positions a sequence may use
         # static inputs of the decode step: the step for batch size b reads rows [:b]
         self.tok = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
@@ -87,18 +116,27 @@ class FastEngine:
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
             self.decoder = model.variant(fused=True, compile=True)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        # where building the engine went (GPU): first calls of each step (compile or cache load) vs graph capture
-        self.build_s = {"warmup_compile_s": 0.0, "capture_s": 0.0}
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # logits [b, vocab]
+        self.draws: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # next tokens [b]
+        # where building the engine went (GPU): setting up (packing, compiled wrappers), first calls of each step
+        # (tracing, compiling or loading from the cache; first_graph_s of them the first step's, which also
+        # initializes the compiler) and graph capture
+        self.build_s = {"setup_s": 0.0, "warmup_compile_s": 0.0, "first_graph_s": 0.0, "capture_s": 0.0}
         self._pool = None
+        self._logits: torch.Tensor | None = None  # the last eager step's logits (no graphs), for draw()
+        self.build_s["setup_s"] = time.perf_counter() - t_start
         if self.use_graphs:
             self._capture_all()
 
     # ---- one decode step -------------------------------------------------------------------------
 
     def _decode(self, b: int, s: int) -> torch.Tensor:
-        """Logits [b, vocab] for tokens self.tok[:b] at positions self.pos[:b], attending to slots [0, s)."""
+        """Logits [b, vocab] for tokens self.tok[:b] at positions self.pos[:b], attending to slots [0, s)
+        (attention=lens: row r to its slots [0, pos[r]])."""
         pos = self.pos[:b]
+        if self.attention == "lens":
+            kv_lens = (pos.view(b) + 1).to(torch.int32)
+            return self.decoder(self.tok[:b], pos, n_slots=s, kv_lens=kv_lens)
         hidden = self.slot_ids[:s].view(1, 1, 1, s) > pos.view(b, 1, 1, 1)  # [b, 1, 1, s] slots in the future
         mask = torch.zeros((b, 1, 1, s), dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
         return self.decoder(self.tok[:b], pos, n_slots=s, mask=mask)
@@ -124,7 +162,7 @@ class FastEngine:
         t0 = time.perf_counter()
         with torch.cuda.stream(stream):
             for _ in range(2):  # compile (first call of a shape) and settle lazy initialisation
-                self._decode(b, s)
+                sample(self._decode(b, s), self.sampling, self.generator)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         torch.cuda.synchronize(self.device)
         t1 = time.perf_counter()
@@ -133,8 +171,17 @@ class FastEngine:
             logits = self._decode(b, s)
         self._pool = graph.pool()
         self.graphs[(b, s)] = (graph, logits)
+        # the draw reads this graph's logits; its own graph, so a profile can replay the forward alone. The
+        # generator is registered with the graph: each replay draws new numbers from it (seeded, reproducible).
+        draw = torch.cuda.CUDAGraph()
+        draw.register_generator_state(self.generator)
+        with torch.cuda.graph(draw, pool=self._pool):
+            tokens = sample(logits, self.sampling, self.generator)
+        self.draws[(b, s)] = (draw, tokens)
         torch.cuda.synchronize(self.device)
         self.build_s["warmup_compile_s"] += t1 - t0  # tracing and compiling (or loading from the cache), warm-up
+        if len(self.graphs) == 1:
+            self.build_s["first_graph_s"] = t1 - t0
         self.build_s["capture_s"] += time.perf_counter() - t1
 
     def step(self, b: int, s: int) -> torch.Tensor:
@@ -142,10 +189,26 @@ class FastEngine:
         GPU): logits [b, vocab]. For profiles (benchmarks/engine_profile.py); generate() calls it per token."""
         return self._step(b, s)
 
+    def draw(self, b: int, s: int) -> torch.Tensor:
+        """The next tokens [b] drawn from the last step's logits at (b, s) (its captured graph replayed on GPU).
+        For profiles; generate() calls next_tokens()."""
+        if not self.use_graphs:
+            return sample(self._logits, self.sampling, self.generator)
+        graph, tokens = self.draws[(b, s)]
+        graph.replay()
+        return tokens
+
+    def next_tokens(self, b: int, s: int) -> torch.Tensor:
+        """One decode step at batch bucket `b` and span `s` and the draw from its logits: tokens [b] (on GPU, a
+        buffer of the captured graph, overwritten by the next step at (b, s))."""
+        self._step(b, s)
+        return self.draw(b, s)
+
     def _step(self, b: int, s: int) -> torch.Tensor:
         if not self.use_graphs:
             with _dynamic_shapes():
-                return self._decode(b, s)
+                self._logits = self._decode(b, s)
+                return self._logits
         graph, logits = self.graphs[(b, s)]
         graph.replay()
         return logits
@@ -183,9 +246,8 @@ class FastEngine:
         while n_alive > 0:
             # positions fed this step are below min(max_len + t, room): a row stops before room
             if _fit(self.batches, n_alive) < b:
-                b = self._compact(rows, n_alive, span=_fit(self.spans, min(max_len + t - 1, self.room)))
-            logits = self._step(b, _fit(self.spans, min(max_len + t, self.room)))
-            nxt = sample(logits, self.sampling, self.generator)  # [b]
+                b = self._compact(rows, n_alive, span=aligned_span(min(max_len + t - 1, self.room), self.max_seq))
+            nxt = self.next_tokens(b, _fit(self.spans, min(max_len + t, self.room)))  # [b]
             alive = rows.alive[:b]
             out[rows.seq[:b], t] = torch.where(alive, nxt, -1)
             alive &= (nxt != EOS_ID) & (t + 1 < rows.limit[:b])
@@ -240,9 +302,10 @@ class FastEngine:
         """Free the captured graphs (and their memory pool) while the process group still exists."""
         if self.use_graphs:
             torch.cuda.synchronize(self.device)
-        for graph, _ in self.graphs.values():
+        for graph, _ in [*self.graphs.values(), *self.draws.values()]:
             graph.reset()
         self.graphs.clear()
+        self.draws.clear()
         self._pool = None
         self.decoder = self.eager
 

@@ -25,7 +25,7 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator) 
     """Draw from the nucleus: tokens sorted by probability whose preceding mass is below top_p."""
     probs_sort, probs_idx = torch.sort(probs, dim=-1, descending=True)  # [B, V]
     cumulative = torch.cumsum(probs_sort, dim=-1)
-    probs_sort[cumulative - probs_sort > top_p] = 0.0  # outside the nucleus
+    probs_sort.masked_fill_(cumulative - probs_sort > top_p, 0.0)  # outside the nucleus (no host sync: graphs)
     probs_sort.div_(probs_sort.sum(dim=-1, keepdim=True))
     choice = torch.multinomial(probs_sort, num_samples=1, generator=generator)  # [B, 1]
     return torch.gather(probs_idx, -1, choice).squeeze(-1)

@@ -13,6 +13,7 @@ from fairscale.nn.model_parallel.layers import ColumnParallelLinear, ParallelEmb
 from torch import nn
 
 from energybench.config import ModelConfig
+from energybench.model.decode_attention import attend_lens
 
 
 CACHE_ALIGN = 64  # KV cache lengths are multiples of this (fused attention wants aligned masks)
@@ -134,12 +135,15 @@ class Attention(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
-                mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
+                kv_lens: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, S, dim]; positions: [B, S] cache slots written; attends to slots [0, n_slots) through
         the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible). fused=False is Meta's
         arithmetic; fused=True computes the same function with real-valued rotary embeddings (freqs_cis
         then [B, S, D/2, 2]) and one scaled_dot_product_attention kernel reading the cache in place.
-        rows: [B] cache rows of the batch's sequences (None: rows 0..B-1, read in place)."""
+        rows: [B] cache rows of the batch's sequences (None: rows 0..B-1, read in place).
+        kv_lens: [B] int32 (fused decode, S = 1, rows None): row b attends to its slots [0, kv_lens[b]) instead
+        of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots)."""
         bsz, seqlen, _ = x.shape
         proj = fused_linear if fused else _call
         if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
@@ -151,6 +155,10 @@ class Attention(nn.Module):
         rotate = apply_rotary_emb_real if fused else apply_rotary_emb
         q, k = rotate(q, freqs_cis), rotate(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
+        if fused and kv_lens is not None:
+            assert rows is None, "kv_lens reads rows 0..B-1 in place"
+            self.cache.update(positions, k, v, n_slots)
+            return fused_linear(self.wo, attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots))
         keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
         q = q.transpose(1, 2)  # [B, H, S, D]
         if fused:
@@ -213,8 +221,9 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
-                mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows)
+                mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
+                kv_lens: torch.Tensor | None = None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens)
         return h + self.feed_forward(self.ffn_norm(h), fused)
 
 
@@ -294,19 +303,25 @@ class Transformer(nn.Module):
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, n_slots: int,
                 mask: torch.Tensor | None = None, last_only: bool = True, *,
-                logits_at: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
+                logits_at: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                kv_lens: torch.Tensor | None = None) -> torch.Tensor:
         """tokens, positions: [B, S]; attends to cache slots [0, n_slots) through the additive mask
         [B or 1, 1, S, n_slots] (None: all of them). Returns float32 logits [B, vocab] of the last
         position (or of position logits_at[b] of row b), or [B, S, vocab] with last_only=False.
-        rows: see Attention.forward; the arithmetic is this model's variant (see variant())."""
+        rows, kv_lens: see Attention.forward; the arithmetic is this model's variant (see variant())."""
         fused = self.fused
+        assert kv_lens is None or fused, "kv_lens needs the fused variant (model.variant(fused=True))"
         assert self.freqs_cis is not None and self.freqs_real is not None, "call setup_caches() before forward"
         assert tokens.shape[0] <= self.max_batch, (tokens.shape[0], self.max_batch)
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         for layer in self.layers if self.run_layers is None else self.run_layers:
-            h = layer(h, positions, n_slots, freqs, mask, fused) if rows is None else \
-                layer(h, positions, n_slots, freqs, mask, fused, rows)
+            if kv_lens is not None:
+                h = layer(h, positions, n_slots, freqs, None, fused, None, kv_lens)
+            elif rows is None:
+                h = layer(h, positions, n_slots, freqs, mask, fused)
+            else:
+                h = layer(h, positions, n_slots, freqs, mask, fused, rows)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:
