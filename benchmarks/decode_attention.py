@@ -1,0 +1,149 @@
+"""Decode attention kernels over a static KV cache, alone: which one the fast engine should call.
+
+    python benchmarks/decode_attention.py --out $OUT        # one GPU; LLaMA-7B's heads, fp16
+
+One query per row (a decode step) against the rows of a [batch, slots, heads, head_dim] KV cache, 32 layers of
+their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and replayed (--repeats, median):
+  mask            scaled_dot_product_attention over slots [0, span) (span: the longest row rounded up to 64
+                  slots) with an additive mask of each row's length: the fast engine's attention=mask (on an
+                  H200 PyTorch picks cuDNN's kernel)
+  flash_varlen    aten._flash_attention_forward, variable-length form, seqused_k = each row's length: the fast
+                  engine's attention=lens (model/decode_attention.py)
+  flash_paged     the same with the cache rows as 256-slot pages and a block table (FlashAttention's paged path
+                  runs its split-KV "flash-decoding" kernel); skipped where this torch refuses it
+`gb_per_s` is the K and V bytes the rows' own lengths need (what a perfect kernel reads) over the time, so a
+kernel that reads the padded span shows below its real bandwidth. Lengths: `equal` (every row at --length,
+as benchmarks/engine.py's prompts) and `spread` (uniform in [length/2, 3 length/2]). Records (with commit, card,
+versions, command) go to <out>/decode-attention.json, a table to stdout and <out>/decode-attention.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from clock import now_utc  # noqa: E402
+from energybench.util.files import write_text  # noqa: E402
+from energybench.util.tables import markdown  # noqa: E402
+
+COLUMNS = ("kernel", "batch", "lengths", "mean_length", "ms_per_layer", "gb_per_s", "error", "gpu")
+PAGE = 256  # FlashAttention's paged KV needs pages of a multiple of 256 slots
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--length", type=int, default=164, help="context length of a row (mean, for spread)")
+    ap.add_argument("--slots", type=int, default=256, help="cache slots per row (a multiple of 256)")
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=None)
+    return ap.parse_args(argv)
+
+
+def kernels(torch, F, slots: int):  # noqa: N803 (modules passed in: the script's import stays torch-free)
+    from energybench.model.decode_attention import attend_lens
+
+    def mask(q, k, v, lens):
+        b = q.shape[0]
+        span = min(-(-int(lens.max()) // 64) * 64, slots)
+        visible = torch.arange(span, device=q.device).view(1, 1, 1, span) < lens.view(b, 1, 1, 1)
+        m = torch.zeros(visible.shape, dtype=q.dtype, device=q.device).masked_fill_(~visible, float("-inf"))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k[:b, :span].transpose(1, 2),
+                                             v[:b, :span].transpose(1, 2), attn_mask=m)
+        return out.transpose(1, 2)
+
+    def flash_varlen(q, k, v, lens):
+        return attend_lens(q, k, v, lens, slots)
+
+    def flash_paged(q, k, v, lens):
+        b, _, h, d = q.shape
+        pages = slots // PAGE
+        table = (torch.arange(b, device=q.device, dtype=torch.int32).view(b, 1) * pages
+                 + torch.arange(pages, device=q.device, dtype=torch.int32).view(1, pages))
+        starts_q = torch.arange(b + 1, device=q.device, dtype=torch.int32)
+        starts_k = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
+        return torch.ops.aten._flash_attention_forward(
+            q.reshape(b, h, d), k.view(-1, PAGE, h, d), v.view(-1, PAGE, h, d), starts_q, starts_k, 1, slots,
+            0.0, False, False, seqused_k=lens, block_table=table)[0]
+
+    return {"mask": mask, "flash_varlen": flash_varlen, "flash_paged": flash_paged}
+
+
+def lengths_of(torch, kind: str, batch: int, length: int, slots: int):
+    if kind == "equal":
+        return torch.full((batch,), length, dtype=torch.int32)
+    gen = torch.Generator().manual_seed(batch)
+    return torch.randint(max(1, length // 2), min(slots, 3 * length // 2) + 1, (batch,), generator=gen,
+                         dtype=torch.int32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from energybench import provenance
+
+    args = parse(argv)
+    device = torch.device("cuda", 0)
+    gpu = torch.cuda.get_device_name(device)
+    batches = [int(b) for b in args.batches.split(",")]
+    shape = (max(batches), args.slots, args.heads, args.head_dim)
+    caches = [(torch.randn(shape, device=device, dtype=torch.float16),
+               torch.randn(shape, device=device, dtype=torch.float16)) for _ in range(args.layers)]
+    records, reference = [], {}
+    command = "python benchmarks/decode_attention.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for batch in batches:
+        for kind in ("equal", "spread"):
+            lens = lengths_of(torch, kind, batch, args.length, args.slots).to(device)
+            q = torch.randn(batch, 1, args.heads, args.head_dim, device=device, dtype=torch.float16)
+            exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
+            for name, fn in kernels(torch, F, args.slots).items():
+                row = {"kernel": name, "batch": batch, "lengths": kind, "mean_length": float(lens.float().mean()),
+                       "ms_per_layer": None, "gb_per_s": None, "error": None}
+                try:
+                    out = fn(q, *caches[0], lens).reshape(batch, -1).float()
+                    ref = reference.setdefault((batch, kind), out)
+                    row["max_abs_vs_mask"] = (out - ref).abs().max().item()
+                    graph = torch.cuda.CUDAGraph()
+                    torch.cuda.synchronize()
+                    with torch.cuda.graph(graph):
+                        for k, v in caches:
+                            fn(q, k, v, lens)
+                    times = []
+                    for _ in range(args.repeats):
+                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        start.record()
+                        graph.replay()
+                        end.record()
+                        end.synchronize()
+                        times.append(start.elapsed_time(end))
+                    ms = statistics.median(times)
+                    row.update(ms_per_layer=ms / args.layers, gb_per_s=exact_bytes / (ms * 1e-3) / 1e9)
+                    del graph
+                except Exception as e:  # a kernel this torch refuses: recorded, not fatal
+                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                records.append({**row, "slots": args.slots, "heads": args.heads, "head_dim": args.head_dim,
+                                "layers": args.layers, "gpu": gpu, "date": now_utc(), "torch": torch.__version__,
+                                **provenance.record(), "command": command})
+    table = markdown(records, COLUMNS)
+    print(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text(json.dumps(records, indent=1) + "\n", args.out / "decode-attention.json")
+        write_text("# Decode attention kernels\n\nWritten by `benchmarks/decode_attention.py`; record: "
+                   "[decode-attention.json](decode-attention.json).\n\n" + table + "\n", args.out / "decode-attention.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
