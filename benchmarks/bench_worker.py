@@ -16,7 +16,7 @@ import torch.distributed as dist
 from energybench import provenance
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
-from energybench.engine import NoHooks, Sampling, compile_cache, make_engine
+from energybench.engine import NoHooks, Sampling, compile_cache, make_engine, prewarm
 from energybench.device.cards import card_for
 from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
@@ -29,19 +29,22 @@ WARMUP_TOKENS = 8
 
 
 class GpuEnergy:
-    """NVML total-energy counter of this rank's GPU, found by UUID (CUDA indices can be renumbered)."""
+    """NVML total-energy counters of this rank's GPUs (one, or every GPU of a transformers model split over
+    several), found by UUID (CUDA indices can be renumbered); read_j is their sum."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, devices: list[torch.device]) -> None:
         import pynvml
 
         pynvml.nvmlInit()
         self.nvml = pynvml
-        uuid = str(torch.cuda.get_device_properties(device).uuid)
-        uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
-        self.handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        self.handles = []
+        for device in devices:
+            uuid = str(torch.cuda.get_device_properties(device).uuid)
+            uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+            self.handles.append(pynvml.nvmlDeviceGetHandleByUUID(uuid))
 
     def read_j(self) -> float:
-        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3  # mJ -> J
+        return sum(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles) / 1e3  # mJ -> J
 
 
 def run_worker(args: argparse.Namespace, t_process: float) -> int:
@@ -61,8 +64,12 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
     cfg = compose([f"model={args.worker}", "dataset=synthetic"]).model
     batches = [int(b) for b in args.batches.split(",")]
     engines = args.engines.split(",")
+    if args.hf_gpus > 1:  # transformers alone, its layers split over several GPUs of this one process
+        return _run_hf_split(args, cfg, batches, dtype, t_process)
     with model_parallel(env, device):
         bench = Bench(args, env, device, t_process)
+        if device.type == "cuda" and not args.no_compile and any(e in ("fast", "fast_tuned") for e in engines):
+            prewarm.start()  # as a point does: the compiler's imports while the weights load
         model = build_model(cfg, device, dtype, seed=1)
         model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
         bench.model_ready()
@@ -70,6 +77,9 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         options = inductor_options(args.inductor)
         variant = variant_name(args.pack, options, args.attention)
+        # the compiler's imports, begun before the weights: what is left counts toward the first compiling engine's
+        # ready time (as in a point); waited for before the compile cache's own inductor imports
+        import_wait_s = prewarm.wait()
         # ours, by their registered names; fast_tuned packs the model's projections in place, so it runs last
         for name in sorted((e for e in engines if e != "transformers"), key=lambda e: e == "fast_tuned"):
             ours = name == "fast"  # the experiments are the fast engine's; the reference runs as it is
@@ -87,6 +97,8 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
                 ready_s = time.perf_counter() - t0
+                if name in ("fast", "fast_tuned"):
+                    ready_s, import_wait_s = ready_s + import_wait_s, 0.0
                 cache.measure(write_key=env.is_node_leader)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
                          "compile_cache_misses": cache.misses, "attention": getattr(engine, "attention", None),
@@ -108,11 +120,33 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
     return 0
 
 
+def _run_hf_split(args: argparse.Namespace, cfg, batches: list[int], dtype: torch.dtype, t_process: float) -> int:
+    """transformers' model over GPUs 0..hf_gpus-1 of one process, layers split as `device_map` does (accelerate's
+    dispatch_model: each GPU holds a run of layers, activations move between them; one GPU works at a time).
+    Energy and power are those of all of them; the row's shards is the GPU count, its variant `device_map`."""
+    devices = [torch.device("cuda", i) for i in range(args.hf_gpus)]
+    bench = Bench(args, DistEnv.single(), devices[0], t_process, devices=devices)
+    bench.variant = "device_map"
+    t0 = time.perf_counter()
+    hf = hf_model(cfg, devices[0], dtype, devices=devices)
+    bench.model_ready()
+    bench.roofline = roofline(cfg, devices[0], dtype, len(devices), args)
+    ready = {"engine_ready_s": time.perf_counter() - t0}
+    for batch in batches:
+        prompts = bench.prompts(batch, cfg.vocab_size)
+        bench.measure("transformers", args.worker, batch, ready, _hf(hf, prompts, args.new_tokens))
+    return 0
+
+
 class Bench:
-    def __init__(self, args: argparse.Namespace, env: DistEnv, device: torch.device, t_process: float) -> None:
+    def __init__(self, args: argparse.Namespace, env: DistEnv, device: torch.device, t_process: float,
+                 devices: list[torch.device] | None = None) -> None:
+        """devices: every GPU this rank's measurements cover (default: `device`)."""
         self.args, self.env, self.device, self.t_process = args, env, device, t_process
         cuda = device.type == "cuda"
-        self.energy = GpuEnergy(device) if cuda else None  # CPU: a plumbing check, no energy
+        self.devices = devices or [device]
+        self.gpus = len(self.devices) * env.world_size  # GPUs of the measurement, all ranks
+        self.energy = GpuEnergy(self.devices) if cuda else None  # CPU: a plumbing check, no energy
         self.startup_s: float | None = None
         self.gpu = torch.cuda.get_device_name(device) if cuda else "cpu"
         self.variant = "default"
@@ -120,7 +154,8 @@ class Bench:
 
     def sync(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            for device in self.devices:
+                torch.cuda.synchronize(device)
         if self.env.world_size > 1:
             dist.barrier()
 
@@ -165,14 +200,14 @@ class Bench:
         step_ms = extra.get("decode_step_ms")
         roof = self.roofline(batch) if self.roofline else None
         record = {
-            "engine": engine, "variant": self.variant, "model": model, "batch": batch, "shards": self.env.world_size,
+            "engine": engine, "variant": self.variant, "model": model, "batch": batch, "shards": self.gpus,
             "prompt_tokens": self.args.prompt_tokens, "new_tokens": new, "tokens": tokens,
             "wasted_tokens": wasted, "generate_calls": reps, "duration_s": duration_s,
             "tokens_per_s": tokens / duration_s, "energy_j": energy_j, "energy_per_token_j": energy_j / tokens,
-            "power_per_gpu_w": energy_j / duration_s / self.env.world_size, "load_s": self.startup_s,
+            "power_per_gpu_w": energy_j / duration_s / self.gpus, "load_s": self.startup_s,
             "startup_s": self.startup_s, **ready, "gpu": self.gpu, "roofline_tokens_per_s": roof,
             "roofline_frac": batch * 1e3 / step_ms / roof if roof and step_ms else None,
-            "gpus": self.env.world_size, "date": now_utc(), "torch": torch.__version__,
+            "gpus": self.gpus, "date": now_utc(), "torch": torch.__version__,
             **provenance.record(), "command": os.environ.get("EB_COMMAND", ""), **extra,
         }
         print(json.dumps(record), flush=True)
@@ -207,8 +242,11 @@ def _ours(engine, prompts: list[list[int]], new_tokens: int) -> Run:
     return run
 
 
-def hf_model(cfg, device: torch.device, dtype: torch.dtype):
-    """transformers' LlamaForCausalLM of the same shape, random weights created on the device in `dtype`."""
+def hf_model(cfg, device: torch.device, dtype: torch.dtype, devices: list[torch.device] | None = None):
+    """transformers' LlamaForCausalLM of the same shape, random weights created on the device in `dtype`.
+    devices (more than one): the model is built on `device`, then its layers are split into equal runs over
+    `devices` (embeddings with the first, final norm and output with the last) and dispatched with accelerate's
+    dispatch_model, as from_pretrained(device_map=...) does."""
     import transformers
 
     config = transformers.LlamaConfig(
@@ -224,6 +262,15 @@ def hf_model(cfg, device: torch.device, dtype: torch.dtype):
             model = transformers.LlamaForCausalLM(config)
     finally:
         torch.set_default_dtype(previous)
+    if devices and len(devices) > 1:
+        from accelerate import dispatch_model
+
+        n, layers = len(devices), cfg.n_layers
+        where = [d.index if d.type == "cuda" else d.type for d in devices]  # accelerate's names: 0, 1, ... or cpu
+        device_map = {"model.embed_tokens": where[0], "model.rotary_emb": where[0],
+                      **{f"model.layers.{i}": where[i * n // layers] for i in range(layers)},
+                      "model.norm": where[-1], "lm_head": where[-1]}
+        model = dispatch_model(model, device_map=device_map)
     return model.eval()
 
 

@@ -9,8 +9,8 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
                   H200 PyTorch picks cuDNN's kernel)
   flash_varlen    aten._flash_attention_forward, variable-length form, seqused_k = each row's length: the fast
                   engine's attention=lens (model/decode_attention.py)
-  flash_paged     the same with the cache rows as 256-slot pages and a block table (FlashAttention's paged path
-                  runs its split-KV "flash-decoding" kernel); skipped where this torch refuses it
+(FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
+torch 2.11's `_flash_attention_forward` takes no block table.)
 `gb_per_s` is the K and V bytes the rows' own lengths need (what a perfect kernel reads) over the time, so a
 kernel that reads the padded span shows below its real bandwidth. Lengths: `equal` (every row at --length,
 as benchmarks/engine.py's prompts) and `spread` (uniform in [length/2, 3 length/2]). Records (with commit, card,
@@ -33,15 +33,14 @@ from clock import now_utc  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
-COLUMNS = ("kernel", "batch", "lengths", "mean_length", "ms_per_layer", "gb_per_s", "error", "gpu")
-PAGE = 256  # FlashAttention's paged KV needs pages of a multiple of 256 slots
+COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "ms_per_layer", "gb_per_s", "max_abs_vs_mask", "error", "gpu")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--length", type=int, default=164, help="context length of a row (mean, for spread)")
-    ap.add_argument("--slots", type=int, default=256, help="cache slots per row (a multiple of 256)")
+    ap.add_argument("--slots", type=int, default=256, help="cache slots per row (a multiple of 64)")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--layers", type=int, default=32)
@@ -50,12 +49,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def kernels(torch, F, slots: int):  # noqa: N803 (modules passed in: the script's import stays torch-free)
+def kernels(torch, F, slots: int, span: int):  # noqa: N803 (modules passed in: the import stays torch-free)
+    """name -> fn(q, k, v, lens); `span`: the slots the masked kernel reads (the longest row rounded up to 64)."""
     from energybench.model.decode_attention import attend_lens
 
     def mask(q, k, v, lens):
         b = q.shape[0]
-        span = min(-(-int(lens.max()) // 64) * 64, slots)
         visible = torch.arange(span, device=q.device).view(1, 1, 1, span) < lens.view(b, 1, 1, 1)
         m = torch.zeros(visible.shape, dtype=q.dtype, device=q.device).masked_fill_(~visible, float("-inf"))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k[:b, :span].transpose(1, 2),
@@ -65,18 +64,7 @@ def kernels(torch, F, slots: int):  # noqa: N803 (modules passed in: the script'
     def flash_varlen(q, k, v, lens):
         return attend_lens(q, k, v, lens, slots)
 
-    def flash_paged(q, k, v, lens):
-        b, _, h, d = q.shape
-        pages = slots // PAGE
-        table = (torch.arange(b, device=q.device, dtype=torch.int32).view(b, 1) * pages
-                 + torch.arange(pages, device=q.device, dtype=torch.int32).view(1, pages))
-        starts_q = torch.arange(b + 1, device=q.device, dtype=torch.int32)
-        starts_k = F.pad(lens.cumsum(0, dtype=torch.int32), (1, 0))
-        return torch.ops.aten._flash_attention_forward(
-            q.reshape(b, h, d), k.view(-1, PAGE, h, d), v.view(-1, PAGE, h, d), starts_q, starts_k, 1, slots,
-            0.0, False, False, seqused_k=lens, block_table=table)[0]
-
-    return {"mask": mask, "flash_varlen": flash_varlen, "flash_paged": flash_paged}
+    return {"mask": mask, "flash_varlen": flash_varlen}
 
 
 def lengths_of(torch, kind: str, batch: int, length: int, slots: int):
@@ -104,11 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/decode_attention.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for batch in batches:
         for kind in ("equal", "spread"):
-            lens = lengths_of(torch, kind, batch, args.length, args.slots).to(device)
+            lens = lengths_of(torch, kind, batch, args.length, args.slots)
+            span = min(-(-int(lens.max()) // 64) * 64, args.slots)
+            lens = lens.to(device)
             q = torch.randn(batch, 1, args.heads, args.head_dim, device=device, dtype=torch.float16)
             exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
-            for name, fn in kernels(torch, F, args.slots).items():
+            for name, fn in kernels(torch, F, args.slots, span).items():
                 row = {"kernel": name, "batch": batch, "lengths": kind, "mean_length": float(lens.float().mean()),
+                       "span": span,
                        "ms_per_layer": None, "gb_per_s": None, "error": None}
                 try:
                     out = fn(q, *caches[0], lens).reshape(batch, -1).float()

@@ -1,10 +1,12 @@
 """Engine benchmark: tokens/s and J/token of `reference`, `fast`, `fast_tuned` and HF `transformers` on real GPUs.
 
     python benchmarks/engine.py                          # one GPU: 7b and 13b, the four engines, batch 1/16/64
-    python benchmarks/engine.py --shards 2 --models 65b  # two GPUs of one host: 65b (transformers: one GPU only)
+    python benchmarks/engine.py --shards 2 --models 65b  # two GPUs of one host: 65b
 
 Random fp16 weights, prompts of 100 random tokens, 128 new tokens (temperature 0.8, top-p 0.95). Each
-model runs in fresh processes (one per shard), so `startup_s` is process start to model ready. Energy is
+model runs in fresh processes (one per shard), so `startup_s` is process start to model ready. With
+--shards N > 1, transformers (which has no tensor parallelism here) runs after the sharded engines in one
+process whose model has its layers split over the N GPUs as `device_map` does (variant `device_map`). Energy is
 the NVML total-energy counter of every GPU used, read after synchronizing the device, over a window of
 whole generate calls (at least --min-window-s). Records go to <out>/engine.json and a table to
 <out>/engine.md (merged with earlier records of other cards or models); <out>/records.jsonl grows as
@@ -52,6 +54,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: plumbing check with model tiny
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # model preset, run as one rank
+    ap.add_argument("--hf-gpus", type=int, default=1, help=argparse.SUPPRESS)  # worker: transformers over N GPUs
     args = ap.parse_args(argv)
     args.models = args.models or ("7b,13b" if args.shards == 1 else "65b")
     return args
@@ -98,15 +101,25 @@ def rank_env(rank: int, world: int, port: int, command: str) -> dict[str, str]:
 
 
 def launch(args: argparse.Namespace, model: str, command: str) -> int:
-    """Start `shards` ranks of this script for `model` and wait for them all."""
+    """Start `shards` ranks of this script for `model` and wait for them all; with shards > 1, transformers
+    after them in one process over the same GPUs."""
+    engines = args.engines.split(",")
+    if args.shards == 1 or "transformers" not in engines:
+        return _ranks(args, model, command, args.engines, args.shards)
+    ours = ",".join(e for e in engines if e != "transformers")
+    code = _ranks(args, model, command, ours, args.shards) if ours else 0
+    return code or _ranks(args, model, command, "transformers", 1, hf_gpus=args.shards)
+
+
+def _ranks(args: argparse.Namespace, model: str, command: str, engines: str, shards: int, hf_gpus: int = 1) -> int:
     from energybench.distributed import free_port  # here: the launcher only (it imports torch)
 
     port = free_port()
     procs = []
-    for rank in range(args.shards):
-        env = rank_env(rank, args.shards, port, command)
+    for rank in range(shards):
+        env = rank_env(rank, shards, port, command)
         argv = [sys.executable, str(Path(__file__).resolve()), "--worker", model, "--models", model,
-                "--engines", args.engines, "--batches", args.batches, "--shards", str(args.shards),
+                "--engines", engines, "--batches", args.batches, "--shards", str(shards), "--hf-gpus", str(hf_gpus),
                 "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
                 "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device,
                 "--compile-cache", args.compile_cache]

@@ -109,7 +109,7 @@ def _gpu(counts: dict) -> dict:
 
 def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads: int | None = None) -> dict | None:
     """point._measure for workload=online: load, warm up, serve the requests in the three windows, write."""
-    from energybench.point import _first_error, _state_dir, cache_facts, pick_device, pick_dtype
+    from energybench.point import _first_error, _state_dir, cache_facts, pick_device, pick_dtype, start_compiler_imports
 
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
@@ -118,6 +118,7 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
         t0 = time.perf_counter()
         requests, source = _requests(cfg)
         compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
+        start_compiler_imports(cfg.engine, device)
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(r.prompt) for r in requests)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))

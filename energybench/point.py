@@ -33,7 +33,8 @@ from energybench.distributed import DistEnv, gather, model_parallel
 from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
-from energybench.engine import BatchStats, Sampling, compile_cache, make_engine
+from energybench.engine import BatchStats, Sampling, compile_cache, make_engine, prewarm
+from energybench.engine.registry import engine_entry
 from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.progress import Progress, setup_logging
@@ -165,6 +166,12 @@ def cache_facts(cfg: PointConfig, device: torch.device, dtype: torch.dtype) -> d
     return compile_cache.key_facts(compile_cache.model_shape(cfg.model), device, dtype, cfg.shards)
 
 
+def start_compiler_imports(engine: str, device: torch.device) -> None:
+    """An engine that compiles on this GPU: import the compiler on a thread while the weights load (prewarm)."""
+    if device.type == "cuda" and engine_entry(engine).compiles:
+        prewarm.start()
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -195,6 +202,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
         batches = [_prepare(b, cfg) for b in workload.batches(cfg.batch)]
         # the compile cache first: a folder it cannot use fails the point before the model loads
         compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
+        start_compiler_imports(cfg.engine, device)
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(p) for prompts, _ in batches for p in prompts)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))

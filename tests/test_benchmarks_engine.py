@@ -69,3 +69,19 @@ def test_start_is_named_from_the_compile_cache_counters() -> None:
 
     assert [start_of(0, 6), start_of(6, 0), start_of(3, 3), start_of(0, 0), start_of(6, 0, used=False)] == \
         ["cold", "warm", "partly warm", "no compile", "no compile"]
+
+
+def test_transformers_over_several_devices_is_split_by_layers_and_generates() -> None:
+    """engine.py --shards N runs transformers in one process with its layers split over the N GPUs, as
+    from_pretrained(device_map=...) would; here the same dispatch over two CPU "devices"."""
+    import torch
+
+    from bench_worker import _hf, hf_model  # noqa: E402 (benchmarks/bench_worker.py; imports torch)
+    from energybench.confload import compose
+
+    cfg = compose(["model=tiny", "dataset=synthetic"]).model
+    model = hf_model(cfg, torch.device("cpu"), torch.float32, devices=[torch.device("cpu")] * 2)
+    assert [k for k in model.hf_device_map if k.startswith("model.layers.")] == \
+        [f"model.layers.{i}" for i in range(cfg.n_layers)]
+    tokens, wasted, _ = _hf(model, [[1, 5, 6, 7], [1, 8, 9, 10]], 6)(6)
+    assert tokens + wasted == 12 and tokens > 0

@@ -88,8 +88,10 @@ def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_ow
         try:
             assert engine.use_graphs and engine.graphs
             steps = Steps()
-            traces = engine.serve([Request(i, p, lim, 0.01 * i) for i, (p, lim) in enumerate(zip(prompts, limits))],
-                                  steps, prefill_tokens=10)
+            # six requests at once queue for the 4 slots; the others arrive while those run
+            arrivals = [0.0 if i < 6 else 0.01 * i for i in range(len(prompts))]
+            requests = [Request(i, p, lim, t) for i, (p, lim, t) in enumerate(zip(prompts, limits, arrivals))]
+            traces = engine.serve(requests, steps, prefill_tokens=10)
         finally:
             engine.close()
         alone = FastEngine(model, greedy, torch.Generator(device=device).manual_seed(0))
@@ -123,14 +125,23 @@ def test_flash_decode_attention_reads_each_rows_own_length() -> None:
     assert (got.float().cpu() - want).abs().max().item() < 2e-2
 
 
-def test_fast_engine_in_fp16_uses_flash_attention_and_captures_each_batch_once() -> None:
+@pytest.mark.parametrize("attention", ["lens", "mask"])
+def test_fast_engine_in_fp16_captures_a_step_and_a_draw_per_bucket_and_gives_the_reference_tokens(
+        attention: str) -> None:
+    from energybench.engine.fast import FastEngine
+
     device = torch.device("cuda", 0)
     with model_parallel(DistEnv.single(), device):
         model = build_model(TINY, device, torch.float16, seed=7)
         model.setup_caches(8, 200)
-        engine = make_engine("fast", model, Sampling(0.8, 0.95), torch.Generator(device=device).manual_seed(0))
+        ref = generate(model, "reference", Sampling(0.0, 0.95))
+        engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0),
+                            attention=attention)
         try:
-            assert engine.attention == "lens" and engine.spans == [256]
-            assert sorted(engine.graphs) == sorted(engine.draws) == [(b, 256) for b in (1, 2, 4, 8)]
+            spans = [256] if attention == "lens" else [64, 128, 192, 256]
+            assert engine.attention == attention and engine.spans == spans
+            assert sorted(engine.graphs) == sorted(engine.draws) == [(b, s) for b in (1, 2, 4, 8) for s in spans]
+            fast = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
+            assert [o[:2] for o in fast.outputs] == [o[:2] for o in ref.outputs]  # fp16 rounding differs after
         finally:
             engine.close()

@@ -59,6 +59,6 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
         assert r["matmul_ms"] > r["attention_ms"]  # the tiny model's forward is its matmuls
         assert r["tokens_per_s"] > 0 and r["roofline_frac"] is None  # no card for "cpu"
         assert r["command"].startswith("python benchmarks/engine_profile.py") and "git_commit" in r
-    assert "| tiny | 1 | 2 | default | lens | no compile |" in (tmp_path / "engine-profile.md").read_text()
+    assert "| tiny | 1 | 2 | default | mask | no compile |" in (tmp_path / "engine-profile.md").read_text()
     bad = subprocess.run(argv + ["--inductor", "no_such_option=1"], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "torch._inductor.config has no no_such_option" in bad.stderr

@@ -10,6 +10,7 @@ from typing import ContextManager
 import torch
 import torch.fx.experimental._config as fx_config
 
+from energybench.engine import prewarm
 from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
 from energybench.engine.sampling import Sampling, sample
 from energybench.model.decode_attention import flash_usable
@@ -52,10 +53,10 @@ def aligned_span(n: int, max_seq: int) -> int:
 
 
 def attention_mode(setting: str | None, device: torch.device, dtype: torch.dtype) -> str:
-    """The decode attention an engine runs: `lens` (each row reads its own length; on GPU FlashAttention's
-    kernel) where it is usable, else `mask` (one span for all rows, through a mask). None picks."""
+    """The decode attention an engine runs: `mask` (one span for all rows, through a mask; the default) or
+    `lens` (each row reads its own length; on GPU FlashAttention's variable-length kernel). None is mask."""
     if setting is None:
-        return "lens" if device.type != "cuda" or flash_usable(device, dtype) else "mask"
+        return "mask"
     if setting not in ATTENTION_MODES:
         raise ValueError(f"attention={setting!r}: use one of {', '.join(ATTENTION_MODES)}")
     if setting == "lens" and device.type == "cuda" and not flash_usable(device, dtype):
@@ -75,11 +76,12 @@ class FastEngine:
     (layers torch.compiled, whole step captured as a CUDA graph, collectives included, and the draw of the
     next tokens captured as a second graph) and replayed.
 
-    Decode attention (`attention`): `lens` gives each row its own context length (pos + 1), and on GPU one
-    FlashAttention kernel reads only those slots of each row (`model/decode_attention.py`), so a step needs no
-    span: one graph per batch size. `mask` attends every row to a span (a multiple of CACHE_ALIGN covering the
-    longest row) through a mask, one graph per (batch, span). None: `lens` where FlashAttention runs (and on
-    CPU, where both are the same masked kernel), else `mask`.
+    Decode attention (`attention`): `mask` (the default) attends every row to a span (a multiple of CACHE_ALIGN
+    covering the longest row) through a mask, one graph per (batch, span); on an H200 PyTorch runs cuDNN's
+    kernel for it. `lens` gives each row its own context length (pos + 1) and on GPU calls FlashAttention's
+    variable-length kernel, which reads only those slots (`model/decode_attention.py`): a step needs no span,
+    so one graph per batch size and a quicker start, but on an H200 that kernel is slower than cuDNN's over the
+    span (docs/engine.md: benchmarks/decode_attention.py), so it is not the default.
     """
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
@@ -88,6 +90,9 @@ class FastEngine:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
         (`model.pack_projections()`; same values; `fast_tuned` packs). attention: see the class."""
         t_start = time.perf_counter()
+        cuda = model.output.weight.device.type == "cuda"
+        if cuda if compile is None else compile:
+            prewarm.wait()  # the compiler's imports, if the point started them while its weights loaded
         if pack:
             model.pack_projections()
         self.model = model
@@ -96,7 +101,6 @@ class FastEngine:
         self.device = model.output.weight.device
         self.dtype = model.output.weight.dtype
         assert model.max_batch > 0, "call model.setup_caches() before building the engine"
-        cuda = self.device.type == "cuda"
         self.use_graphs = cuda if graphs is None else graphs
         self.attention = attention_mode(attention, self.device, self.dtype)
         self.max_batch, self.max_seq = model.max_batch, model.max_seq

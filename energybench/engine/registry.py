@@ -26,22 +26,25 @@ class EngineEntry:
     name: str  # the value of `engine=` and of the results' engine column
     offline: Factory  # engine for workload=offline (generate batches)
     online: Factory | None = None  # engine with `serve` for workload=online; None: offline only
+    compiles: bool = False  # torch.compiles on GPU: a point starts the compiler's imports while its weights load
 
 
 _ENGINES: dict[str, EngineEntry] = {
     "reference": EngineEntry("reference", "energybench.engine.reference:ReferenceEngine"),
-    "fast": EngineEntry("fast", "energybench.engine.fast:FastEngine", "energybench.engine.continuous:ContinuousEngine"),
-    "fast_tuned": EngineEntry("fast_tuned", "energybench.engine.fast:tuned_engine"),
+    "fast": EngineEntry("fast", "energybench.engine.fast:FastEngine", "energybench.engine.continuous:ContinuousEngine",
+                        compiles=True),
+    "fast_tuned": EngineEntry("fast_tuned", "energybench.engine.fast:tuned_engine", compiles=True),
 }
 
 
-def register_engine(name: str, factory: Factory, online: Factory | None = None) -> None:
-    """Make `engine=<name>` run `factory(model, sampling, generator)`; `online` serves workload=online.
+def register_engine(name: str, factory: Factory, online: Factory | None = None, compiles: bool = False) -> None:
+    """Make `engine=<name>` run `factory(model, sampling, generator)`; `online` serves workload=online;
+    `compiles`: the engine torch.compiles on GPU (its points import the compiler while the weights load).
 
     Registering the same name again with the same factories is a no-op (a module imported twice);
     another factory under a taken name raises ValueError.
     """
-    entry = EngineEntry(name, factory, online)
+    entry = EngineEntry(name, factory, online, compiles)
     taken = _ENGINES.get(name)
     if taken is not None and taken != entry:
         raise ValueError(f"engine {name!r} is already registered ({taken.offline}); pick another name")
