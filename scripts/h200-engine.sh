@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 17's measurements on a lent two-GPU H200 host, in two calls (each under the device tool's 10 minutes).
 #
-#   scripts/h200-engine.sh one OUT    # GPU 0: 7B decode profile (cold, then warm in a fresh process), then
+#   scripts/h200-engine.sh one OUT    # GPU 0: decode attention kernels alone, 7B decode profile (cold, then warm
+#                                     #   in a fresh process), then
 #                                     #   benchmarks/engine.py (reference, fast, fast_tuned, transformers), logits
 #                                     #   check (shards=1), the GPU tests; GPU 1: 13B profile and engine.py the same
 #   scripts/h200-engine.sh two OUT    # both GPUs: 65B at shards=2 (reference, fast, transformers split by layers,
@@ -38,6 +39,7 @@ case $phase in
   one)
     (
       export CUDA_VISIBLE_DEVICES=0
+      run gpu0.log python3 benchmarks/decode_attention.py --out "$out/a"
       profile 7b
       run gpu0.log python3 benchmarks/engine.py --models 7b --compile-cache "$cache" --out "$out/e0"
       run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --out "$out/l1"
