@@ -7,10 +7,13 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
   mask            scaled_dot_product_attention over slots [0, span) (span: the longest row rounded up to 64
                   slots) with an additive mask of each row's length: the fast engine's attention=mask (on an
                   H200 PyTorch picks cuDNN's kernel)
+  efficient       the same masked call held to PyTorch's memory-efficient kernel (sdpa_kernel)
   flash_varlen    aten._flash_attention_forward, variable-length form, seqused_k = each row's length: the fast
                   engine's attention=lens (model/decode_attention.py)
 (FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
 torch 2.11's `_flash_attention_forward` takes no block table.)
+`first_call_ms`: the first call at a new (batch, span) shape, synchronized: what a kernel spends once per shape
+(cuDNN builds an execution plan per shape; the fast engine's build pays it for every graph it captures).
 `gb_per_s` is the K and V bytes the rows' own lengths need (what a perfect kernel reads) over the time, so a
 kernel that reads the padded span shows below its real bandwidth. Lengths: `equal` (every row at --length,
 as benchmarks/engine.py's prompts) and `spread` (uniform in [length/2, 3 length/2]). Records (with commit, card,
@@ -23,6 +26,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +37,8 @@ from clock import now_utc  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
-COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "ms_per_layer", "gb_per_s", "max_abs_vs_mask", "error", "gpu")
+COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "ms_per_layer", "gb_per_s", "first_call_ms",
+           "max_abs_vs_mask", "error", "gpu")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +69,13 @@ def kernels(torch, F, slots: int, span: int):  # noqa: N803 (modules passed in: 
     def flash_varlen(q, k, v, lens):
         return attend_lens(q, k, v, lens, slots)
 
-    return {"mask": mask, "flash_varlen": flash_varlen}
+    def efficient(q, k, v, lens):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+            return mask(q, k, v, lens)
+
+    return {"mask": mask, "efficient": efficient, "flash_varlen": flash_varlen}
 
 
 def lengths_of(torch, kind: str, batch: int, length: int, slots: int):
@@ -102,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                        "span": span,
                        "ms_per_layer": None, "gb_per_s": None, "error": None}
                 try:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
                     out = fn(q, *caches[0], lens).reshape(batch, -1).float()
+                    torch.cuda.synchronize()
+                    row["first_call_ms"] = 1e3 * (time.perf_counter() - t0)
                     ref = reference.setdefault((batch, kind), out)
                     row["max_abs_vs_mask"] = (out - ref).abs().max().item()
                     graph = torch.cuda.CUDAGraph()
