@@ -5,7 +5,9 @@ capture, with the compiler's counters, for a cold and then a warm start (a fresh
     python benchmarks/engine_build.py --model 7b --attention lens --out $OUT
 
 Random fp16 weights, the KV cache and batch buckets of benchmarks/engine.py (batch 64, 100 + 128 positions).
-The engine is built as a point builds it (compile cache --compile-cache, compiler imports behind the load);
+The engine is built as a point builds it (compile cache --compile-cache, compiler imports behind the load; the
+process waits for those imports before the build starts, so `engine_ready_s` here is the build alone: a point
+counts what is left of the imports too, which the profiles record as `import_wait_s`, ~0 s once 7B has loaded);
 its `_capture` is wrapped from outside to time, per step shape: `first_ms` (the first call: Dynamo's guard
 check or trace, loading or compiling kernels, cuDNN's plan for a new shape, lazy initialisation), `second_ms`
 (the same call again: what a step costs once everything exists), `capture_ms` (CUDA graph capture), and the
