@@ -109,7 +109,8 @@ def _gpu(counts: dict) -> dict:
 
 def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads: int | None = None) -> dict | None:
     """point._measure for workload=online: load, warm up, serve the requests in the three windows, write."""
-    from energybench.point import _first_error, _state_dir, cache_facts, pick_device, pick_dtype, start_compiler_imports
+    from energybench.engine import prewarm
+    from energybench.point import _first_error, _state_dir, cache_facts, engine_compiles, pick_device, pick_dtype
 
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
@@ -117,8 +118,10 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
     with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
         t0 = time.perf_counter()
         requests, source = _requests(cfg)
-        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
-        start_compiler_imports(cfg.engine, device)
+        compiles = engine_compiles(cfg.engine, device)
+        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype), compiles))
+        if compiles:
+            prewarm.start()  # the compiler's imports on a thread while the weights load
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(r.prompt) for r in requests)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))

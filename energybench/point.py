@@ -166,10 +166,10 @@ def cache_facts(cfg: PointConfig, device: torch.device, dtype: torch.dtype) -> d
     return compile_cache.key_facts(compile_cache.model_shape(cfg.model), device, dtype, cfg.shards)
 
 
-def start_compiler_imports(engine: str, device: torch.device) -> None:
-    """An engine that compiles on this GPU: import the compiler on a thread while the weights load (prewarm)."""
-    if device.type == "cuda" and engine_entry(engine).compiles:
-        prewarm.start()
+def engine_compiles(engine: str, device: torch.device) -> bool:
+    """Whether the point's engine compiles: one whose registry entry says so, on a GPU (on CPU engines run eager).
+    Only then does the point set up the compile cache and import the compiler while its weights load."""
+    return device.type == "cuda" and engine_entry(engine).compiles
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -201,8 +201,10 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
         workload = load_workload(cfg.dataset, cfg.samples, cfg.seed, cfg.model.vocab_size, tokenizer)
         batches = [_prepare(b, cfg) for b in workload.batches(cfg.batch)]
         # the compile cache first: a folder it cannot use fails the point before the model loads
-        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype)))
-        start_compiler_imports(cfg.engine, device)
+        compiles = engine_compiles(cfg.engine, device)
+        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype), compiles))
+        if compiles:
+            prewarm.start()  # the compiler's imports on a thread while the weights load
         model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(p) for prompts, _ in batches for p in prompts)
         model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))

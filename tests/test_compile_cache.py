@@ -132,6 +132,18 @@ def test_a_folder_that_cannot_be_written_is_one_line_naming_it_but_auto_goes_on(
     assert not cache.directory.exists() and "without a kept cache" in caplog.text
 
 
+def test_an_engine_that_compiles_nothing_sets_up_and_checks_nothing(tmp_path: Path, monkeypatch) -> None:
+    """compiles=False (the reference engine, or any on CPU): even a folder that could not be used is left alone."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    with compile_cache.use(str(blocker / "cache"), key_facts(SHAPE, torch.device("cpu"), torch.float32, 1),
+                           compiles=False) as cache:
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else" and cache.directory is None
+        cache.measure()
+    assert cache.columns() == {"compile_cache_dir": None, "compile_cache_hits": 0, "compile_cache_misses": 0}
+
+
 def test_a_point_records_its_engine_ready_time_and_cache_columns(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     out = tmp_path / "out"

@@ -53,7 +53,10 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
         ("pack+coordinate_descent_tuning=True", 2)]  # an experiment's rows stand beside the default's
     for r in records:
         assert r["start"] == "no compile" and r["compile_cache_misses"] == 0 and r["engine_ready_s"] >= 0
-        assert 0 < r["forward_ms"] < r["step_ms"] and r["sampling_ms"] > 0  # a step is a forward and a draw
+        # a step is a forward, a draw and host work, timed in separate windows: on a busy CPU the forward's median
+        # can exceed the step's, so the parts are checked to add up rather than compared
+        assert r["forward_ms"] > 0 and r["sampling_ms"] > 0 and r["step_ms"] > 0
+        assert r["host_ms"] == pytest.approx(r["step_ms"] - r["forward_ms"] - r["sampling_ms"])
         kernels = sum(r[k] for k in ("matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms"))
         assert r["forward_gaps_ms"] < r["forward_ms"] and kernels > 0.5 * r["forward_ms"]  # the profile sees it
         assert r["matmul_ms"] > r["attention_ms"]  # the tiny model's forward is its matmuls

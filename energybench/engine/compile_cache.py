@@ -118,7 +118,7 @@ def _counts() -> tuple[int, int]:
 class CacheUse:
     """Where the compile cache of an engine build lived, and how it went (filled by `use` and `measure`)."""
 
-    directory: Path  # the keyed folder (a temporary one with compile_cache=off)
+    directory: Path | None  # the keyed folder (a temporary one with compile_cache=off; None: engine compiles nothing)
     kept: bool  # False with compile_cache=off: the folder goes with the process
     facts: dict
     hits: int = 0
@@ -136,6 +136,8 @@ class CacheUse:
         so a failure to write it is logged, never raised."""
         hits, misses = _counts()
         self.hits, self.misses = hits - self._start[0], misses - self._start[1]
+        if self.directory is None:  # an engine that compiles nothing: no folder to describe
+            return
         key = self.directory / "key.json"
         if write_key and self.used and self.kept and not key.exists():
             try:
@@ -183,13 +185,18 @@ def _check_usable(setting: str, root: Path) -> None:
 
 
 @contextlib.contextmanager
-def use(setting: str, facts: dict) -> Iterator[CacheUse]:
+def use(setting: str, facts: dict, compiles: bool = True) -> Iterator[CacheUse]:
     """Point torch.compile's caches (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) at the keyed folder of `facts`
     under `setting` for the block; `CacheUse.measure()` after the engine build counts its hits and misses.
     Torch makes the folder when it first writes to it. The environment is restored afterwards; with
     compile_cache=off the temporary folder this made is removed. A folder the user named that cannot be used
     is a CompileCacheError; with `auto` (a read-only or lock-less home on compute nodes) the point goes on
-    with the cache off and a warning, since an engine that compiles nothing never needed it."""
+    with the cache off and a warning, since an engine that compiles nothing never needed it.
+    compiles=False (an engine that compiles nothing here: `reference`, or any engine on CPU): nothing is set up
+    or checked, and the CacheUse records no folder."""
+    if not compiles:
+        yield CacheUse(None, False, facts, _start=_counts())
+        return
     root = root_for(setting)
     if root is not None:
         try:
