@@ -17,6 +17,7 @@ from energybench import provenance
 from energybench.confload import compose
 from energybench.distributed import DistEnv, model_parallel
 from energybench.engine import NoHooks, Sampling, compile_cache, make_engine, prewarm
+from energybench.engine.registry import engine_entry
 from energybench.device.cards import card_for
 from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
@@ -68,7 +69,8 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         return _run_hf_split(args, cfg, batches, dtype, t_process)
     with model_parallel(env, device):
         bench = Bench(args, env, device, t_process)
-        if device.type == "cuda" and not args.no_compile and any(e in ("fast", "fast_tuned") for e in engines):
+        compiling = device.type == "cuda" and not args.no_compile
+        if compiling and any(engine_entry(e).compiles for e in engines if e != "transformers"):
             prewarm.start()  # as a point does: the compiler's imports while the weights load
         model = build_model(cfg, device, dtype, seed=1)
         model.setup_caches(max(batches), args.prompt_tokens + args.new_tokens)
@@ -97,7 +99,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
                 ready_s = time.perf_counter() - t0
-                if name in ("fast", "fast_tuned"):
+                if compiling and engine_entry(name).compiles:
                     ready_s, import_wait_s = ready_s + import_wait_s, 0.0
                 cache.measure(write_key=env.is_node_leader)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,

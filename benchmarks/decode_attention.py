@@ -54,8 +54,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def kernels(torch, F, slots: int, span: int):  # noqa: N803 (modules passed in: the import stays torch-free)
+def kernels(slots: int, span: int) -> dict:
     """name -> fn(q, k, v, lens); `span`: the slots the masked kernel reads (the longest row rounded up to 64)."""
+    import torch
+    import torch.nn.functional as F
+
     from energybench.model.decode_attention import attend_lens
 
     def mask(q, k, v, lens):
@@ -78,7 +81,9 @@ def kernels(torch, F, slots: int, span: int):  # noqa: N803 (modules passed in: 
     return {"mask": mask, "efficient": efficient, "flash_varlen": flash_varlen}
 
 
-def lengths_of(torch, kind: str, batch: int, length: int, slots: int):
+def lengths_of(kind: str, batch: int, length: int, slots: int):
+    import torch
+
     if kind == "equal":
         return torch.full((batch,), length, dtype=torch.int32)
     gen = torch.Generator().manual_seed(batch)
@@ -88,7 +93,6 @@ def lengths_of(torch, kind: str, batch: int, length: int, slots: int):
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    import torch.nn.functional as F
 
     from energybench import provenance
 
@@ -103,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/decode_attention.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for batch in batches:
         for kind in ("equal", "spread"):
-            lens = lengths_of(torch, kind, batch, args.length, args.slots)
+            lens = lengths_of(kind, batch, args.length, args.slots)
             span = min(-(-int(lens.max()) // 64) * 64, args.slots)
             lens = lens.to(device)
             q = torch.randn(batch, 1, args.heads, args.head_dim, device=device, dtype=torch.float16)
             exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
-            for name, fn in kernels(torch, F, args.slots, span).items():
+            for name, fn in kernels(args.slots, span).items():
                 row = {"kernel": name, "batch": batch, "lengths": kind, "mean_length": float(lens.float().mean()),
                        "span": span,
                        "ms_per_layer": None, "gb_per_s": None, "error": None}

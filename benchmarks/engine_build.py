@@ -31,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from energybench.util.tables import markdown  # noqa: E402 (torch-free)
+from energybench.util.files import write_text  # noqa: E402 (torch-free)
+from energybench.util.tables import markdown  # noqa: E402
 
 COLUMNS = ("model", "attention", "start", "batch", "span", "first_ms", "second_ms", "capture_ms", "graphs",
            "cache_hits", "cache_misses", "gpu")
@@ -76,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         key = lambda r: (r["model"], r["attention"], r["start"], r["gpu"])  # noqa: E731
         keys = {key(r) for r in records}
         merged = [r for r in old if key(r) not in keys] + records
-        path.write_text(json.dumps(merged, indent=1) + "\n")
-        (args.out / "engine-build.md").write_text(
-            "# Fast engine build, step by step\n\nWritten by `benchmarks/engine_build.py`; record: "
-            "[engine-build.json](engine-build.json).\n\n" + markdown(merged, COLUMNS) + "\n")
+        write_text(json.dumps(merged, indent=1) + "\n", path)
+        write_text("# Fast engine build, step by step\n\nWritten by `benchmarks/engine_build.py`; record: "
+                   "[engine-build.json](engine-build.json).\n\n" + markdown(merged, COLUMNS) + "\n",
+                   args.out / "engine-build.md")
     return 0
 
 

@@ -1,7 +1,7 @@
 """torch.compile's imports on a thread while the model's weights load.
 
 The first `torch.compile` of a process imports inductor (lowerings, decompositions, code templates, Triton):
-measured 2.8-3.4 s on an H200 host (`setup_s` of benchmarks/engine_profile.py, 7B, 2026-11-30), every point
+measured 2.8-3.5 s on an H200 host (`setup_s` in docs/benchmarks/engine-profile-before.json, 7B), every point
 again, since under Slurm each point is its own process. Loading the weights is mostly copies and kernels that
 run without the interpreter lock, so a point that will compile starts these imports first (`start`) and its
 engine waits for them (`wait`) before compiling: the same imports, hidden behind the load.
