@@ -27,10 +27,7 @@ from energybench.energy.attribution import Read, request_energy_j, step_energy_j
 from energybench.device.gpus import job_gpus
 from energybench.energy.meter import Meter, Reading
 from energybench.energy.session import measurement
-from energybench.engine import Sampling
-from energybench.engine import compile_cache, make_engine
 from energybench.engine.continuous import Edge, Request, Step, Trace
-from energybench.model.build import build_model
 from energybench.power.cap import power_limits
 from energybench.results.columns import config_columns
 from energybench.results.metrics import online_metrics, request_times, slo_met
@@ -109,8 +106,7 @@ def _gpu(counts: dict) -> dict:
 
 def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads: int | None = None) -> dict | None:
     """point._measure for workload=online: load, warm up, serve the requests in the three windows, write."""
-    from energybench.engine import prewarm
-    from energybench.point import _first_error, _state_dir, cache_facts, engine_compiles, pick_device, pick_dtype
+    from energybench.point import _first_error, _state_dir, load_engine, pick_device, pick_dtype
 
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
@@ -118,42 +114,29 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
     with model_parallel(env, device), ExitStack() as cleanup, _first_error(pdir, env):
         t0 = time.perf_counter()
         requests, source = _requests(cfg)
-        compiles = engine_compiles(cfg.engine, device)
-        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype), compiles))
-        if compiles:
-            prewarm.start()  # the compiler's imports on a thread while the weights load
-        model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(r.prompt) for r in requests)
-        model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        t_engine = time.perf_counter()
-        engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator, online=True)
-        try:
-            engine_ready_s = time.perf_counter() - t_engine
-            compiled.measure(write_key=env.is_node_leader)
-            load_s = time.perf_counter() - t0
-            log.info("point %s: %d requests at %g/s over %.0f s, model loaded in %.1f s on %s", pid, len(requests),
-                     cfg.online.rate, requests[-1].arrival_s, load_s, device)
-            attempt = gather(env, (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0)[0]
-            ids = {"point_id": pid, "attempt": attempt}
-            with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
-                    power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
-                    measurement(cfg.meter, env, device, node, caps.gpus, caps.notes, pdir, ids) as m, \
-                    _first_error(pdir, env):
-                m.idle()
-                for w in range(cfg.warmup_batches):  # burn-in (outside every window), then serve
-                    chunk = requests[(w * cfg.batch) % len(requests):][: cfg.batch]
-                    hooks = m.meter.phase_hooks(f"warmup{w}")
-                    engine.generate([r.prompt for r in chunk], [r.limit for r in chunk], hooks)
-                windows = Windows(m.meter, len(requests), cfg.online.counter_read_s)
-                windows.begin()
-                serve_at = dt.datetime.now(dt.timezone.utc)
-                traces = engine.serve(requests, windows, cfg.online.prefill_tokens)
-                readings = windows.end()
-                reads = [r for node_reads in gather(env, windows.reads) for r in node_reads]
-                energy = m.summary(readings["generation"] if readings else None, pid, attempt, pdir)  # type: ignore
-        finally:
-            engine.close()
+        engine, compiled, engine_ready_s = load_engine(cfg, env, device, dtype, cleanup, longest, online=True)
+        load_s = time.perf_counter() - t0
+        log.info("point %s: %d requests at %g/s over %.0f s, model loaded in %.1f s on %s", pid, len(requests),
+                 cfg.online.rate, requests[-1].arrival_s, load_s, device)
+        attempt = gather(env, (read_status(pdir) or {}).get("attempt", 1) if env.rank == 0 else 0)[0]
+        ids = {"point_id": pid, "attempt": attempt}
+        with job_gpus(cfg.meter.gpu, cfg.power_cap, env, device) as node, \
+                power_limits(cfg.power, cfg.power_cap, env, node.gpus, _state_dir(cfg, pdir)) as caps, \
+                measurement(cfg.meter, env, device, node, caps.gpus, caps.notes, pdir, ids) as m, \
+                _first_error(pdir, env):
+            m.idle()
+            for w in range(cfg.warmup_batches):  # burn-in (outside every window), then serve
+                chunk = requests[(w * cfg.batch) % len(requests):][: cfg.batch]
+                hooks = m.meter.phase_hooks(f"warmup{w}")
+                engine.generate([r.prompt for r in chunk], [r.limit for r in chunk], hooks)
+            windows = Windows(m.meter, len(requests), cfg.online.counter_read_s)
+            windows.begin()
+            serve_at = dt.datetime.now(dt.timezone.utc)
+            traces = engine.serve(requests, windows, cfg.online.prefill_tokens)
+            readings = windows.end()
+            reads = [r for node_reads in gather(env, windows.reads) for r in node_reads]
+            energy = m.summary(readings["generation"] if readings else None, pid, attempt, pdir)  # type: ignore
         if env.rank != 0:
             return None
         assert readings is not None and energy is not None

@@ -166,6 +166,27 @@ def cache_facts(cfg: PointConfig, device: torch.device, dtype: torch.dtype) -> d
     return compile_cache.key_facts(compile_cache.model_shape(cfg.model), device, dtype, cfg.shards)
 
 
+def load_engine(cfg: PointConfig, env: DistEnv, device: torch.device, dtype: torch.dtype, cleanup: ExitStack,
+                longest_prompt: int, online: bool = False) -> tuple[object, compile_cache.CacheUse, float]:
+    """The point's compile cache, model and engine (the online one with `online`): the cache first (a folder it
+    cannot use fails the point before the model loads), the compiler's imports on a thread while the weights load
+    (an engine that compiles), a KV cache for `longest_prompt` + max_tokens positions, then the engine, closed by
+    `cleanup` (its CUDA graphs freed while NCCL is still up). Returns (engine, cache use, engine_ready_s)."""
+    compiles = engine_compiles(cfg.engine, device)
+    compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype), compiles))
+    if compiles:
+        prewarm.start()
+    model = build_model(cfg.model, device, dtype, cfg.seed)
+    model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest_prompt + cfg.max_tokens))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    t_engine = time.perf_counter()
+    engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator, online=online)
+    cleanup.callback(engine.close)
+    engine_ready_s = time.perf_counter() - t_engine
+    compiled.measure(write_key=env.is_node_leader)
+    return engine, compiled, engine_ready_s
+
+
 def engine_compiles(engine: str, device: torch.device) -> bool:
     """Whether the point's engine compiles: one whose registry entry says so, on a GPU (on CPU engines run eager).
     Only then does the point set up the compile cache and import the compiler while its weights load."""
@@ -200,20 +221,8 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             tokenizer = Tokenizer(cfg.model.tokenizer)
         workload = load_workload(cfg.dataset, cfg.samples, cfg.seed, cfg.model.vocab_size, tokenizer)
         batches = [_prepare(b, cfg) for b in workload.batches(cfg.batch)]
-        # the compile cache first: a folder it cannot use fails the point before the model loads
-        compiles = engine_compiles(cfg.engine, device)
-        compiled = cleanup.enter_context(compile_cache.use(cfg.compile_cache, cache_facts(cfg, device, dtype), compiles))
-        if compiles:
-            prewarm.start()  # the compiler's imports on a thread while the weights load
-        model = build_model(cfg.model, device, dtype, cfg.seed)
         longest = max(len(p) for prompts, _ in batches for p in prompts)
-        model.setup_caches(cfg.batch, min(cfg.model.max_seq_len, longest + cfg.max_tokens))
-        generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        t_engine = time.perf_counter()
-        engine = make_engine(cfg.engine, model, Sampling(cfg.temperature, cfg.top_p), generator)
-        cleanup.callback(engine.close)  # frees CUDA graphs while NCCL is still up
-        engine_ready_s = time.perf_counter() - t_engine
-        compiled.measure(write_key=env.is_node_leader)
+        engine, compiled, engine_ready_s = load_engine(cfg, env, device, dtype, cleanup, longest)
         load_s = time.perf_counter() - t0
         log.info("point %s: %d prompts in %d batches, model loaded in %.1f s on %s",
                  pid, len(workload.samples), len(batches), load_s, device)
