@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import open_dict
+
+from hydra_plugins.energybench_plugins.jobs import outcome
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class EnergybenchLocalLauncher(BasicLauncher):
                           config=sweep_config, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             returns.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            return ret.return_value if ret.status == JobStatus.COMPLETED else ret._return_value
+            return outcome(ret)
 
         outcomes = run_points(points, run_one)
         if outcomes:

@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.energybench_plugins.jobs import outcome
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
 log = logging.getLogger("energybench.slurm")
@@ -58,15 +59,8 @@ class EnergybenchSlurmLauncher(BaseSubmititLauncher):
             return (list(point.overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
 
         outcomes = run_points(points, self.params["submitit_folder"], self.params["poll_s"], self, task_args,
-                              _unwrap)
+                              outcome)
         return [_job_return(p.overrides, o) for p, o in zip(points, outcomes)]
-
-
-def _unwrap(ret: JobReturn) -> Any:
-    """The point's outcome from the rank-0 task's JobReturn, or the exception its task function raised."""
-    if ret.status == JobStatus.COMPLETED:
-        return ret.return_value
-    return ret._return_value
 
 
 def _job_return(overrides: Sequence[str], outcome: Any) -> JobReturn:

@@ -13,7 +13,9 @@ from typing import Any, List, Tuple
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobStatus, filter_overrides
+from hydra.core.utils import filter_overrides
+
+from hydra_plugins.energybench_plugins.jobs import outcome
 
 log = logging.getLogger("energybench.sweep")
 
@@ -58,7 +60,7 @@ class EnergybenchSweeper(BasicSweeper):
         if hasattr(self.launcher, "points"):  # energybench's own launcher takes the planned points as they are
             self.launcher.points = plan.todo
         returns = self.launcher.launch([list(p.overrides) for p in plan.todo], initial_job_idx=0) if plan.todo else []
-        rows = [outcome_row(point, _outcome(ret)) for point, ret in zip(plan.todo, returns)]
+        rows = [outcome_row(point, outcome(ret)) for point, ret in zip(plan.todo, returns)]
         rows += [{"point_id": label, "status": "skipped", "reason": why} for label, why in skipped]
         record_sacct(plan.todo)
         report(rows, plan.interrupted)
@@ -90,9 +92,3 @@ class EnergybenchSweeper(BasicSweeper):
             sys.exit(2)
         return valid, invalid
 
-
-def _outcome(ret: Any) -> Any:
-    """A JobReturn's PointOutcome, or what its task function raised."""
-    if ret.status == JobStatus.COMPLETED and ret.return_value is not None:
-        return ret.return_value
-    return ret._return_value
