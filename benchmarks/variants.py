@@ -55,5 +55,4 @@ def add_variant_args(ap) -> None:
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
-                    help="the fast engine's decode attention (FastEngine attention=; default: lens where "
-                         "FlashAttention runs, else mask)")
+                    help="the fast engine's decode attention (FastEngine attention=; default: mask)")

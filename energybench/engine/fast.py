@@ -91,7 +91,8 @@ class FastEngine:
         (`model.pack_projections()`; same values; `fast_tuned` packs). attention: see the class."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
-        if cuda if compile is None else compile:
+        compiling = cuda if compile is None else compile
+        if compiling:
             prewarm.wait()  # the compiler's imports, if the point started them while its weights loaded
         if pack:
             model.pack_projections()
@@ -113,7 +114,7 @@ class FastEngine:
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
         self.eager = model.variant(fused=True)  # prefill, and decode without compile
         self.decoder = self.eager
-        if cuda if compile is None else compile:
+        if compiling:
             # Points of a local sweep share one process. Dynamo's compiled code of an earlier point guards
             # on fairscale's model-parallel group, which that point's teardown freed: every point added
             # entries until recompile_limit (8) made the 4th point's layers run eagerly: decode step 9.4 ->

@@ -316,12 +316,7 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         for layer in self.layers if self.run_layers is None else self.run_layers:
-            if kv_lens is not None:
-                h = layer(h, positions, n_slots, freqs, None, fused, None, kv_lens)
-            elif rows is None:
-                h = layer(h, positions, n_slots, freqs, mask, fused)
-            else:
-                h = layer(h, positions, n_slots, freqs, mask, fused, rows)
+            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:
