@@ -126,6 +126,7 @@ def _ranks(args: argparse.Namespace, model: str, command: str, engines: str, sha
         argv += ["--no-compile"] if args.no_compile else []
         argv += ["--pack"] if args.pack else []
         argv += ["--attention", args.attention] if args.attention else []
+        argv += ["--gemv"] if args.gemv else []
         argv += [a for pair in args.inductor for a in ("--inductor", pair)]
         procs.append(subprocess.Popen(argv, env=env))
     codes = [p.wait() for p in procs]

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         sync(device, env)
         startup_s = time.time() - T_PROCESS
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention)
+        variant = variant_name(args.pack, options, args.attention, args.gemv)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         facts = variant_facts(facts, variant)
         # the compiler's imports, begun before the weights: what is left of them counts as the engine's (as in a
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
             t0 = time.perf_counter()  # as a point's engine_ready_s: after the compile cache is set up
             engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack,
-                                attention=args.attention)
+                                attention=args.attention, gemv=args.gemv)
             sync(device, env)
             ready_s = import_wait_s + time.perf_counter() - t0
             cache.measure(write_key=env.is_node_leader)

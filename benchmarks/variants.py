@@ -1,5 +1,6 @@
-"""Fast-engine experiments shared by benchmarks/engine.py and engine_profile.py: --pack and --inductor KEY=VALUE,
-recorded as a row's `variant` and added to the compile cache's key (a variant never loads another's kernels)."""
+"""Fast-engine experiments shared by benchmarks/engine.py and engine_profile.py: --pack, --gemv, --attention and
+--inductor KEY=VALUE, recorded as a row's `variant` and added to the compile cache's key (a variant never loads
+another's kernels)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-def variant_name(pack: bool, options: dict[str, object], attention: str | None = None) -> str:
+def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False) -> str:
     """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
     line is part of it; the attention the engine ran is the row's `attention` column either way)."""
-    parts = (["pack"] if pack else []) + ([f"attention={attention}"] if attention else [])
+    parts = (["pack"] if pack else []) + (["gemv"] if gemv else []) + ([f"attention={attention}"] if attention else [])
     parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
@@ -54,5 +55,7 @@ def add_variant_args(ap) -> None:
     ap.add_argument("--pack", action="store_true", help="one matmul for wq/wk/wv and one for w1/w3 (FastEngine pack)")
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
+    ap.add_argument("--gemv", action="store_true",
+                    help="batch-1 matmuls through energybench's Triton kernel (FastEngine gemv=True; model/gemv.py)")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
                     help="the fast engine's decode attention (FastEngine attention=; default: mask)")

@@ -13,6 +13,7 @@ import torch.fx.experimental._config as fx_config
 from energybench.engine import prewarm
 from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
 from energybench.engine.sampling import Sampling, sample
+from energybench.model import gemv as gemv_kernel
 from energybench.model.decode_attention import flash_usable
 from energybench.model.llama import CACHE_ALIGN, Transformer
 
@@ -86,9 +87,10 @@ class FastEngine:
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = False,
-                 attention: str | None = None) -> None:
+                 attention: str | None = None, gemv: bool = False) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
-        (`model.pack_projections()`; same values; `fast_tuned` packs). attention: see the class."""
+        (`model.pack_projections()`; same values; `fast_tuned` packs). attention: see the class. gemv: the
+        decode step's batch-1 matmuls through energybench's Triton kernel (model/gemv.py) instead of cuBLAS."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -104,6 +106,10 @@ class FastEngine:
         assert model.max_batch > 0, "call model.setup_caches() before building the engine"
         self.use_graphs = cuda if graphs is None else graphs
         self.attention = attention_mode(attention, self.device, self.dtype)
+        if gemv and not gemv_kernel.usable(self.device, self.dtype):
+            raise ValueError(f"gemv=True needs Triton and a CUDA card of compute capability 8.0+ in fp16/bf16 "
+                             f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: use gemv=False")
+        self.gemv = gemv
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
         self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)
@@ -113,14 +119,14 @@ class FastEngine:
         self.pos = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
         self.eager = model.variant(fused=True)  # prefill, and decode without compile
-        self.decoder = self.eager
+        self.decoder = model.variant(fused=True, gemv=True) if gemv else self.eager
         if compiling:
             # Points of a local sweep share one process. Dynamo's compiled code of an earlier point guards
             # on fairscale's model-parallel group, which that point's teardown freed: every point added
             # entries until recompile_limit (8) made the 4th point's layers run eagerly: decode step 9.4 ->
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
-            self.decoder = model.variant(fused=True, compile=True)
+            self.decoder = model.variant(fused=True, compile=True, gemv=gemv)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # logits [b, vocab]
         self.draws: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # next tokens [b]
         # where building the engine went (GPU): setting up (packing, compiled wrappers), first calls of each step

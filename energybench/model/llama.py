@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import torch
@@ -10,10 +11,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from fairscale.nn.model_parallel import initialize as fs_init
 from fairscale.nn.model_parallel.layers import ColumnParallelLinear, ParallelEmbedding, RowParallelLinear
+from fairscale.nn.model_parallel.mappings import gather_from_model_parallel_region
 from torch import nn
 
 from energybench.config import ModelConfig
 from energybench.model.decode_attention import attend_lens
+from energybench.model.gemv import gemv as gemv_op
 
 
 CACHE_ALIGN = 64  # KV cache lengths are multiples of this (fused attention wants aligned masks)
@@ -28,10 +31,17 @@ def _call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x)
 
 
-def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tensor) -> torch.Tensor:
+def matmul(x: torch.Tensor, weight: torch.Tensor, gemv: bool = False) -> torch.Tensor:
+    """x @ weight.T; with `gemv`, an x of one row goes to the Triton kernel of model/gemv.py (batch-1 decode)."""
+    if gemv and x.numel() == x.shape[-1]:
+        return gemv_op(x, weight)
+    return F.linear(x, weight)
+
+
+def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tensor, gemv: bool = False) -> torch.Tensor:
     """What `layer(x)` computes in inference (no gather_output), without fairscale's autograd wrappers,
     which torch.compile cannot trace: the local matmul, then the sum over ranks for row-parallel layers."""
-    y = F.linear(x, layer.weight)
+    y = matmul(x, layer.weight, gemv)
     if isinstance(layer, RowParallelLinear) and dist.is_initialized():
         group = fs_init.get_model_parallel_group()
         if dist.get_world_size(group) > 1:
@@ -136,18 +146,19 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
-                kv_lens: torch.Tensor | None = None) -> torch.Tensor:
+                kv_lens: torch.Tensor | None = None, gemv: bool = False) -> torch.Tensor:
         """x: [B, S, dim]; positions: [B, S] cache slots written; attends to slots [0, n_slots) through
         the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible). fused=False is Meta's
         arithmetic; fused=True computes the same function with real-valued rotary embeddings (freqs_cis
         then [B, S, D/2, 2]) and one scaled_dot_product_attention kernel reading the cache in place.
         rows: [B] cache rows of the batch's sequences (None: rows 0..B-1, read in place).
         kv_lens: [B] int32 (fused decode, S = 1, rows None): row b attends to its slots [0, kv_lens[b]) instead
-        of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots)."""
+        of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots).
+        gemv (fused): one-row matmuls through model/gemv.py's kernel."""
         bsz, seqlen, _ = x.shape
-        proj = fused_linear if fused else _call
+        proj = functools.partial(fused_linear, gemv=gemv) if fused else _call
         if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
-            q, k, v = F.linear(x, self.wqkv).view(bsz, seqlen, 3, self.n_local_heads, self.head_dim).unbind(2)
+            q, k, v = matmul(x, self.wqkv, gemv).view(bsz, seqlen, 3, self.n_local_heads, self.head_dim).unbind(2)
         else:
             q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
             k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
@@ -158,12 +169,12 @@ class Attention(nn.Module):
         if fused and kv_lens is not None:
             assert rows is None, "kv_lens reads rows 0..B-1 in place"
             self.cache.update(positions, k, v, n_slots)
-            return fused_linear(self.wo, attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots))
+            return proj(self.wo, attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots))
         keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
         q = q.transpose(1, 2)  # [B, H, S, D]
         if fused:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B, H, S, D]
-            return fused_linear(self.wo, out.transpose(1, 2).reshape(bsz, seqlen, -1))
+            return proj(self.wo, out.transpose(1, 2).reshape(bsz, seqlen, -1))
         scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(self.head_dim)  # [B, H, S, T]
         if mask is not None:
             scores = scores + mask
@@ -192,10 +203,10 @@ class FeedForward(nn.Module):
             self.w13 = _pack_rows(self.w1, self.w3)
         return self
 
-    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        proj = fused_linear if fused else _call
+    def forward(self, x: torch.Tensor, fused: bool = False, gemv: bool = False) -> torch.Tensor:
+        proj = functools.partial(fused_linear, gemv=gemv) if fused else _call
         if fused and self.w13 is not None:
-            gate, up = F.linear(x, self.w13).chunk(2, dim=-1)
+            gate, up = matmul(x, self.w13, gemv).chunk(2, dim=-1)
             return proj(self.w2, F.silu(gate) * up)
         return proj(self.w2, F.silu(proj(self.w1, x)) * proj(self.w3, x))
 
@@ -222,9 +233,10 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
-                kv_lens: torch.Tensor | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens)
-        return h + self.feed_forward(self.ffn_norm(h), fused)
+                kv_lens: torch.Tensor | None = None, gemv: bool = False) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens,
+                               gemv)
+        return h + self.feed_forward(self.ffn_norm(h), fused, gemv)
 
 
 class Transformer(nn.Module):
@@ -248,14 +260,18 @@ class Transformer(nn.Module):
         self.register_buffer("freqs_cis", None, persistent=False)  # [2 * max_seq_len, D/2] complex64
         self.register_buffer("freqs_real", None, persistent=False)  # the same as (cos, sin) [2 * max_seq_len, D/2, 2]
         self.fused = False  # the variant: see variant()
+        self.gemv = False  # the fused variant's one-row matmuls through model/gemv.py's kernel
         self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
 
-    def variant(self, fused: bool, compile: bool = False) -> Transformer:
+    def variant(self, fused: bool, compile: bool = False, gemv: bool = False) -> Transformer:
         """This model computed as `fused` says, its layers torch.compiled when `compile`; shares weights and
         KV cache with `self` (a shallow view: nothing is copied). fused=True computes the same function as
-        Meta's arithmetic with real-valued rotary embeddings and scaled_dot_product_attention."""
+        Meta's arithmetic with real-valued rotary embeddings and scaled_dot_product_attention; with `gemv`
+        (fused only; where model.gemv.usable) its one-row matmuls run the Triton kernel of model/gemv.py."""
+        assert fused or not gemv, "gemv is a choice of the fused variant"
         view = copy.copy(self)  # own __dict__, the same parameter, buffer and module dicts
         view.fused = fused
+        view.gemv = gemv
         view.run_layers = [torch.compile(layer, dynamic=True) for layer in self.layers] if compile else None
         return view
 
@@ -316,10 +332,12 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         for layer in self.layers if self.run_layers is None else self.run_layers:
-            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens)
+            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:
             h = h[:, -1, :]
         h = self.norm(h)
+        if self.gemv:  # the output projection's local matmul, then its logits gathered as fairscale's layer does
+            return gather_from_model_parallel_region(matmul(h, self.output.weight, gemv=True)).float()
         return self.output(h).float()

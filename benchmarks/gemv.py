@@ -1,0 +1,251 @@
+"""Batch-1 decode matmuls alone: cuBLAS against energybench's Triton GEMV (model/gemv.py), per weight shape.
+
+    python benchmarks/gemv.py --models 7b,13b,65b:2 --out $OUT     # one GPU; 65b:2 is one rank of shards=2
+
+A batch-1 decode step reads every weight once for one row. For each weight shape of a model (one rank's slice at
+shards S; q/k/v and w1/w3 both apart, as `fast` runs them, and packed, as `fast_tuned` does) it times, over copies
+of that weight that together far exceed the L2 cache, captured as one CUDA graph (median of --repeats replays):
+  kind=shape   cuBLAS (F.linear) and every Triton tile configuration of --grid; `gb_per_s` is weight bytes over time
+  kind=model   one batch-1 step's matmuls in layer order (every layer's own weights, the output projection last),
+               for cuBLAS, the Triton kernel with the per-shape best of this run, and with its DEFAULT tile; the
+               graph replayed for >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`
+  kind=ceiling a device-to-device copy of --copy-gb: bytes read and written over time, what the card's memory moves
+`frac_of_datasheet` divides by the card's datasheet bandwidth (energybench.device.cards). The per-shape best tiles
+are printed as a CONFIGS table for model/gemv.py. Records (commit, card, versions, command): <out>/gemv.json, a
+table to stdout and <out>/gemv.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from clock import now_utc  # noqa: E402
+from energybench.util.files import write_text  # noqa: E402
+from energybench.util.tables import markdown  # noqa: E402
+
+COLUMNS = ("kind", "model", "shards", "layout", "shape", "impl", "config", "ms", "gb_per_s", "frac_of_datasheet",
+           "power_w", "energy_per_pass_j", "max_rel_err")
+L2_MARGIN_BYTES = 2_000_000_000  # the copies of one shape timed together: far past any L2
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="7b,13b,65b:2", help="model presets, NAME or NAME:SHARDS (one rank's slice)")
+    ap.add_argument("--grid", default="4,8,16/256,512,1024/4,8/1,3",
+                    help="tile configurations tried: BLOCK_Ns/BLOCK_Ks/NUM_WARPSs/NUM_STAGESs")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--window-s", type=float, default=3.0, help="energy window of a kind=model row")
+    ap.add_argument("--copy-gb", type=float, default=4.0)
+    ap.add_argument("--out", type=Path, default=None)
+    return ap.parse_args(argv)
+
+
+def grid_of(spec: str) -> list[tuple[int, int, int, int]]:
+    parts = [[int(v) for v in p.split(",")] for p in spec.split("/")]
+    if len(parts) != 4:
+        raise SystemExit(f"--grid {spec!r}: give four lists, BLOCK_N/BLOCK_K/NUM_WARPS/NUM_STAGES, e.g. 8,16/512/4/1")
+    return list(itertools.product(*parts))
+
+
+def layer_shapes(cfg, shards: int, layout: str) -> list[tuple[str, int, int]]:
+    """(name, N, K) of one rank's weights in a layer, in the order a decode step reads them."""
+    d, h = cfg.dim, cfg.hidden_dim
+    if layout == "packed":
+        return [("wqkv", 3 * d // shards, d), ("wo", d, d // shards), ("w13", 2 * h // shards, d),
+                ("w2", d, h // shards)]
+    return [("wq", d // shards, d), ("wk", d // shards, d), ("wv", d // shards, d), ("wo", d, d // shards),
+            ("w1", h // shards, d), ("w3", h // shards, d), ("w2", d, h // shards)]
+
+
+def time_graph(fn, repeats: int) -> tuple:
+    """(median ms of one replay, the graph) of fn() captured as a CUDA graph (warmed up first)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), graph
+
+
+def energy_of(graph, window_s: float, device) -> tuple[float, float, int]:
+    """(joules, seconds, replays) of replaying `graph` back to back for >= window_s, NVML total-energy counter."""
+    import pynvml
+    import torch
+
+    pynvml.nvmlInit()
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    torch.cuda.synchronize()
+    e0, t0, n = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter(), 0
+    while time.perf_counter() - t0 < window_s:
+        for _ in range(20):
+            graph.replay()
+        n += 20
+        torch.cuda.synchronize()
+    return (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) / 1e3, time.perf_counter() - t0, n
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from energybench import provenance
+    from energybench.confload import compose
+    from energybench.device.cards import card_for
+    from energybench.model import gemv as gemv_mod
+    from energybench.model import gemv_kernel
+
+    args = parse(argv)
+    device = torch.device("cuda", 0)
+    gpu = torch.cuda.get_device_name(device)
+    card = card_for(gpu)
+    datasheet_gb_s = card.mem_bandwidth_gb_s if card else None
+    command = "python benchmarks/gemv.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(), "command": command}
+    grid = grid_of(args.grid)
+    records: list[dict] = []
+
+    def frac(gb_s: float) -> float | None:
+        return gb_s / datasheet_gb_s if datasheet_gb_s else None
+
+    def triton_fn(cfg):
+        def run(x, w, out):
+            gemv_kernel.launch(x, w, out, *cfg)
+        return run
+
+    # the memory's own ceiling: a device-to-device copy
+    n = int(args.copy_gb * 1e9 / 2)
+    src, dst = torch.empty(n, dtype=torch.float16, device=device).normal_(), torch.empty(n, dtype=torch.float16, device=device)
+    ms, graph = time_graph(lambda: dst.copy_(src), args.repeats)
+    gb_s = 2 * n * 2 / (ms * 1e-3) / 1e9
+    records.append({"kind": "ceiling", "impl": "copy", "shape": f"{n}", "ms": ms, "gb_per_s": gb_s,
+                    "frac_of_datasheet": frac(gb_s), **common})
+    src = dst = graph = None  # freed before the models' weights
+
+    best: dict[tuple[int, int], tuple[float, tuple]] = {}
+    for spec in args.models.split(","):
+        name, _, shards_s = spec.partition(":")
+        shards = int(shards_s or 1)
+        cfg = compose([f"model={name}"]).model
+        base = {"model": name, "shards": shards, **common}
+        shapes = {(n_, k_) for layout in ("apart", "packed") for _, n_, k_ in layer_shapes(cfg, shards, layout)}
+        shapes.add((cfg.vocab_size // shards, cfg.dim))
+        for n_rows, k in sorted(shapes):
+            matrix_bytes = n_rows * k * 2
+            copies = max(2, -(-L2_MARGIN_BYTES // matrix_bytes))
+            ws = [torch.empty((n_rows, k), dtype=torch.float16, device=device).normal_(std=k ** -0.5)
+                  for _ in range(copies)]
+            x = torch.randn(k, dtype=torch.float16, device=device)
+            outs = [torch.empty(n_rows, dtype=torch.float16, device=device) for _ in range(copies)]
+            ref = F.linear(x.view(1, k), ws[0]).view(n_rows).float()
+            row = {"kind": "shape", "shape": f"{n_rows}x{k}", **base}
+
+            def cublas():
+                for w, o in zip(ws, outs):
+                    torch.mm(x.view(1, k), w.t(), out=o.view(1, n_rows))
+            ms, graph = time_graph(cublas, args.repeats)
+            gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
+            records.append({**row, "impl": "cublas", "ms": ms / copies, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s)})
+            del graph
+            for tile in grid:
+                fn = triton_fn(tile)
+                try:
+                    fn(x, ws[0], outs[0])
+                    err = ((outs[0].float() - ref).abs().max() / ref.abs().max()).item()
+                    ms, graph = time_graph(lambda: [fn(x, w, o) for w, o in zip(ws, outs)], args.repeats)
+                    del graph
+                except Exception as e:  # a tile this compiler refuses (registers, shared memory): recorded
+                    records.append({**row, "impl": "triton", "config": "/".join(map(str, tile)),
+                                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+                    continue
+                gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
+                records.append({**row, "impl": "triton", "config": "/".join(map(str, tile)), "ms": ms / copies,
+                                "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s), "max_rel_err": err})
+                if (n_rows, k) not in best or ms < best[(n_rows, k)][0]:
+                    best[(n_rows, k)] = (ms, tile)
+            ws = outs = None
+            torch.cuda.empty_cache()
+            print(f"{name}:{shards} {n_rows}x{k}: best {best[(n_rows, k)][1]}", flush=True)
+
+        # one batch-1 step's matmuls, layer by layer, for each layout and implementation
+        for layout in ("apart", "packed"):
+            per_layer = layer_shapes(cfg, shards, layout)
+            weights = [torch.empty((n_rows, k), dtype=torch.float16, device=device).normal_(std=k ** -0.5)
+                       for _ in range(cfg.n_layers) for _, n_rows, k in per_layer]
+            weights.append(torch.empty((cfg.vocab_size // shards, cfg.dim), dtype=torch.float16,
+                                       device=device).normal_(std=cfg.dim ** -0.5))
+            xs = {k: torch.randn(k, dtype=torch.float16, device=device) for k in {w.shape[1] for w in weights}}
+            outs = [torch.empty(w.shape[0], dtype=torch.float16, device=device) for w in weights]
+            pass_bytes = sum(w.numel() * 2 for w in weights)
+            tiles = {
+                "best": lambda n_, k_: best[(n_, k_)][1],
+                "default": lambda n_, k_: tuple(gemv_mod.DEFAULT),
+            }
+
+            def run_cublas():
+                for w, o in zip(weights, outs):
+                    torch.mm(xs[w.shape[1]].view(1, -1), w.t(), out=o.view(1, -1))
+
+            impls = {"cublas": run_cublas}
+            for label, pick in tiles.items():
+                def run(pick=pick):
+                    for w, o in zip(weights, outs):
+                        gemv_kernel.launch(xs[w.shape[1]], w, o, *pick(*w.shape))
+                impls[f"triton_{label}"] = run
+            for impl, fn in impls.items():
+                ms, graph = time_graph(fn, args.repeats)
+                energy_j, seconds, replays = energy_of(graph, args.window_s, device)
+                del graph
+                gb_s = pass_bytes / (ms * 1e-3) / 1e9
+                records.append({"kind": "model", "layout": layout, "impl": impl, "shape": f"{len(weights)} matrices",
+                                "ms": ms, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s),
+                                "power_w": energy_j / seconds, "energy_per_pass_j": energy_j / replays,
+                                "pass_bytes": pass_bytes, **base})
+                print(f"{name}:{shards} {layout} {impl}: {ms:.3f} ms, {gb_s:.0f} GB/s, {energy_j / seconds:.0f} W",
+                      flush=True)
+            weights = outs = None
+            torch.cuda.empty_cache()
+
+    shown = [r for r in records if r["kind"] != "shape" or r["impl"] == "cublas"
+             or tuple(int(v) for v in r.get("config", "0/0/0/0").split("/")) == best.get(
+                 tuple(int(v) for v in r["shape"].split("x")), (0, None))[1]]
+    table = markdown(shown, COLUMNS)
+    print(table)
+    print("CONFIGS = {" + ", ".join(f"({n_}, {k_}): TileConfig{tile}" for (n_, k_), (_, tile) in sorted(best.items()))
+          + "}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text(json.dumps(records, indent=1) + "\n", args.out / "gemv.json")
+        write_text("# Batch-1 decode matmuls: cuBLAS and the Triton GEMV\n\nWritten by `benchmarks/gemv.py`; "
+                   "record (every tile tried): [gemv.json](gemv.json). Shape rows: cuBLAS and the best tile.\n\n"
+                   + table + "\n", args.out / "gemv.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Batch-1 decode matmuls (one row times a weight matrix) as a Triton kernel instead of cuBLAS.
+
+At batch 1 a decode step is the weights' matrix-vector products: every weight byte is read once for one row.
+On an H200 cuBLAS's M=1 kernels read 7B's fp16 weights at 3.2 TB/s, 67 % of the card's 4.8 (docs/engine.md).
+`gemv(x, weight)` is one Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the
+weight's rows, with a tile shape per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere).
+It is a torch custom op (`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph
+captures it. The fused model calls it for one-row inputs where `usable` (a CUDA device, Triton, fp16/bf16).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple
+
+import torch
+
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+class TileConfig(NamedTuple):
+    block_n: int  # weight rows per program
+    block_k: int  # columns read per loop iteration
+    num_warps: int
+    num_stages: int
+
+
+DEFAULT = TileConfig(block_n=8, block_k=512, num_warps=4, num_stages=1)
+# (rows N, columns K) of a weight -> the tile shape benchmarks/gemv.py measured fastest for it (H200, fp16)
+CONFIGS: dict[tuple[int, int], TileConfig] = {}
+
+
+def config_for(n: int, k: int) -> TileConfig:
+    return CONFIGS.get((n, k), DEFAULT)
+
+
+@functools.cache
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def usable(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused model's batch-1 matmuls can run the Triton kernel on `device` in `dtype`: a CUDA card
+    of compute capability 8.0+ in fp16/bf16, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1,
+    which runs the same kernel on host tensors, float32 too)."""
+    if not triton_available():
+        return False
+    if device.type == "cpu":
+        return os.environ.get("TRITON_INTERPRET") == "1" and dtype in (*DTYPES, torch.float32)
+    return device.type == "cuda" and dtype in DTYPES and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+@torch.library.custom_op("energybench::gemv", mutates_args=())
+def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [..., K] holding one row (every leading dimension 1); weight [N, K], rows contiguous. Returns
+    x @ weight.T, [..., N] in x's dtype, summed in fp32."""
+    from energybench.model import gemv_kernel
+
+    *lead, k = x.shape
+    n = weight.shape[0]
+    assert weight.shape[1] == k and weight.stride(1) == 1, (tuple(weight.shape), weight.stride())
+    assert x.numel() == k, f"gemv takes one row; got x of shape {tuple(x.shape)}"
+    out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
+    gemv_kernel.launch(x.reshape(k).contiguous(), weight, out.view(n), *config_for(n, k))
+    return out
+
+
+@gemv.register_fake
+def _gemv_shape(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
