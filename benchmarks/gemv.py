@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.models.split(","):
         name, _, shards_s = spec.partition(":")
         shards = int(shards_s or 1)
-        cfg = compose([f"model={name}"]).model
+        cfg = compose([f"model={name}", "dataset=synthetic"]).model
         base = {"model": name, "shards": shards, **common}
         shapes = {(n_, k_) for layout in ("apart", "packed") for _, n_, k_ in layer_shapes(cfg, shards, layout)}
         shapes.add((cfg.vocab_size // shards, cfg.dim))
