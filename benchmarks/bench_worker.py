@@ -82,7 +82,8 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         # the compiler's imports, begun before the weights: what is left counts toward the first compiling engine's
         # ready time (as in a point); waited for before the compile cache's own inductor imports
         import_wait_s = prewarm.wait()
-        # ours, by their registered names; fast_tuned packs the model's projections in place, so it runs last
+        # ours, by their registered names (fast and fast_tuned pack the model's projections in place: same values, and
+        # the reference reads the same weights through views of the packed buffers); fast_tuned runs last
         for name in sorted((e for e in engines if e != "transformers"), key=lambda e: e == "fast_tuned"):
             ours = name == "fast"  # the experiments are the fast engine's; the reference runs as it is
             bench.variant = variant if ours else "default"

@@ -124,7 +124,7 @@ def _ranks(args: argparse.Namespace, model: str, command: str, engines: str, sha
                 "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device,
                 "--compile-cache", args.compile_cache]
         argv += ["--no-compile"] if args.no_compile else []
-        argv += ["--pack"] if args.pack else []
+        argv += ["--apart"] if not args.pack else []
         argv += ["--attention", args.attention] if args.attention else []
         argv += ["--gemv"] if args.gemv else []
         argv += [a for pair in args.inductor for a in ("--inductor", pair)]

@@ -18,9 +18,10 @@ and torch.profiler's kernels of --repeats forwards split `forward_ms` into matmu
 other kernels, plus `forward_gaps_ms` (the forward's time with no kernel running). `roofline_frac` is tokens/s
 over results.metrics.roofline_tokens_per_s at the call's mean context. On CPU (a plumbing check: --device cpu
 --model tiny) the forward is eager and the profile splits operator self-times instead of kernels.
-Experiments (recorded as the row's `variant`, and in the compile cache's key): --pack (one matmul for
-wq/wk/wv and one for w1/w3) and --inductor KEY=VALUE (torch._inductor.config while compiling, e.g.
-coordinate_descent_tuning=True, which lets inductor write its own M=1 matrix-vector kernels).
+Experiments (recorded as the row's `variant`, and in the compile cache's key): --apart (five matmuls for
+wq/wk/wv and w1/w3, where the engine packs them into two), --gemv (batch-1 matmuls through energybench's Triton
+kernel, as `fast_tuned`), --attention lens|mask and --inductor KEY=VALUE (torch._inductor.config while compiling,
+e.g. coordinate_descent_tuning=True, which lets inductor write its own M=1 matrix-vector kernels).
 Records go to <out>/engine-profile.json (merged by key) and a table to <out>/engine-profile.md.
 """
 

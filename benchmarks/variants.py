@@ -1,4 +1,4 @@
-"""Fast-engine experiments shared by benchmarks/engine.py and engine_profile.py: --pack, --gemv, --attention and
+"""Fast-engine experiments shared by benchmarks/engine.py and engine_profile.py: --apart, --gemv, --attention and
 --inductor KEY=VALUE, recorded as a row's `variant` and added to the compile cache's key (a variant never loads
 another's kernels)."""
 
@@ -32,7 +32,8 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
 def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False) -> str:
     """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
     line is part of it; the attention the engine ran is the row's `attention` column either way)."""
-    parts = (["pack"] if pack else []) + (["gemv"] if gemv else []) + ([f"attention={attention}"] if attention else [])
+    parts = (["apart"] if not pack else []) + (["gemv"] if gemv else [])
+    parts += [f"attention={attention}"] if attention else []
     parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
@@ -52,7 +53,8 @@ def variant_facts(facts: dict, variant: str) -> dict:
 
 
 def add_variant_args(ap) -> None:
-    ap.add_argument("--pack", action="store_true", help="one matmul for wq/wk/wv and one for w1/w3 (FastEngine pack)")
+    ap.add_argument("--apart", dest="pack", action="store_false",
+                    help="wq/wk/wv and w1/w3 as five matmuls, as Meta's layers (FastEngine pack=False; it packs them)")
     ap.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                     help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
     ap.add_argument("--gemv", action="store_true",

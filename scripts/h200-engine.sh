@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Issue 17's measurements on a lent two-GPU H200 host, in two calls (each under the device tool's 10 minutes).
 #
-#   scripts/h200-engine.sh one OUT    # GPU 0: decode attention kernels alone, 7B decode profile (cold, then warm
-#                                     #   in a fresh process), then
+#   scripts/h200-engine.sh one OUT    # GPU 0: 7B decode profile (cold, then warm in a fresh process), then
 #                                     #   benchmarks/engine.py (reference, fast, fast_tuned, transformers), logits
-#                                     #   check (shards=1), the GPU tests; GPU 1: 13B profile and engine.py the same
+#                                     #   checks (shards=1; fast, then with the Triton GEMV as fast_tuned runs it),
+#                                     #   the GPU tests; GPU 1: 13B profile and engine.py the same
 #   scripts/h200-engine.sh two OUT    # both GPUs: 65B at shards=2 (reference, fast, transformers split by layers,
-#                                     #   then fast_tuned), the shards=2 logits check, the 65B profile
+#                                     #   then fast_tuned), the shards=2 logits checks, the 65B profile
+# (benchmarks/decode_attention.py and benchmarks/gemv.py, the kernels alone, ran in calls of their own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
 # the later ones load). Power limits are only read. Needs .carry/wheels in the checkout (hydra-core, omegaconf,
@@ -39,10 +40,10 @@ case $phase in
   one)
     (
       export CUDA_VISIBLE_DEVICES=0
-      run gpu0.log python3 benchmarks/decode_attention.py --out "$out/a"
       profile 7b
       run gpu0.log python3 benchmarks/engine.py --models 7b --compile-cache "$cache" --out "$out/e0"
       run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --out "$out/l1"
+      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --gemv --out "$out/l1"
       run tests.log python3 -m pytest -q -m gpu tests/test_engine_gpu.py -p no:cacheprovider -p no:logging
     ) &
     (
@@ -55,9 +56,10 @@ case $phase in
   two)
     run gpu01.log python3 benchmarks/engine.py --shards 2 --models 65b --engines reference,fast,transformers \
         --compile-cache "$cache" --out "$out/e2"
-    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --out "$out/l2"
     run gpu01.log python3 benchmarks/engine.py --shards 2 --models 65b --engines fast_tuned --compile-cache "$cache" \
         --out "$out/e2"
+    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --out "$out/l2"
+    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --gemv --out "$out/l2"
     run prof-65b.log python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/engine_profile.py --model 65b --batches 1,64 \
         --compile-cache "$cache" --out "$out/p-65b"
     ;;

@@ -145,3 +145,43 @@ def test_fast_engine_in_fp16_captures_a_step_and_a_draw_per_bucket_and_gives_the
             assert [o[:2] for o in fast.outputs] == [o[:2] for o in ref.outputs]  # fp16 rounding differs after
         finally:
             engine.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_gemv_matches_cublas_on_llama_shapes(dtype: torch.dtype) -> None:
+    """model/gemv.py's kernel on the weight shapes it has measured tiles for (and one without: the default tile)
+    gives cuBLAS's product to the output's rounding."""
+    from energybench.model import gemv
+
+    device = torch.device("cuda", 0)
+    assert gemv.usable(device, dtype)
+    gen = torch.Generator(device=device).manual_seed(0)
+    for n, k in [(12288, 4096), (4096, 11008), (32000, 5120), (16000, 8192), (1000, 4000)]:
+        x = torch.randn(1, 1, k, device=device, dtype=dtype, generator=gen)
+        w = torch.randn(n, k, device=device, dtype=dtype, generator=gen) * k ** -0.5
+        want = torch.nn.functional.linear(x.float(), w.float())
+        got = gemv.gemv(x, w)
+        assert got.shape == (1, 1, n) and got.dtype == dtype
+        tol = 2e-3 if dtype == torch.float16 else 1.6e-2
+        assert (got.float() - want).abs().max().item() <= tol * want.abs().max().item(), (n, k)
+
+
+def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -> None:
+    """engine=fast_tuned on a GPU: batch-1 steps call the Triton kernel inside the captured graphs, and the tokens
+    begin as the reference's (fp16, where the kernel runs; rounding differs after the first tokens)."""
+    device = torch.device("cuda", 0)
+    with model_parallel(DistEnv.single(), device):
+        model = build_model(TINY, device, torch.float16, seed=7)
+        model.setup_caches(8, 64)
+        ref = generate(model, "reference", Sampling(0.0, 0.95))
+        engine = make_engine("fast_tuned", model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0))
+        try:
+            assert engine.gemv and engine.decoder.gemv and model.packed
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                engine.step(1, engine.spans[0])
+                torch.cuda.synchronize(device)
+            assert any("_gemv" in e.name for e in prof.events()), "no Triton GEMV kernel in a batch-1 step"
+            out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
+            assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
+        finally:
+            engine.close()

@@ -44,13 +44,13 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
     for _ in range(2):  # the second run replaces the first run's records (same key)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    packed = subprocess.run(argv + ["--pack", "--inductor", "coordinate_descent_tuning=True"], capture_output=True,
+    packed = subprocess.run(argv + ["--apart", "--inductor", "coordinate_descent_tuning=True"], capture_output=True,
                             text=True, timeout=600)
     assert packed.returncode == 0, packed.stderr[-3000:]
     records = json.loads((tmp_path / "engine-profile.json").read_text())
     assert [(r["variant"], r["batch"]) for r in records] == [
-        ("default", 1), ("default", 2), ("pack+coordinate_descent_tuning=True", 1),
-        ("pack+coordinate_descent_tuning=True", 2)]  # an experiment's rows stand beside the default's
+        ("apart+coordinate_descent_tuning=True", 1), ("apart+coordinate_descent_tuning=True", 2),
+        ("default", 1), ("default", 2)]  # an experiment's rows stand beside the default's
     for r in records:
         assert r["start"] == "no compile" and r["compile_cache_misses"] == 0 and r["engine_ready_s"] >= 0
         # a step is a forward, a draw and host work, timed in separate windows: on a busy CPU the forward's median

@@ -86,11 +86,12 @@ class FastEngine:
     """
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
-                 compile: bool | None = None, graphs: bool | None = None, pack: bool = False,
+                 compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
                  attention: str | None = None, gemv: bool = False) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
-        (`model.pack_projections()`; same values; `fast_tuned` packs). attention: see the class. gemv: the
-        decode step's batch-1 matmuls through energybench's Triton kernel (model/gemv.py) instead of cuBLAS."""
+        (`model.pack_projections()`, in place; same values; False keeps five, as Meta's layers). attention: see
+        the class. gemv: the decode step's batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
+        instead of cuBLAS (`fast_tuned`)."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -340,18 +341,13 @@ class _Rows:
         self.alive = torch.zeros(max_batch, dtype=torch.bool, device=device)  # still generating
 
 
-# `engine=fast_tuned`: the fast engine with wq/wk/wv and w1/w3 packed into one matmul each, compiled with
-# inductor's coordinate-descent tuning, which writes Triton matrix-vector kernels for batch-1 steps instead of
-# calling cuBLAS. On an H200 (docs/benchmarks/engine.md, warm rows of one call) it decodes 7B about 20 % faster
-# at batch 1 and 1 % at batch 64, but draws ~50 % more power at batch 1 (~23 % more energy per token there),
-# and its warm start is slower: a trade, so `fast` stays as it was and this is its own engine (and point ids).
-TUNED_INDUCTOR = {"coordinate_descent_tuning": True}
+# `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
+# where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`). On an H200 the
+# kernel reads a batch-1 step's weights 7-11 % faster than cuBLAS but draws more power, so each pass costs 10-15 %
+# more energy (docs/benchmarks/gemv.md): the fastest decode, not the cheapest token. Its own engine (and point ids).
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
-    """FastEngine(pack=True) compiled and captured under TUNED_INDUCTOR (all compilation happens while the
-    engine is built on GPU; on CPU the layers are not compiled, so the options change nothing there)."""
-    import torch._inductor.config as inductor_config
-
-    with inductor_config.patch(TUNED_INDUCTOR):
-        return FastEngine(model, sampling, generator, pack=True)
+    """FastEngine(gemv=True) where model.gemv.usable, else the plain fast engine."""
+    device, dtype = model.output.weight.device, model.output.weight.dtype
+    return FastEngine(model, sampling, generator, gemv=gemv_kernel.usable(device, dtype))
