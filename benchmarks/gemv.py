@@ -9,7 +9,6 @@ of that weight that together far exceed the L2 cache, captured as one CUDA graph
   kind=model   one batch-1 step's matmuls in layer order (every layer's own weights, the output projection last),
                for cuBLAS, the Triton kernel with the per-shape best of this run, and with its DEFAULT tile; the
                graph replayed for >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`
-  kind=ceiling a device-to-device copy of --copy-gb: bytes read and written over time, what the card's memory moves
 `frac_of_datasheet` divides by the card's datasheet bandwidth (energybench.device.cards). The per-shape best tiles
 are printed as a CONFIGS table for model/gemv.py. Records (commit, card, versions, command): <out>/gemv.json, a
 table to stdout and <out>/gemv.md.
@@ -45,7 +44,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="tile configurations tried: BLOCK_Ns/BLOCK_Ks/NUM_WARPSs/NUM_STAGESs")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--window-s", type=float, default=3.0, help="energy window of a kind=model row")
-    ap.add_argument("--copy-gb", type=float, default=4.0)
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args(argv)
 
@@ -137,15 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         def run(x, w, out):
             gemv_kernel.launch(x, w, out, *cfg)
         return run
-
-    # the memory's own ceiling: a device-to-device copy
-    n = int(args.copy_gb * 1e9 / 2)
-    src, dst = torch.empty(n, dtype=torch.float16, device=device).normal_(), torch.empty(n, dtype=torch.float16, device=device)
-    ms, graph = time_graph(lambda: dst.copy_(src), args.repeats)
-    gb_s = 2 * n * 2 / (ms * 1e-3) / 1e9
-    records.append({"kind": "ceiling", "impl": "copy", "shape": f"{n}", "ms": ms, "gb_per_s": gb_s,
-                    "frac_of_datasheet": frac(gb_s), **common})
-    src = dst = graph = None  # freed before the models' weights
 
     best: dict[tuple[int, int], tuple[float, tuple]] = {}
     for spec in args.models.split(","):
