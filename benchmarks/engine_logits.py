@@ -8,7 +8,8 @@ ids (teacher forcing: both engines see the same tokens, so one early difference 
   reference  Meta's arithmetic (`model.variant(fused=False)`, eager, complex rotary, matmul attention): one
              forward over the whole sequence, logits at every position
   fast       what a point's fast engine runs: the eager fused prefill over the prompt, then one decode step
-             per new token, each the compiled layers replayed as a CUDA graph (FastEngine.step)
+             per new token, each the compiled layers replayed as a CUDA graph (FastEngine.step); with --gemv
+             (as fast_tuned runs) the Triton kernel takes the matmuls of batch-1 steps only: give --batch 1
 Compared at each new token's position (the decode steps' logits): `rel_rms` = RMS(fast - reference) /
 RMS(reference), `max_abs`, and `argmax_agree` (the share of positions whose most likely token is the same). A
 row passes when rel_rms <= --tolerance of its dtype (defaults: fp16 2e-2, fp32 1e-4; on CPU the fp32 engines
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.tables import markdown  # noqa: E402 (torch-free)
 from variants import add_variant_args, inductor_options, variant_name  # noqa: E402 (torch-free)
 
-KEY = ("model", "shards", "dtype", "variant", "gpu")
+KEY = ("model", "shards", "dtype", "variant", "batch", "gpu")
 COLUMNS = ("model", "shards", "dtype", "variant", "batch", "positions", "rel_rms", "max_abs", "ref_rms", "argmax_agree",
            "tolerance", "ok", "gpu")
 TOLERANCE = {"float16": 2e-2, "float32": 1e-4}

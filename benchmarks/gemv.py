@@ -230,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(records, indent=1) + "\n", args.out / "gemv.json")
+        run = (f"Run: {gpu}, {common['date'][:10]}, commit {(common.get('git_commit') or 'not recorded')[:7]}, "
+               f"torch {torch.__version__}: `{command}`.\n\n")
         write_text("# Batch-1 decode matmuls: cuBLAS and the Triton GEMV\n\nWritten by `benchmarks/gemv.py`; "
                    "record (every tile tried): [gemv.json](gemv.json). Shape rows: cuBLAS and the best tile.\n\n"
-                   + table + "\n", args.out / "gemv.md")
+                   + run + table + "\n", args.out / "gemv.md")
     return 0
 
 

@@ -91,3 +91,15 @@ def test_gemv_where_it_cannot_run_is_refused_in_one_line(monkeypatch) -> None:
         model.setup_caches(2, 64)
         with pytest.raises(ValueError, match=r"gemv=True needs Triton .* use gemv=False"):
             FastEngine(model, GREEDY, torch.Generator().manual_seed(0), gemv=True)
+
+
+def test_the_benchmarks_tile_grid_is_read_or_refused_in_one_line() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gemv import grid_of
+
+    assert grid_of("4,8/512/4/1,3") == [(4, 512, 4, 1), (4, 512, 4, 3), (8, 512, 4, 1), (8, 512, 4, 3)]
+    with pytest.raises(SystemExit, match=r"--grid '8/512': give four lists"):
+        grid_of("8/512")

@@ -1,6 +1,7 @@
 """Generation engines: `reference` (the paper's loop), `fast` (same model and sampling, built for speed),
-`fast_tuned` (fast with packed projections and tuned Triton kernels), and whatever a site registers (energybench.engine.registry). Names resolve lazily: importing the
-package (config validation does) loads no torch."""
+`fast_tuned` (fast with its batch-1 matmuls through energybench's Triton kernel), and whatever a site registers
+(energybench.engine.registry). Names resolve lazily: importing the package (config validation does) loads no
+torch."""
 
 from __future__ import annotations
 
