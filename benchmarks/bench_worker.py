@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         bench.roofline = roofline(cfg, device, dtype, env.world_size, args)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention, args.gemv)
+        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget)
         # the compiler's imports, begun before the weights: what is left counts toward the first compiling engine's
         # ready time (as in a point); waited for before the compile cache's own inductor imports
         import_wait_s = prewarm.wait()
@@ -93,10 +93,11 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                 generator = torch.Generator(device=device).manual_seed(1)
                 if ours and args.no_compile:
                     engine, name = FastEngine(model, SAMPLING, generator, compile=False, pack=args.pack,
-                                              attention=args.attention, gemv=args.gemv), "fast-eager"
+                                              attention=args.attention, gemv=args.gemv,
+                                              span_budget=args.span_budget), "fast-eager"
                 elif ours:
                     engine = FastEngine(model, SAMPLING, generator, pack=args.pack, attention=args.attention,
-                                        gemv=args.gemv)
+                                        gemv=args.gemv, span_budget=args.span_budget)
                 else:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()

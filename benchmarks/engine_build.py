@@ -34,14 +34,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.files import write_text  # noqa: E402 (torch-free)
 from energybench.util.tables import markdown  # noqa: E402
 
-COLUMNS = ("model", "attention", "start", "batch", "span", "first_ms", "second_ms", "capture_ms", "graphs",
-           "cache_hits", "cache_misses", "gpu")
+COLUMNS = ("model", "attention", "span_budget", "start", "batch", "span", "first_ms", "second_ms", "capture_ms",
+           "graphs", "cache_hits", "cache_misses", "gpu")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="7b")
     ap.add_argument("--attention", choices=("lens", "mask"), default="mask")
+    ap.add_argument("--span-budget", type=float, default=None, metavar="FRACTION",
+                    help="FastEngine span_budget: fewer attention spans for small batches (default: every span)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--positions", type=int, default=228)
     ap.add_argument("--compile-cache", default=None, help="cache folder (default: a new temporary one, cold)")
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", start, "--model", args.model,
                "--attention", args.attention, "--batch", str(args.batch), "--positions", str(args.positions),
                "--compile-cache", cache, "--out", str(result)]
+        cmd += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
         env = {**os.environ, "EB_COMMAND": "python benchmarks/engine_build.py " + " ".join(argv or sys.argv[1:]),
                "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
         code = subprocess.run(cmd, env=env).returncode
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "engine-build.json"
         old = json.loads(path.read_text()) if path.exists() else []
-        key = lambda r: (r["model"], r["attention"], r["start"], r["gpu"])  # noqa: E731
+        key = lambda r: (r["model"], r["attention"], r.get("span_budget"), r["start"], r["gpu"])  # noqa: E731
         keys = {key(r) for r in records}
         merged = [r for r in old if key(r) not in keys] + records
         write_text(json.dumps(merged, indent=1) + "\n", path)
@@ -145,12 +148,13 @@ def worker(args: argparse.Namespace, argv: list[str]) -> int:
         with compile_cache.use(args.compile_cache, {**facts, "variant": f"build-{args.attention}"}) as cache:
             t0 = time.perf_counter()
             engine = FastEngine(model, Sampling(0.8, 0.95), torch.Generator(device=device).manual_seed(1),
-                                attention=args.attention)
+                                attention=args.attention, span_budget=args.span_budget)
             ready_s = time.perf_counter() - t0
             cache.measure(write_key=False)
         engine.close()
     gpu = torch.cuda.get_device_name(device)
-    common = {"model": args.model, "attention": args.attention, "start": args.worker, "engine_ready_s": ready_s,
+    common = {"model": args.model, "attention": args.attention, "span_budget": args.span_budget,
+              "start": args.worker, "engine_ready_s": ready_s,
               **engine.build_s, "gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(),
               "command": os.environ.get("EB_COMMAND", "")}
     print(f"{args.model} {args.attention} {args.worker}: ready in {ready_s:.1f} s ({len(rows)} steps)", flush=True)

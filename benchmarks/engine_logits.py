@@ -107,7 +107,7 @@ def worker(args: argparse.Namespace) -> int:
     cfg = compose([f"model={args.model}", "dataset=synthetic"]).model
     limits = tolerances(args)
     options = inductor_options(args.inductor)
-    variant = variant_name(args.pack, options, args.attention, args.gemv)
+    variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget)
     p, n, b = args.prompt_tokens, args.new_tokens, args.batch
     tokens = torch.randint(3, cfg.vocab_size, (b, p + n), generator=torch.Generator().manual_seed(5)).to(device)
     records = []
@@ -123,7 +123,8 @@ def worker(args: argparse.Namespace) -> int:
             ref = ref[:, p - 1: p + n - 1].float()  # logits that predict each new token: [b, n, vocab]
             with inductor_config.patch(options):  # compiled and captured here, as a point's engine is
                 engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0),
-                                    pack=args.pack, attention=args.attention, gemv=args.gemv)
+                                    pack=args.pack, attention=args.attention, gemv=args.gemv,
+                                    span_budget=args.span_budget)
             pre = torch.arange(p, device=device).expand(b, p)
             last = torch.full((b,), p - 1, device=device)
             fast = [engine.eager(tokens[:, :p], pre, n_slots=p, mask=causal[..., :p, :p], logits_at=last).float()]
@@ -133,7 +134,7 @@ def worker(args: argparse.Namespace) -> int:
                 engine.pos.zero_()
                 engine.tok[:b, 0] = tokens[:, t]
                 engine.pos[:b, 0] = t
-                span = min(x for x in engine.spans if x >= t + 1)
+                span = engine.span_for(bucket, t + 1)
                 fast.append(engine.step(bucket, span)[:b].float().clone())
             got = torch.stack(fast, dim=1)  # [b, n, vocab]
             engine.close()

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         sync(device, env)
         startup_s = time.time() - T_PROCESS
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention, args.gemv)
+        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         facts = variant_facts(facts, variant)
         # the compiler's imports, begun before the weights: what is left of them counts as the engine's (as in a
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
             t0 = time.perf_counter()  # as a point's engine_ready_s: after the compile cache is set up
             engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack,
-                                attention=args.attention, gemv=args.gemv)
+                                attention=args.attention, gemv=args.gemv, span_budget=args.span_budget)
             sync(device, env)
             ready_s = import_wait_s + time.perf_counter() - t0
             cache.measure(write_key=env.is_node_leader)
@@ -234,7 +234,7 @@ def measure_batch(args: argparse.Namespace, engine: FastEngine, cfg, b: int, dev
     steps_ms = [1e3 * s for s in stats.step_times_s[stats.prefill_steps:]]
     step_ms = statistics.median(steps_ms)
     bucket = min(x for x in engine.batches if x >= b)
-    span = min(x for x in engine.spans if x >= min(args.prompt_tokens + args.new_tokens, engine.room))
+    span = engine.span_for(bucket, min(args.prompt_tokens + args.new_tokens, engine.room))
     timer = Timer(device)
     forward_ms = timer.per_call_ms(lambda: engine.step(bucket, span), args.repeats)
     sampling_ms = timer.per_call_ms(lambda: engine.draw(bucket, span), args.repeats)  # the captured draw

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                     torch.mm(x.view(1, k), w.t(), out=o.view(1, n_rows))
             ms, graph = time_graph(cublas, args.repeats)
             gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
-            records.append({**row, "impl": "cublas", "ms": ms / copies, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s)})
+            records.append({**row, "impl": "cublas", "ms": ms / copies, "gb_per_s": gb_s,
+                            "frac_of_datasheet": frac(gb_s)})
             del graph
             for tile in grid:
                 fn = triton_fn(tile)

@@ -29,11 +29,13 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False) -> str:
+def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False,
+                 span_budget: float | None = None) -> str:
     """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
     line is part of it; the attention the engine ran is the row's `attention` column either way)."""
     parts = (["apart"] if not pack else []) + (["gemv"] if gemv else [])
     parts += [f"attention={attention}"] if attention else []
+    parts += [f"span_budget={span_budget:g}"] if span_budget is not None else []
     parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
@@ -59,5 +61,7 @@ def add_variant_args(ap) -> None:
                     help="set torch._inductor.config.KEY before compiling, e.g. coordinate_descent_tuning=True")
     ap.add_argument("--gemv", action="store_true",
                     help="batch-1 matmuls through energybench's Triton kernel (FastEngine gemv=True; model/gemv.py)")
+    ap.add_argument("--span-budget", type=float, default=None, metavar="FRACTION",
+                    help="build fewer attention spans for small batches (FastEngine span_budget; default: every span)")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
                     help="the fast engine's decode attention (FastEngine attention=; default: mask)")

@@ -241,3 +241,29 @@ def test_fast_packs_and_fast_tuned_is_fast_with_the_same_tokens(model) -> None:
     tuned = make_engine("fast_tuned", model, GREEDY, torch.Generator().manual_seed(0))
     assert tuned.gemv == (os.environ.get("TRITON_INTERPRET") == "1")
     assert tuned.generate(prompts, [6, 6], NoHooks()).outputs == plain.generate(prompts, [6, 6], NoHooks()).outputs
+
+def test_span_budget_keeps_fewer_spans_for_small_batches() -> None:
+    from energybench.engine.fast import batch_spans
+
+    spans = [64, 128, 192, 256]
+    assert batch_spans(spans, 1, None, 10**9, 10**6) == spans  # no budget: every span for every batch
+    # budget 0.5 of 340 KiB of weights, 1 KiB of K/V per token: 340 / batch slots of padding allowed
+    weights, kv = 340 * 1024 * 2, 1024
+    assert batch_spans(spans, 1, 0.5, weights, kv) == [256]
+    assert batch_spans(spans, 2, 0.5, weights, kv) == [64, 256]
+    assert batch_spans(spans, 4, 0.5, weights, kv) == [128, 256]
+    assert batch_spans(spans, 8, 0.5, weights, kv) == spans
+
+
+def test_fast_engine_with_a_span_budget_gives_the_reference_tokens(model) -> None:
+    """Fewer spans for small batches change which slots a step reads past its rows, not what it computes."""
+    from energybench.engine.fast import FastEngine
+
+    model.setup_caches(8, 200)
+    ref = run(model, "reference", GREEDY)
+    engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), span_budget=0.5)
+    assert engine.spans_of[1] == [256] and engine.spans_of[8] == [64, 128, 192, 256]
+    assert engine.span_for(1, 70) == 256 and engine.span_for(8, 70) == 128
+    assert engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks()).outputs == ref.outputs
+    default = FastEngine(model, GREEDY, torch.Generator().manual_seed(0))
+    assert all(spans == default.spans for spans in default.spans_of.values())

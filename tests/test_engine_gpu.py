@@ -178,7 +178,7 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
         try:
             assert engine.gemv and engine.decoder.gemv and model.packed
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                engine.step(1, engine.spans[0])
+                engine.step(1, engine.span_for(1, 1))
                 torch.cuda.synchronize(device)
             assert any("_gemv" in e.name for e in prof.events()), "no Triton GEMV kernel in a batch-1 step"
             out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())

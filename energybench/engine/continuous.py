@@ -239,7 +239,7 @@ class _Run:
                 and _fit(self.e.batches, len(live)) < _fit(self.e.batches, live[-1] + 1):
             live = self._pack(live)
         b = _fit(self.e.batches, live[-1] + 1)
-        span = _fit(self.e.spans, min(max(self.pos[i] for i in live) + 1, self.e.room))
+        span = self.e.span_for(b, min(max(self.pos[i] for i in live) + 1, self.e.room))
         self.e.tok[:b, 0].copy_(torch.tensor(self.tok[:b]))
         self.e.pos[:b, 0].copy_(torch.tensor(self.pos[:b]))
         nxt = self.e.next_tokens(b, span).tolist()  # [b], waits

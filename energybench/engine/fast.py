@@ -38,6 +38,23 @@ def slot_buckets(max_seq: int) -> list[int]:
     return sorted({min(s, max_seq) for s in range(step, max_seq + step, step)})
 
 
+def batch_spans(spans: list[int], batch: int, budget: float | None, weight_bytes: int,
+                kv_bytes_per_token: int) -> list[int]:
+    """The spans the steps of batch bucket `batch` are built for: all of `spans` (budget None), or only as many as
+    keep the extra K/V a step may read past its longest row under `budget` x the weights it reads anyway: a span is
+    dropped (its steps run at the next larger one kept) while batch x (that larger span - it) x kv_bytes_per_token
+    stays within budget x weight_bytes. Small batches read few K/V bytes, so they keep one or two spans, and the
+    engine captures (and a warm start loads) fewer graphs."""
+    if budget is None:
+        return list(spans)
+    slack_slots = budget * weight_bytes / (batch * kv_bytes_per_token)
+    kept = [spans[-1]]
+    for span in reversed(spans[:-1]):
+        if kept[-1] - span > slack_slots:
+            kept.append(span)
+    return sorted(kept)
+
+
 def _dynamic_shapes() -> ContextManager:
     """Compile batch size and span as symbols, without tying them to equal static sizes (duck shaping):
     one compiled layer serves every (batch > 1, span < cache length) step."""
@@ -87,11 +104,12 @@ class FastEngine:
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
-                 attention: str | None = None, gemv: bool = False) -> None:
+                 attention: str | None = None, gemv: bool = False, span_budget: float | None = None) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
-        (`model.pack_projections()`, in place; same values; False keeps five, as Meta's layers). attention: see
-        the class. gemv: the decode step's batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
-        instead of cuBLAS (`fast_tuned`)."""
+        (`model.pack_projections()`, in place; same values; False leaves the model as it is: five matmuls on a
+        model nobody packed). attention: see the class. gemv: the decode step's batch-1 matmuls through
+        energybench's Triton kernel (model/gemv.py) instead of cuBLAS (`fast_tuned`). span_budget (attention=mask):
+        see batch_spans; None (the default) builds every span for every batch bucket."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -109,11 +127,18 @@ class FastEngine:
         self.attention = attention_mode(attention, self.device, self.dtype)
         if gemv and not gemv_kernel.usable(self.device, self.dtype):
             raise ValueError(f"gemv=True needs Triton and a CUDA card of compute capability 8.0+ in fp16/bf16 "
-                             f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: use gemv=False")
+                             f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: "
+                             f"use gemv=False")
         self.gemv = gemv
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
         self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)
+        weight_bytes = sum(t.numel() * t.element_size() for name, t in model.named_parameters()
+                           if not name.startswith("tok_embeddings"))  # what a step reads, this rank's
+        cache = model.layers[0].attention.cache
+        kv_bytes_per_token = 2 * len(model.layers) * cache.k[0, 0].numel() * cache.k.element_size()  # this rank's
+        self.spans_of = {b: batch_spans(self.spans, b, span_budget, weight_bytes, kv_bytes_per_token)
+                         for b in self.batches}  # batch bucket -> the spans its steps are built for
         self.room = min(model.cfg.max_seq_len, self.max_seq)  # positions a sequence may use
         # static inputs of the decode step: the step for batch size b reads rows [:b]
         self.tok = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
@@ -162,11 +187,10 @@ class FastEngine:
         self.pos.zero_()
         with _dynamic_shapes():
             for b in self.batches:  # ascending: compiles for batch 1, then once for every larger batch
-                for s in self.spans:
+                for s in self.spans_of[b]:
                     self._capture(b, s)
         torch.cuda.synchronize(self.device)
-        log.info("fast engine: %d decode graphs captured (batch %s x span %s)",
-                 len(self.graphs), self.batches, self.spans)
+        log.info("fast engine: %d decode graphs captured (batch: spans %s)", len(self.graphs), self.spans_of)
 
     def _capture(self, b: int, s: int) -> None:
         stream = torch.cuda.Stream(self.device)
@@ -195,6 +219,10 @@ class FastEngine:
         if len(self.graphs) == 1:
             self.build_s["first_graph_s"] = t1 - t0
         self.build_s["capture_s"] += time.perf_counter() - t1
+
+    def span_for(self, b: int, n: int) -> int:
+        """The span a step at batch bucket `b` runs when its longest row needs `n` cache slots (n <= room)."""
+        return _fit(self.spans_of[b], n)
 
     def step(self, b: int, s: int) -> torch.Tensor:
         """One decode forward at batch bucket `b` and span `s` on the current static inputs (the graph replayed on
@@ -259,7 +287,7 @@ class FastEngine:
             # positions fed this step are below min(max_len + t, room): a row stops before room
             if _fit(self.batches, n_alive) < b:
                 b = self._compact(rows, n_alive, span=aligned_span(min(max_len + t - 1, self.room), self.max_seq))
-            nxt = self.next_tokens(b, _fit(self.spans, min(max_len + t, self.room)))  # [b]
+            nxt = self.next_tokens(b, self.span_for(b, min(max_len + t, self.room)))  # [b]
             alive = rows.alive[:b]
             out[rows.seq[:b], t] = torch.where(alive, nxt, -1)
             alive &= (nxt != EOS_ID) & (t + 1 < rows.limit[:b])

@@ -1,11 +1,12 @@
 """Batch-1 decode matmuls (one row times a weight matrix) as a Triton kernel instead of cuBLAS.
 
 At batch 1 a decode step is the weights' matrix-vector products: every weight byte is read once for one row.
-On an H200 cuBLAS's M=1 kernels read 7B's fp16 weights at 3.2 TB/s, 67 % of the card's 4.8 (docs/engine.md).
-`gemv(x, weight)` is one Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the
-weight's rows, with a tile shape per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere).
-It is a torch custom op (`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph
-captures it. The fused model calls it for one-row inputs where `usable` (a CUDA device, Triton, fp16/bf16).
+On an H200 cuBLAS's M=1 kernels read 7B's packed fp16 weights at 3.6 TB/s, 75 % of the card's 4.8; this kernel
+reads them at 4.0 TB/s (84 %) and draws more power doing it (docs/benchmarks/gemv.md). `gemv(x, weight)` is one
+Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the weight's rows, with a tile shape
+per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere). It is a torch custom op
+(`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph captures it. The fused model calls
+it for one-row inputs where `usable` (a CUDA device, Triton, fp16/bf16).
 """
 
 from __future__ import annotations
