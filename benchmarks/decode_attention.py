@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from clock import now_utc  # noqa: E402
+from graph_timing import replay_median_ms  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
@@ -129,15 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     with torch.cuda.graph(graph):
                         for k, v in caches:
                             fn(q, k, v, lens)
-                    times = []
-                    for _ in range(args.repeats):
-                        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                        start.record()
-                        graph.replay()
-                        end.record()
-                        end.synchronize()
-                        times.append(start.elapsed_time(end))
-                    ms = statistics.median(times)
+                    ms = replay_median_ms(graph, args.repeats)
                     row.update(ms_per_layer=ms / args.layers, gb_per_s=exact_bytes / (ms * 1e-3) / 1e9)
                     del graph
                 except Exception as e:  # a kernel this torch refuses: recorded, not fatal

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from clock import now_utc  # noqa: E402
+from graph_timing import replay_median_ms  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
@@ -79,33 +79,24 @@ def time_graph(fn, repeats: int) -> tuple:
     with torch.cuda.graph(graph):
         fn()
     graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), graph
+    return replay_median_ms(graph, repeats), graph
 
 
 def energy_of(graph, window_s: float, device) -> tuple[float, float, int]:
-    """(joules, seconds, replays) of replaying `graph` back to back for >= window_s, NVML total-energy counter."""
-    import pynvml
+    """(joules, seconds, replays) of replaying `graph` back to back for >= window_s, NVML total-energy counter
+    (bench_worker.GpuEnergy, as benchmarks/engine.py reads it)."""
     import torch
+    from bench_worker import GpuEnergy
 
-    pynvml.nvmlInit()
-    uuid = str(torch.cuda.get_device_properties(device).uuid)
-    handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+    meter = GpuEnergy([device])
     torch.cuda.synchronize()
-    e0, t0, n = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle), time.perf_counter(), 0
+    e0, t0, n = meter.read_j(), time.perf_counter(), 0
     while time.perf_counter() - t0 < window_s:
         for _ in range(20):
             graph.replay()
         n += 20
         torch.cuda.synchronize()
-    return (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) - e0) / 1e3, time.perf_counter() - t0, n
+    return meter.read_j() - e0, time.perf_counter() - t0, n
 
 
 def main(argv: list[str] | None = None) -> int:
