@@ -371,7 +371,7 @@ class _Rows:
 
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`). On an H200 the
-# kernel reads a batch-1 step's weights 7-11 % faster than cuBLAS but draws more power, so each pass costs 10-15 %
+# kernel reads a batch-1 step's weights 7-11 % faster than cuBLAS but draws more power, so each pass costs 10-16 %
 # more energy (docs/benchmarks/gemv.md): the fastest decode, not the cheapest token. Its own engine (and point ids).
 
 
