@@ -266,6 +266,43 @@ def test_a_point_whose_rank_0_ended_is_waited_for_while_slurm_still_holds_its_jo
     assert ended(Job(point=SimpleNamespace(id="s"), index=3, job=job))  # no longer listed
 
 
+def test_a_failed_rank_0_of_a_job_slurm_ended_is_recorded_with_slurm_s_end_state(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """scancel on a two-node job: rank 0 can return `failed` with its peer's closed connection before its own
+    SIGTERM; once the job has ended, the point's reason names sacct's end state first (CANCELLED), the rank's
+    error after it. A job that ended COMPLETED or FAILED keeps the rank's own reason (sacct faked on PATH, as
+    above; tests/test_slurm_gpu_session.py cancels a two-node point for real)."""
+    import pickle
+    from types import SimpleNamespace
+
+    from submitit.slurm.slurm import SlurmJob
+
+    from energybench.dispatch import slurm as dispatch
+    from energybench.results.status import PointOutcome, read_status
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text('#!/bin/sh\necho "$FAKE_SACCT"\n')
+    (bin_dir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    job = SlurmJob(folder=tmp_path / "submitit", job_id="78", tasks=(0, 1))
+    result = job.task(0).paths.result_pickle
+    result.parent.mkdir(parents=True, exist_ok=True)
+    peer = "RuntimeError: gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:2974"
+    result.write_bytes(pickle.dumps(("success", PointOutcome("p", "failed", peer))))
+    for sacct, expected in (("CANCELLED by 0", f"Slurm job 78 ended CANCELLED: {peer}"),
+                            ("NODE_FAIL", f"Slurm job 78 ended NODE_FAIL: {peer}"),
+                            ("FAILED", peer), ("COMPLETED", peer)):
+        monkeypatch.setenv("FAKE_SACCT", sacct)
+        point_dir = tmp_path / sacct.split()[0]
+        point_dir.mkdir()
+        j = dispatch.Job(point=SimpleNamespace(id="p", dir=point_dir), index=0, job=job)
+        outcome = dispatch._collect(j, lambda o: o)
+        assert (outcome.state, outcome.reason) == ("failed", expected), sacct
+        if expected != peer:  # the launcher's verdict is the point's status
+            assert read_status(point_dir)["reason"] == expected
+
+
 def test_a_job_squeue_no_longer_knows_is_ended_and_a_silent_squeue_is_not(tmp_path: Path, monkeypatch) -> None:
     from energybench.slurm import QueueUnknown, queue_entry
 

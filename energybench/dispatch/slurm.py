@@ -233,7 +233,7 @@ def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
     """The rank-0 task's outcome, or a failed point built from Slurm's end state."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    from energybench.slurm import end_state
+    from energybench.slurm import ALIVE_STATES, end_state
 
     try:
         if j.stale_result is not None and _result_id(j) == j.stale_result:
@@ -249,6 +249,12 @@ def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
     if outcome.state == "failed" and "timed-out too many times" in (outcome.reason or ""):
         c = j.point.cfg.cluster
         return _failed(j, failures.timed_out_reason(j.job.job_id, c.time_min, c.max_requeues))
+    if outcome.state == "failed":
+        # Slurm ended the job (scancel, a node's failure, memory, preemption) and rank 0 returned first with what
+        # that did to it (a peer's closed connection): the reason names Slurm's end state, then the rank's error
+        final = end_state(j.job.job_id)
+        if final not in ("COMPLETED", "FAILED", "UNKNOWN") and final not in ALIVE_STATES:
+            return _failed(j, failures.job_ended_reason(j.job.job_id, final, outcome.reason))
     return outcome
 
 
