@@ -129,6 +129,8 @@ def _submit(jobs: list[Job], folder: str, task: Task, task_args: TaskArgs) -> No
 
 
 # squeue states of a job that waits to run (again): a rank-0 result seen then is an earlier run's
+# sacct end states of a job that ended by itself (its processes exited); any other final state is Slurm ending it
+SELF_ENDED_STATES = ("COMPLETED", "FAILED")
 WAITING_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "CONFIGURING")
 
 
@@ -253,7 +255,7 @@ def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
         # Slurm ended the job (scancel, a node's failure, memory, preemption) and rank 0 returned first with what
         # that did to it (a peer's closed connection): the reason names Slurm's end state, then the rank's error
         final = end_state(j.job.job_id)
-        if final not in ("COMPLETED", "FAILED", "UNKNOWN") and final not in ALIVE_STATES:
+        if final not in (*SELF_ENDED_STATES, "UNKNOWN") and final not in ALIVE_STATES:
             return _failed(j, failures.job_ended_reason(j.job.job_id, final, outcome.reason))
     return outcome
 

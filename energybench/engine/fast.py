@@ -38,15 +38,12 @@ def slot_buckets(max_seq: int) -> list[int]:
     return sorted({min(s, max_seq) for s in range(step, max_seq + step, step)})
 
 
-def batch_spans(spans: list[int], batch: int, budget: float | None, weight_bytes: int,
-                kv_bytes_per_token: int) -> list[int]:
-    """The spans the steps of batch bucket `batch` are built for: all of `spans` (budget None), or only as many as
-    keep the extra K/V a step may read past its longest row under `budget` x the weights it reads anyway: a span is
-    dropped (its steps run at the next larger one kept) while batch x (that larger span - it) x kv_bytes_per_token
-    stays within budget x weight_bytes. Small batches read few K/V bytes, so they keep one or two spans, and the
-    engine captures (and a warm start loads) fewer graphs."""
-    if budget is None:
-        return list(spans)
+def batch_spans(spans: list[int], batch: int, budget: float, weight_bytes: int, kv_bytes_per_token: int) -> list[int]:
+    """The spans the steps of batch bucket `batch` are built for under FastEngine's span_budget: only as many of
+    `spans` as keep the extra K/V a step may read past its longest row under `budget` x the weights it reads anyway:
+    a span is dropped (its steps run at the next larger one kept) while batch x (that larger span - it) x
+    kv_bytes_per_token stays within budget x weight_bytes. Small batches read few K/V bytes, so they keep one or two
+    spans, and the engine captures (and a warm start loads) fewer graphs."""
     slack_slots = budget * weight_bytes / (batch * kv_bytes_per_token)
     kept = [spans[-1]]
     for span in reversed(spans[:-1]):
@@ -133,12 +130,14 @@ class FastEngine:
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
         self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)
-        weight_bytes = sum(t.numel() * t.element_size() for name, t in model.named_parameters()
-                           if not name.startswith("tok_embeddings"))  # what a step reads, this rank's
-        cache = model.layers[0].attention.cache
-        kv_bytes_per_token = 2 * len(model.layers) * cache.k[0, 0].numel() * cache.k.element_size()  # this rank's
-        self.spans_of = {b: batch_spans(self.spans, b, span_budget, weight_bytes, kv_bytes_per_token)
-                         for b in self.batches}  # batch bucket -> the spans its steps are built for
+        self.spans_of = {b: list(self.spans) for b in self.batches}  # batch bucket -> the spans its steps are built for
+        if span_budget is not None:
+            from energybench.results import metrics  # the roofline's byte counts (pulls in pyarrow: only here)
+
+            cfg, elem = model.cfg, model.output.weight.element_size()  # whole-model bytes: the shard count cancels
+            weight_bytes = metrics.weight_bytes_per_step(cfg.dim, cfg.n_layers, cfg.hidden_dim, cfg.vocab_size, elem)
+            kv_bytes = metrics.kv_bytes_per_token(cfg.dim, cfg.n_layers, elem)
+            self.spans_of = {b: batch_spans(self.spans, b, span_budget, weight_bytes, kv_bytes) for b in self.batches}
         self.room = min(model.cfg.max_seq_len, self.max_seq)  # positions a sequence may use
         # static inputs of the decode step: the step for batch size b reads rows [:b]
         self.tok = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
