@@ -3,12 +3,15 @@
     python benchmarks/gemv.py --models 7b,13b,65b:2 --out $OUT     # one GPU; 65b:2 is one rank of shards=2
 
 A batch-1 decode step reads every weight once for one row. For each weight shape of a model (one rank's slice at
-shards S; q/k/v and w1/w3 both apart, as `fast` runs them, and packed, as `fast_tuned` does) it times, over copies
-of that weight that together far exceed the L2 cache, captured as one CUDA graph (median of --repeats replays):
+shards S; q/k/v and w1/w3 both apart, as Meta's layers, and packed, as `fast` and `fast_tuned` run them) it
+times, over copies of that weight that together far exceed the L2 cache, captured as one CUDA graph (median of
+--repeats replays):
   kind=shape   cuBLAS (F.linear) and every Triton tile configuration of --grid; `gb_per_s` is weight bytes over time
   kind=model   one batch-1 step's matmuls in layer order (every layer's own weights, the output projection last),
-               for cuBLAS, the Triton kernel with the per-shape best of this run, and with its DEFAULT tile; the
-               graph replayed for >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`
+               for cuBLAS, the Triton kernel with the per-shape best of this run, and with its DEFAULT tile, and
+               (packed) `triton_folded`: the best tiles with the norms, SwiGLU and residuals folded in as
+               fast_tuned's batch-1 layer runs them (model/gemv_kernel.py); the graph replayed for >= --window-s
+               under the NVML total-energy counter: `power_w`, `energy_per_pass_j`
 `frac_of_datasheet` divides by the card's datasheet bandwidth (energybench.device.cards). The per-shape best tiles
 are printed as a CONFIGS table for model/gemv.py. Records (commit, card, versions, command): <out>/gemv.json, a
 table to stdout and <out>/gemv.md.
@@ -63,6 +66,32 @@ def layer_shapes(cfg, shards: int, layout: str) -> list[tuple[str, int, int]]:
                 ("w2", d, h // shards)]
     return [("wq", d // shards, d), ("wk", d // shards, d), ("wv", d // shards, d), ("wo", d, d // shards),
             ("w1", h // shards, d), ("w3", h // shards, d), ("w2", d, h // shards)]
+
+
+def folded_pass(weights: list, outs: list, pick, per_layer: int):
+    """The packed pass as `fast_tuned` runs it at batch 1 (model.llama's one-row layer): each layer's wqkv and
+    w13 with the RMSNorm folded in, wo with the residual added, w2 with SwiGLU of [gate; up] and the residual,
+    the output projection with the final norm; the kernel with each shape's tile from `pick(N, K)`."""
+    import torch
+
+    from energybench.model import gemv_kernel
+
+    assert per_layer == 4, "folded: the packed layout (wqkv, wo, w13, w2)"
+    device = weights[0].device
+    layer_folds = [dict(norm=True), dict(residual=True), dict(norm=True), dict(swiglu=True, residual=True)]
+    folds = layer_folds * ((len(weights) - 1) // per_layer) + [dict(norm=True)]
+    args = []
+    for w, o, fold in zip(weights, outs, folds):
+        n, k = w.shape
+        x = torch.randn(2 * k if fold.get("swiglu") else k, dtype=w.dtype, device=device)
+        norm_weight = torch.ones(k, dtype=w.dtype, device=device) if fold.get("norm") else None
+        residual = torch.randn(n, dtype=w.dtype, device=device) if fold.get("residual") else None
+        args.append((x, w, o, pick(n, k), norm_weight, bool(fold.get("swiglu")), residual))
+
+    def run():
+        for x, w, o, tile, norm_weight, swiglu, residual in args:
+            gemv_kernel.launch(x, w, o, *tile, norm_weight=norm_weight, eps=1e-6, swiglu=swiglu, residual=residual)
+    return run
 
 
 def time_graph(fn, repeats: int) -> tuple:
@@ -198,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                     for w, o in zip(weights, outs):
                         gemv_kernel.launch(xs[w.shape[1]], w, o, *pick(*w.shape))
                 impls[f"triton_{label}"] = run
+            if layout == "packed":
+                impls["triton_folded"] = folded_pass(weights, outs, tiles["best"], len(per_layer))
             for impl, fn in impls.items():
                 ms, graph = time_graph(fn, args.repeats)
                 energy_j, seconds, replays = energy_of(graph, args.window_s, device)

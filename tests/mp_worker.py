@@ -2,8 +2,9 @@
 
     python tests/mp_worker.py <out_dir> <meta_checkpoint_dir>
 
-Rank 0 saves <out_dir>/world<N>.pt: logits of the random-weight model, of the Meta checkpoint, and the
-greedy tokens of both engines.
+Rank 0 saves <out_dir>/world<N>.pt: logits of the random-weight model, of the Meta checkpoint, the greedy
+tokens of the engines (fast_tuned's batch-1 steps through model/gemv.py's kernel where Triton's interpreter is on,
+its row-parallel products summed over the ranks with the residual added by rank 0), and whether it used the kernel.
 """
 
 from __future__ import annotations
@@ -39,16 +40,18 @@ def main(out_dir: Path, checkpoint: Path, env: DistEnv) -> None:
         model.setup_caches(4, 32)
         random_logits = full_logits(model, tokens)
         outputs = {}
-        for name in ("reference", "fast"):
+        tuned_gemv = False
+        for name in ("reference", "fast", "fast_tuned"):
             engine = make_engine(name, model, Sampling(0.0, 0.95), torch.Generator().manual_seed(0))
             stats = engine.generate(prompts, LIMITS, NoHooks())
+            tuned_gemv = tuned_gemv or bool(getattr(engine, "gemv", False))
             engine.close()
             outputs[name] = stats.outputs
         loaded = build_model(tiny(weights="meta", path=str(checkpoint)), CPU, torch.float32, seed=0)
         loaded.setup_caches(3, 10)
         meta_logits = full_logits(loaded, tokens)
     if env.rank == 0:
-        torch.save({"random": random_logits, "meta": meta_logits, "outputs": outputs},
+        torch.save({"random": random_logits, "meta": meta_logits, "outputs": outputs, "tuned_gemv": tuned_gemv},
                    out_dir / f"world{env.world_size}.pt")
 
 

@@ -166,6 +166,33 @@ def test_triton_gemv_matches_cublas_on_llama_shapes(dtype: torch.dtype) -> None:
         assert (got.float() - want).abs().max().item() <= tol * want.abs().max().item(), (n, k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_gemv_folds_norm_swiglu_and_residual_on_llama_shapes(dtype: torch.dtype) -> None:
+    """The kernel's folded forms on a 7B layer's packed shapes, against the same arithmetic done apart in fp32:
+    the attention norm into wqkv, the residual into wo, the ffn norm into w13, SwiGLU and the residual into w2."""
+    from energybench.model import gemv
+
+    device = torch.device("cuda", 0)
+    gen = torch.Generator(device=device).manual_seed(1)
+    d, h, eps = 4096, 11008, 1e-6
+    for n, k, norm, swiglu, residual in [(3 * d, d, True, False, False), (d, d, False, False, True),
+                                         (2 * h, d, True, False, False), (d, h, False, True, True)]:
+        x = torch.randn(1, 1, 2 * k if swiglu else k, device=device, dtype=dtype, generator=gen) * 2
+        w = torch.randn(n, k, device=device, dtype=dtype, generator=gen) * k ** -0.5
+        g = 1 + torch.rand(k, device=device, dtype=dtype, generator=gen) if norm else None
+        r = torch.randn(1, 1, n, device=device, dtype=dtype, generator=gen) if residual else None
+        a = x.float().view(-1)
+        if swiglu:
+            a = torch.nn.functional.silu(a[:k]) * a[k:]
+        if norm:
+            a = a * torch.rsqrt(a.pow(2).mean() + eps) * g.float()
+        want = torch.nn.functional.linear(a, w.float()) + (0 if r is None else r.float().view(n))
+        got = gemv.gemv(x, w, g, eps, swiglu, r)
+        assert got.shape == (1, 1, n) and got.dtype == dtype
+        tol = 2e-3 if dtype == torch.float16 else 1.6e-2
+        assert (got.float().view(n) - want).abs().max().item() <= tol * want.abs().max().item(), (n, k)
+
+
 def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -> None:
     """engine=fast_tuned on a GPU: batch-1 steps call the Triton kernel inside the captured graphs, and the tokens
     begin as the reference's (fp16, where the kernel runs; rounding differs after the first tokens)."""
@@ -180,7 +207,10 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                 engine.step(1, engine.span_for(1, 1))
                 torch.cuda.synchronize(device)
-            assert any("_gemv" in e.name for e in prof.events()), "no Triton GEMV kernel in a batch-1 step"
+            launches = sum(1 for e in prof.events()
+                           if "_gemv" in e.name and e.device_type == torch.autograd.DeviceType.CUDA)
+            # four per layer (norms, SwiGLU and residuals folded in) and the output projection's
+            assert launches == 4 * TINY.n_layers + 1, launches
             out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
             assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
         finally:

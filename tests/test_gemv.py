@@ -43,6 +43,67 @@ def test_kernel_computes_the_matrix_vector_product(monkeypatch, n, k, tile, dtyp
     assert (y.double().view(n) - exact).abs().max().item() <= tol * exact.abs().max().item()
 
 
+@pytest.mark.parametrize("folded", [("norm",), ("swiglu", "residual"), ("residual",), ("norm", "residual")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("n, k, tile", [(48, 128, gemv.TileConfig(8, 64, 4, 1)), (37, 100, gemv.TileConfig(8, 32, 4, 1))])
+@interpret
+def test_kernel_folds_the_norm_the_activation_and_the_residual(monkeypatch, n, k, tile, dtype, folded) -> None:
+    """The batch-1 layer's elementwise work inside the product: RMSNorm (scale and weight) before it, SwiGLU
+    of [gate; up] before it, the residual after it; against the same arithmetic done apart in float64."""
+    monkeypatch.setitem(gemv.CONFIGS, (n, k), tile)
+    gen = torch.Generator().manual_seed(n * k)
+    swiglu = "swiglu" in folded
+    x = (torch.randn(1, 1, 2 * k if swiglu else k, generator=gen) * 3).to(dtype)
+    w = (torch.randn(n, k, generator=gen) * k ** -0.5).to(dtype)
+    g = (1 + torch.rand(k, generator=gen)).to(dtype) if "norm" in folded else None
+    r = torch.randn(1, 1, n, generator=gen).to(dtype) if "residual" in folded else None
+    eps = 1e-5
+    y = gemv.gemv(x, w, g, eps, swiglu, r)
+    assert y.shape == (1, 1, n) and y.dtype == dtype
+    a = x.double().view(-1)
+    if swiglu:
+        gate, up = a[:k], a[k:]
+        a = gate * torch.sigmoid(gate) * up
+    if g is not None:
+        a = a * torch.rsqrt(a.pow(2).mean() + eps) * g.double()
+    exact = a @ w.double().T
+    if r is not None:
+        exact = exact + r.double().view(n)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
+    assert (y.double().view(n) - exact).abs().max().item() <= tol * exact.abs().max().item()
+
+
+@interpret
+def test_a_batch_1_layer_folds_its_elementwise_work_into_the_kernel(monkeypatch) -> None:
+    """The fused model with gemv at batch 1: five kernel calls per layer's four products plus the output's, the
+    norms, SwiGLU and residuals among their arguments, and the logits of the plain fused step."""
+    from energybench.model import llama
+
+    calls: list[tuple[bool, bool, bool]] = []
+
+    def counted(x, weight, norm_weight=None, eps=0.0, swiglu=False, residual=None):
+        calls.append((norm_weight is not None, swiglu, residual is not None))
+        return gemv.gemv(x, weight, norm_weight, eps, swiglu, residual)
+
+    monkeypatch.setattr(llama, "gemv_op", counted)
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=3)
+        model.setup_caches(2, 64)
+        model.pack_projections()
+        plain, folded = model.variant(fused=True), model.variant(fused=True, gemv=True)
+        prompt = torch.tensor(prompts_of([5], TINY.vocab_size, seed=1))
+        causal = torch.full((1, 1, 5, 5), float("-inf")).triu_(1)
+        plain(prompt, torch.arange(5).view(1, 5), 5, causal)
+        assert calls == []  # five rows: no kernel
+        token, position = torch.tensor([[17]]), torch.tensor([[5]])
+        expected = plain(token, position, 6)
+        got = folded(token, position, 6)
+    n = TINY.n_layers
+    assert sorted(calls) == sorted([(True, False, False)] * (2 * n + 1) + [(False, False, True)] * n
+                                   + [(False, True, True)] * n)
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
 def test_a_weight_shape_without_a_measured_tile_gets_the_default() -> None:
     assert gemv.config_for(3, 5) == gemv.DEFAULT
     for (n, k), tile in gemv.CONFIGS.items():

@@ -6,14 +6,16 @@ reads them at 4.0 TB/s (84 %) and draws more power doing it (docs/benchmarks/gem
 Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the weight's rows, with a tile shape
 per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere). It is a torch custom op
 (`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph captures it. The fused model calls
-it for one-row inputs where `usable` (a CUDA device, Triton, fp16/bf16).
+it for one-row inputs where `usable` (a CUDA device, Triton, fp16/bf16), with the layer's RMSNorm folded into the
+projections that follow a norm, SwiGLU into w2's and the residual add into wo's and w2's (model/gemv_kernel.py),
+so a batch-1 layer launches no kernel of its own for norms, activation or residuals.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -79,20 +81,29 @@ def usable(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 @torch.library.custom_op("energybench::gemv", mutates_args=())
-def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: Optional[torch.Tensor] = None, eps: float = 0.0,
+         swiglu: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x [..., K] holding one row (every leading dimension 1); weight [N, K], rows contiguous. Returns
-    x @ weight.T, [..., N] in x's dtype, summed in fp32."""
+    x @ weight.T, [..., N] in x's dtype, summed in fp32. With `norm_weight` [K]: RMSNorm(x) (epsilon `eps`,
+    weight norm_weight) @ weight.T without writing the normed row; with `swiglu`: x holds [gate; up] ([..., 2K])
+    and the product is (silu(gate) * up) @ weight.T; with `residual` [..., N]: that row is added to the result."""
     from energybench.model import gemv_kernel
 
-    *lead, k = x.shape
-    n = weight.shape[0]
-    assert weight.shape[1] == k and weight.stride(1) == 1, (tuple(weight.shape), weight.stride())
-    assert x.numel() == k, f"gemv takes one row; got x of shape {tuple(x.shape)}"
+    *lead, width = x.shape
+    n, k = weight.shape
+    assert width == (2 * k if swiglu else k) and weight.stride(1) == 1, (tuple(x.shape), tuple(weight.shape),
+                                                                          weight.stride(), swiglu)
+    assert x.numel() == width, f"gemv takes one row; got x of shape {tuple(x.shape)}"
+    assert norm_weight is None or norm_weight.shape == (k,), (tuple(norm_weight.shape), k)
+    assert residual is None or residual.numel() == n, (tuple(residual.shape), n)
     out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
-    gemv_kernel.launch(x.reshape(k).contiguous(), weight, out.view(n), *config_for(n, k))
+    gemv_kernel.launch(x.reshape(width).contiguous(), weight, out.view(n), *config_for(n, k),
+                       norm_weight=None if norm_weight is None else norm_weight.contiguous(), eps=eps, swiglu=swiglu,
+                       residual=None if residual is None else residual.reshape(n).contiguous())
     return out
 
 
 @gemv.register_fake
-def _gemv_shape(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _gemv_shape(x: torch.Tensor, weight: torch.Tensor, norm_weight: Optional[torch.Tensor] = None,
+                eps: float = 0.0, swiglu: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))

@@ -49,6 +49,18 @@ def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tenso
     return y
 
 
+def _row_parallel_gemv(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor,
+                       swiglu: bool = False) -> torch.Tensor:
+    """residual + x @ weight.T for a row-parallel layer's local weight through model/gemv.py's kernel: the
+    model-parallel rank 0 adds the residual to its partial product, then the all-reduce sums the ranks'."""
+    group = fs_init.get_model_parallel_group() if dist.is_initialized() else None
+    if group is None or dist.get_world_size(group) == 1:
+        return gemv_op(x, weight, swiglu=swiglu, residual=residual)
+    y = gemv_op(x, weight, swiglu=swiglu, residual=residual if dist.get_rank(group) == 0 else None)
+    dist.all_reduce(y, group=group)  # torch.compile traces it as a functional collective
+    return y
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -163,24 +175,36 @@ class Attention(nn.Module):
             q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
             k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
             v = proj(self.wv, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        rotate = apply_rotary_emb_real if fused else apply_rotary_emb
-        q, k = rotate(q, freqs_cis), rotate(k, freqs_cis)
+        if fused:
+            return proj(self.wo, self.attend(q, k, v, positions, n_slots, freqs_cis, mask, rows, kv_lens))
+        q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
-        if fused and kv_lens is not None:
-            assert rows is None, "kv_lens reads rows 0..B-1 in place"
-            self.cache.update(positions, k, v, n_slots)
-            return proj(self.wo, attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots))
         keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
         q = q.transpose(1, 2)  # [B, H, S, D]
-        if fused:
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B, H, S, D]
-            return proj(self.wo, out.transpose(1, 2).reshape(bsz, seqlen, -1))
         scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(self.head_dim)  # [B, H, S, T]
         if mask is not None:
             scores = scores + mask
         probs = F.softmax(scores.float(), dim=-1).type_as(q)
         out = torch.matmul(probs, values).transpose(1, 2).reshape(bsz, seqlen, -1)  # [B, S, H_local * D]
         return self.wo(out)
+
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, n_slots: int,
+               freqs: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor | None = None,
+               kv_lens: torch.Tensor | None = None) -> torch.Tensor:
+        """The fused path between the projections: q, k, v [B, S, H, D] rotated (real form, freqs [B, S, D/2, 2]),
+        k and v written to the cache, q attending to it in one kernel (see forward). Returns [B, S, H * D], the
+        output projection's input."""
+        bsz, seqlen = q.shape[:2]
+        q, k = apply_rotary_emb_real(q, freqs), apply_rotary_emb_real(k, freqs)
+        assert self.cache is not None, "call Transformer.setup_caches() before forward"
+        if kv_lens is not None:
+            assert rows is None, "kv_lens reads rows 0..B-1 in place"
+            self.cache.update(positions, k, v, n_slots)
+            return attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots)
+        keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)  # [B, H, S, D]
+        return out.transpose(1, 2).reshape(bsz, seqlen, -1)
 
 
 class FeedForward(nn.Module):
@@ -234,9 +258,25 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
                 kv_lens: torch.Tensor | None = None, gemv: bool = False) -> torch.Tensor:
+        if gemv and x.numel() == x.shape[-1] and self.attention.wqkv is not None and self.feed_forward.w13 is not None:
+            return self._one_row(x, positions, n_slots, freqs_cis, mask, rows, kv_lens)
         h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens,
                                gemv)
         return h + self.feed_forward(self.ffn_norm(h), fused, gemv)
+
+    def _one_row(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs: torch.Tensor,
+                 mask: torch.Tensor | None, rows: torch.Tensor | None, kv_lens: torch.Tensor | None) -> torch.Tensor:
+        """The fused layer for one row with packed projections, every matmul through model/gemv.py's kernel with
+        the elementwise work folded in: the norms into wqkv's and w13's products, SwiGLU into w2's, the residual
+        adds into wo's and w2's. What is left between the matmuls is rotary, the cache write and attention."""
+        attn, ffn = self.attention, self.feed_forward
+        norm1, norm2 = self.attention_norm, self.ffn_norm
+        qkv = gemv_op(x, attn.wqkv, norm1.weight, norm1.eps)
+        q, k, v = qkv.view(1, 1, 3, attn.n_local_heads, attn.head_dim).unbind(2)
+        h = _row_parallel_gemv(attn.attend(q, k, v, positions, n_slots, freqs, mask, rows, kv_lens), attn.wo.weight,
+                               x)
+        gate_up = gemv_op(h, ffn.w13, norm2.weight, norm2.eps)
+        return _row_parallel_gemv(gate_up, ffn.w2.weight, h, swiglu=True)
 
 
 class Transformer(nn.Module):
@@ -337,7 +377,8 @@ class Transformer(nn.Module):
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:
             h = h[:, -1, :]
-        h = self.norm(h)
-        if self.gemv:  # the output projection's local matmul, then its logits gathered as fairscale's layer does
-            return gather_from_model_parallel_region(matmul(h, self.output.weight, gemv=True)).float()
-        return self.output(h).float()
+        if self.gemv and h.numel() == h.shape[-1]:  # the norm and the output projection's local matmul in one
+            # kernel, then its logits gathered as fairscale's layer does
+            logits = gemv_op(h, self.output.weight, self.norm.weight, self.norm.eps)
+            return gather_from_model_parallel_region(logits).float()
+        return self.output(self.norm(h)).float()
