@@ -35,15 +35,17 @@ from graph_timing import replay_median_ms  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
-COLUMNS = ("kind", "model", "shards", "layout", "shape", "impl", "config", "ms", "gb_per_s", "frac_of_datasheet",
+COLUMNS = ("kind", "model", "shards", "layout", "shape", "form", "impl", "config", "ms", "gb_per_s", "frac_of_datasheet",
            "power_w", "energy_per_pass_j", "max_rel_err")
 L2_MARGIN_BYTES = 2_000_000_000  # the copies of one shape timed together: far past any L2
+# what fast_tuned's batch-1 layer folds into each packed projection's product (model.llama, model/gemv_kernel.py)
+FOLDS = {"wqkv": "norm", "wo": "residual", "w13": "norm", "w2": "swiglu+residual"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="7b,13b,65b:2", help="model presets, NAME or NAME:SHARDS (one rank's slice)")
-    ap.add_argument("--grid", default="4,8,16/256,512,1024/4,8/1,3",
+    ap.add_argument("--grid", default="4,8,16,32/256,512,1024/4,8/1,3",
                     help="tile configurations tried: BLOCK_Ns/BLOCK_Ks/NUM_WARPSs/NUM_STAGESs")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--window-s", type=float, default=3.0, help="energy window of a kind=model row")
@@ -71,27 +73,48 @@ def layer_shapes(cfg, shards: int, layout: str) -> list[tuple[str, int, int]]:
 def folded_pass(weights: list, outs: list, pick, per_layer: int):
     """The packed pass as `fast_tuned` runs it at batch 1 (model.llama's one-row layer): each layer's wqkv and
     w13 with the RMSNorm folded in, wo with the residual added, w2 with SwiGLU of [gate; up] and the residual,
-    the output projection with the final norm; the kernel with each shape's tile from `pick(N, K)`."""
-    import torch
-
+    the output projection with the final norm; the kernel with each shape's tile from `pick(N, K, form)`."""
     from energybench.model import gemv_kernel
 
     assert per_layer == 4, "folded: the packed layout (wqkv, wo, w13, w2)"
     device = weights[0].device
-    layer_folds = [dict(norm=True), dict(residual=True), dict(norm=True), dict(swiglu=True, residual=True)]
-    folds = layer_folds * ((len(weights) - 1) // per_layer) + [dict(norm=True)]
-    args = []
-    for w, o, fold in zip(weights, outs, folds):
+    forms = [FOLDS[role] for role in ("wqkv", "wo", "w13", "w2")] * ((len(weights) - 1) // per_layer) + ["norm"]
+    calls = []
+    for w, o, form in zip(weights, outs, forms):
         n, k = w.shape
-        x = torch.randn(2 * k if fold.get("swiglu") else k, dtype=w.dtype, device=device)
-        norm_weight = torch.ones(k, dtype=w.dtype, device=device) if fold.get("norm") else None
-        residual = torch.randn(n, dtype=w.dtype, device=device) if fold.get("residual") else None
-        args.append((x, w, o, pick(n, k), norm_weight, bool(fold.get("swiglu")), residual))
+        x, folded = form_inputs(form, n, k, device)
+        calls.append((x, w, o, pick(n, k, form), folded))
 
     def run():
-        for x, w, o, tile, norm_weight, swiglu, residual in args:
-            gemv_kernel.launch(x, w, o, *tile, norm_weight=norm_weight, eps=1e-6, swiglu=swiglu, residual=residual)
+        for x, w, o, tile, folded in calls:
+            gemv_kernel.launch(x, w, o, *tile, **folded)
     return run
+
+
+def form_inputs(form: str, n: int, k: int, device) -> tuple:
+    """(x, the kernel's keyword arguments) for one call of `form` on a weight [n, k]: x [2k] with swiglu, a norm
+    weight of ones [k] with norm, a residual [n] with residual."""
+    import torch
+
+    x = torch.randn(2 * k if "swiglu" in form else k, dtype=torch.float16, device=device)
+    folded = {"norm_weight": torch.ones(k, dtype=torch.float16, device=device) if "norm" in form else None,
+              "eps": 1e-6, "swiglu": "swiglu" in form,
+              "residual": torch.randn(n, dtype=torch.float16, device=device) if "residual" in form else None}
+    return x, folded
+
+
+def reference(x, w, folded: dict):
+    """What the kernel computes, in fp32 torch ops apart."""
+    import torch
+    import torch.nn.functional as F
+
+    a, k = x.float(), w.shape[1]
+    if folded["swiglu"]:
+        a = F.silu(a[:k]) * a[k:]
+    if folded["norm_weight"] is not None:
+        a = a * torch.rsqrt(a.pow(2).mean() + folded["eps"]) * folded["norm_weight"].float()
+    y = F.linear(a, w.float())
+    return y if folded["residual"] is None else y + folded["residual"].float()
 
 
 def time_graph(fn, repeats: int) -> tuple:
@@ -130,7 +153,6 @@ def energy_of(graph, window_s: float, device) -> tuple[float, float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    import torch.nn.functional as F
 
     from energybench import provenance
     from energybench.confload import compose
@@ -151,39 +173,41 @@ def main(argv: list[str] | None = None) -> int:
     def frac(gb_s: float) -> float | None:
         return gb_s / datasheet_gb_s if datasheet_gb_s else None
 
-    def triton_fn(cfg):
+    def triton_fn(cfg, folded):
         def run(x, w, out):
-            gemv_kernel.launch(x, w, out, *cfg)
+            gemv_kernel.launch(x, w, out, *cfg, **folded)
         return run
 
-    best: dict[tuple[int, int], tuple[float, tuple]] = {}
+    best: dict[tuple[int, int, str], tuple[float, tuple]] = {}
     for spec in args.models.split(","):
         name, _, shards_s = spec.partition(":")
         shards = int(shards_s or 1)
         cfg = compose([f"model={name}", "dataset=synthetic"]).model
         base = {"model": name, "shards": shards, **common}
-        shapes = {(n_, k_) for layout in ("apart", "packed") for _, n_, k_ in layer_shapes(cfg, shards, layout)}
-        shapes.add((cfg.vocab_size // shards, cfg.dim))
-        for n_rows, k in sorted(shapes):
+        shapes = {(n_, k_, "") for layout in ("apart", "packed") for _, n_, k_ in layer_shapes(cfg, shards, layout)}
+        shapes |= {(n_, k_, FOLDS[role]) for role, n_, k_ in layer_shapes(cfg, shards, "packed")}
+        out_shape = (cfg.vocab_size // shards, cfg.dim)
+        shapes |= {(*out_shape, ""), (*out_shape, "norm")}
+        for n_rows, k, form in sorted(shapes):
             matrix_bytes = n_rows * k * 2
             copies = max(2, -(-L2_MARGIN_BYTES // matrix_bytes))
             ws = [torch.empty((n_rows, k), dtype=torch.float16, device=device).normal_(std=k ** -0.5)
                   for _ in range(copies)]
-            x = torch.randn(k, dtype=torch.float16, device=device)
+            x, folded = form_inputs(form, n_rows, k, device)
             outs = [torch.empty(n_rows, dtype=torch.float16, device=device) for _ in range(copies)]
-            ref = F.linear(x.view(1, k), ws[0]).view(n_rows).float()
-            row = {"kind": "shape", "shape": f"{n_rows}x{k}", **base}
-
-            def cublas():
-                for w, o in zip(ws, outs):
-                    torch.mm(x.view(1, k), w.t(), out=o.view(1, n_rows))
-            ms, graph = time_graph(cublas, args.repeats)
-            gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
-            records.append({**row, "impl": "cublas", "ms": ms / copies, "gb_per_s": gb_s,
-                            "frac_of_datasheet": frac(gb_s)})
-            del graph
+            ref = reference(x, ws[0], folded)
+            row = {"kind": "shape", "shape": f"{n_rows}x{k}", "form": form, **base}
+            if not form:
+                def cublas():
+                    for w, o in zip(ws, outs):
+                        torch.mm(x.view(1, k), w.t(), out=o.view(1, n_rows))
+                ms, graph = time_graph(cublas, args.repeats)
+                gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
+                records.append({**row, "impl": "cublas", "ms": ms / copies, "gb_per_s": gb_s,
+                                "frac_of_datasheet": frac(gb_s)})
+                del graph
             for tile in grid:
-                fn = triton_fn(tile)
+                fn = triton_fn(tile, folded)
                 try:
                     fn(x, ws[0], outs[0])
                     err = ((outs[0].float() - ref).abs().max() / ref.abs().max()).item()
@@ -196,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
                 gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
                 records.append({**row, "impl": "triton", "config": "/".join(map(str, tile)), "ms": ms / copies,
                                 "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s), "max_rel_err": err})
-                if (n_rows, k) not in best or ms < best[(n_rows, k)][0]:
-                    best[(n_rows, k)] = (ms, tile)
+                if (n_rows, k, form) not in best or ms < best[(n_rows, k, form)][0]:
+                    best[(n_rows, k, form)] = (ms, tile)
             ws = outs = None
             torch.cuda.empty_cache()
-            print(f"{name}:{shards} {n_rows}x{k}: best {best[(n_rows, k)][1]}", flush=True)
+            print(f"{name}:{shards} {n_rows}x{k} {form or 'plain'}: best {best[(n_rows, k, form)][1]}", flush=True)
 
         # one batch-1 step's matmuls, layer by layer, for each layout and implementation
         for layout in ("apart", "packed"):
@@ -213,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             outs = [torch.empty(w.shape[0], dtype=torch.float16, device=device) for w in weights]
             pass_bytes = sum(w.numel() * 2 for w in weights)
             tiles = {
-                "best": lambda n_, k_: best[(n_, k_)][1],
+                "best": lambda n_, k_: best[(n_, k_, "")][1],
                 "default": lambda n_, k_: tuple(gemv_mod.DEFAULT),
             }
 
@@ -228,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                         gemv_kernel.launch(xs[w.shape[1]], w, o, *pick(*w.shape))
                 impls[f"triton_{label}"] = run
             if layout == "packed":
-                impls["triton_folded"] = folded_pass(weights, outs, tiles["best"], len(per_layer))
+                impls["triton_folded"] = folded_pass(weights, outs, lambda n_, k_, f: best[(n_, k_, f)][1],
+                                                     len(per_layer))
             for impl, fn in impls.items():
                 ms, graph = time_graph(fn, args.repeats)
                 energy_j, seconds, replays = energy_of(graph, args.window_s, device)
@@ -245,11 +270,13 @@ def main(argv: list[str] | None = None) -> int:
 
     shown = [r for r in records if r["kind"] != "shape" or r["impl"] == "cublas"
              or tuple(int(v) for v in r.get("config", "0/0/0/0").split("/")) == best.get(
-                 tuple(int(v) for v in r["shape"].split("x")), (0, None))[1]]
+                 (*(int(v) for v in r["shape"].split("x")), r["form"]), (0, None))[1]]
     table = markdown(shown, COLUMNS)
     print(table)
-    print("CONFIGS = {" + ", ".join(f"({n_}, {k_}): TileConfig{tile}" for (n_, k_), (_, tile) in sorted(best.items()))
-          + "}")
+    print("CONFIGS = {" + ", ".join(f"({n_}, {k_}): TileConfig{tile}"
+                                    for (n_, k_, form), (_, tile) in sorted(best.items()) if not form) + "}")
+    print("FOLDED_CONFIGS = {" + ", ".join(f"({n_}, {k_}, {form!r}): TileConfig{tile}"
+                                           for (n_, k_, form), (_, tile) in sorted(best.items()) if form) + "}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(records, indent=1) + "\n", args.out / "gemv.json")

@@ -56,8 +56,19 @@ CONFIGS: dict[tuple[int, int], TileConfig] = {
 }
 
 
-def config_for(n: int, k: int) -> TileConfig:
-    return CONFIGS.get((n, k), DEFAULT)
+# What the kernel folds in (model/gemv_kernel.py), as fast_tuned's batch-1 layer asks for it: "" (none), "norm"
+# (wqkv, w13, output), "residual" (wo), "swiglu+residual" (w2). (rows N, columns K, form) -> the tile
+# benchmarks/gemv.py measured fastest for that shape doing that (the plain product's tile where none was).
+FOLDED_CONFIGS: dict[tuple[int, int, str], TileConfig] = {}
+
+
+def form_of(norm: bool, swiglu: bool, residual: bool) -> str:
+    """The name of what one call folds in: "", or "norm", "swiglu", "residual" joined by "+"."""
+    return "+".join(name for name, on in (("norm", norm), ("swiglu", swiglu), ("residual", residual)) if on)
+
+
+def config_for(n: int, k: int, form: str = "") -> TileConfig:
+    return FOLDED_CONFIGS.get((n, k, form)) or CONFIGS.get((n, k), DEFAULT)
 
 
 @functools.cache
@@ -97,7 +108,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: Optional[torch.Tens
     assert norm_weight is None or norm_weight.shape == (k,), (tuple(norm_weight.shape), k)
     assert residual is None or residual.numel() == n, (tuple(residual.shape), n)
     out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
-    gemv_kernel.launch(x.reshape(width).contiguous(), weight, out.view(n), *config_for(n, k),
+    tile = config_for(n, k, form_of(norm_weight is not None, swiglu, residual is not None))
+    gemv_kernel.launch(x.reshape(width).contiguous(), weight, out.view(n), *tile,
                        norm_weight=None if norm_weight is None else norm_weight.contiguous(), eps=eps, swiglu=swiglu,
                        residual=None if residual is None else residual.reshape(n).contiguous())
     return out
