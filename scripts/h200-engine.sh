@@ -2,9 +2,10 @@
 # Issue 17's measurements on a lent two-GPU H200 host, in two calls (each under the device tool's 10 minutes).
 #
 #   scripts/h200-engine.sh one OUT    # GPU 0: 7B decode profile (cold, then warm in a fresh process), then
-#                                     #   benchmarks/engine.py (reference, fast, fast_tuned, transformers), logits
+#                                     #   benchmarks/engine.py (reference, fast, fast_tuned, transformers), the
+#                                     #   batch-1 profile of fast_tuned (warm: engine.py compiled it), logits
 #                                     #   checks (shards=1; fast, then with the Triton GEMV as fast_tuned runs it),
-#                                     #   the GPU tests; GPU 1: 13B profile and engine.py the same
+#                                     #   the GPU tests; GPU 1: 13B profiles and engine.py the same
 #   scripts/h200-engine.sh two OUT    # both GPUs: 65B at shards=2 (reference, fast, transformers split by layers,
 #                                     #   then fast_tuned), the shards=2 logits checks, the 65B profile
 # (benchmarks/decode_attention.py and benchmarks/gemv.py, the kernels alone, ran in calls of their own.)
@@ -42,6 +43,7 @@ case $phase in
       export CUDA_VISIBLE_DEVICES=0
       profile 7b
       run gpu0.log python3 benchmarks/engine.py --models 7b --compile-cache "$cache" --out "$out/e0"
+      run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1 --gemv --compile-cache "$cache" --out "$out/pt-7b"
       run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --out "$out/l1"
       run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --gemv --out "$out/l1"
       run tests.log python3 -m pytest -q -m gpu tests/test_engine_gpu.py -p no:cacheprovider -p no:logging
@@ -50,6 +52,7 @@ case $phase in
       export CUDA_VISIBLE_DEVICES=1
       profile 13b
       run gpu1.log python3 benchmarks/engine.py --models 13b --compile-cache "$cache" --out "$out/e1"
+      run prof-13b.log python3 benchmarks/engine_profile.py --model 13b --batches 1 --gemv --compile-cache "$cache" --out "$out/pt-13b"
     ) &
     wait
     ;;

@@ -31,35 +31,52 @@ class TileConfig(NamedTuple):
 
 DEFAULT = TileConfig(block_n=8, block_k=512, num_warps=4, num_stages=1)
 # (rows N, columns K) of a weight -> the tile benchmarks/gemv.py measured fastest for it: one H200, fp16, commit
-# af304ef, docs/benchmarks/gemv.json (LLaMA 7B and 13B, and one rank of 65B at shards=2, projections apart and
+# b0bc251, docs/benchmarks/gemv.json (LLaMA 7B and 13B, and one rank of 65B at shards=2, projections apart and
 # packed). Another card runs them too; its own run of the benchmark prints its table.
 CONFIGS: dict[tuple[int, int], TileConfig] = {
-    (4096, 4096): TileConfig(4, 512, 8, 1),
-    (4096, 8192): TileConfig(4, 1024, 8, 1),
-    (4096, 11008): TileConfig(8, 512, 8, 3),
-    (5120, 5120): TileConfig(16, 512, 8, 1),
-    (5120, 13824): TileConfig(8, 512, 8, 3),
-    (8192, 4096): TileConfig(4, 512, 4, 1),
-    (8192, 11008): TileConfig(4, 256, 4, 1),
-    (11008, 4096): TileConfig(16, 256, 4, 1),
-    (11008, 8192): TileConfig(16, 256, 4, 1),
-    (12288, 4096): TileConfig(16, 256, 4, 3),
+    (4096, 4096): TileConfig(4, 1024, 8, 1),
+    (4096, 8192): TileConfig(4, 1024, 8, 3),
+    (4096, 11008): TileConfig(4, 512, 4, 3),
+    (5120, 5120): TileConfig(8, 512, 4, 1),
+    (5120, 13824): TileConfig(4, 512, 4, 1),
+    (8192, 4096): TileConfig(4, 1024, 8, 1),
+    (8192, 11008): TileConfig(4, 256, 4, 3),
+    (11008, 4096): TileConfig(32, 256, 8, 3),
+    (11008, 8192): TileConfig(32, 256, 8, 3),
+    (12288, 4096): TileConfig(16, 256, 4, 1),
     (12288, 8192): TileConfig(16, 512, 8, 1),
-    (13824, 5120): TileConfig(4, 512, 4, 3),
+    (13824, 5120): TileConfig(4, 512, 4, 1),
     (15360, 5120): TileConfig(4, 512, 8, 3),
-    (16000, 8192): TileConfig(4, 256, 4, 1),
-    (22016, 4096): TileConfig(8, 1024, 8, 3),
+    (16000, 8192): TileConfig(32, 512, 4, 3),
+    (22016, 4096): TileConfig(4, 1024, 8, 3),
     (22016, 8192): TileConfig(8, 512, 4, 1),
-    (27648, 5120): TileConfig(4, 512, 4, 3),
-    (32000, 4096): TileConfig(4, 1024, 8, 1),
-    (32000, 5120): TileConfig(4, 512, 4, 1),
+    (27648, 5120): TileConfig(4, 512, 4, 1),
+    (32000, 4096): TileConfig(4, 1024, 8, 3),
+    (32000, 5120): TileConfig(4, 512, 4, 3),
 }
 
 
 # What the kernel folds in (model/gemv_kernel.py), as fast_tuned's batch-1 layer asks for it: "" (none), "norm"
 # (wqkv, w13, output), "residual" (wo), "swiglu+residual" (w2). (rows N, columns K, form) -> the tile
-# benchmarks/gemv.py measured fastest for that shape doing that (the plain product's tile where none was).
-FOLDED_CONFIGS: dict[tuple[int, int, str], TileConfig] = {}
+# benchmarks/gemv.py measured fastest for that shape doing that, in the run behind CONFIGS (elsewhere the plain
+# product's tile).
+FOLDED_CONFIGS: dict[tuple[int, int, str], TileConfig] = {
+    (4096, 4096, "residual"): TileConfig(4, 1024, 8, 1),
+    (4096, 11008, "swiglu+residual"): TileConfig(4, 512, 4, 1),
+    (5120, 5120, "residual"): TileConfig(8, 512, 4, 1),
+    (5120, 13824, "swiglu+residual"): TileConfig(8, 512, 8, 1),
+    (8192, 4096, "residual"): TileConfig(4, 256, 4, 1),
+    (8192, 11008, "swiglu+residual"): TileConfig(32, 512, 4, 3),
+    (12288, 4096, "norm"): TileConfig(32, 256, 8, 1),
+    (12288, 8192, "norm"): TileConfig(16, 512, 4, 1),
+    (15360, 5120, "norm"): TileConfig(8, 512, 4, 1),
+    (16000, 8192, "norm"): TileConfig(32, 512, 4, 3),
+    (22016, 4096, "norm"): TileConfig(32, 256, 8, 1),
+    (22016, 8192, "norm"): TileConfig(32, 256, 8, 3),
+    (27648, 5120, "norm"): TileConfig(4, 512, 4, 1),
+    (32000, 4096, "norm"): TileConfig(32, 256, 8, 1),
+    (32000, 5120, "norm"): TileConfig(4, 512, 4, 1),
+}
 
 
 def form_of(norm: bool, swiglu: bool, residual: bool) -> str:
