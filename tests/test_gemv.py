@@ -107,13 +107,17 @@ def test_a_batch_1_layer_folds_its_elementwise_work_into_the_kernel(monkeypatch)
 def test_a_weight_shape_without_a_measured_tile_gets_the_default() -> None:
     assert gemv.config_for(3, 5) == gemv.DEFAULT and gemv.config_for(3, 5, "norm") == gemv.DEFAULT
     for (n, k), tile in gemv.CONFIGS.items():
-        assert gemv.config_for(n, k) == tile
+        assert gemv.config_for(n, k) == gemv.FOLDED_CONFIGS.get((n, k, "residual"), tile)  # (see below)
         assert tile.block_n & (tile.block_n - 1) == 0 and tile.block_k & (tile.block_k - 1) == 0  # powers of two
     for (n, k, form), tile in gemv.FOLDED_CONFIGS.items():
         assert form in ("norm", "residual", "swiglu+residual") and gemv.config_for(n, k, form) == tile
         assert (n, k) in gemv.CONFIGS  # measured in the same run as the plain product
     n, k = next(iter(gemv.CONFIGS))
     assert gemv.config_for(n, k, "norm+swiglu") == gemv.CONFIGS[(n, k)]  # a form never measured: the plain tile
+    # ranks that skip the residual (all but rank 0 of a row-parallel layer) run rank 0's tile
+    for (n, k, form), tile in gemv.FOLDED_CONFIGS.items():
+        if form.endswith("residual"):
+            assert gemv.config_for(n, k, form.removesuffix("residual").rstrip("+")) == tile, (n, k, form)
     assert gemv.form_of(True, False, True) == "norm+residual" and gemv.form_of(False, False, False) == ""
 
 
