@@ -53,7 +53,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.gemv and args.batch != 1:  # teacher forcing keeps every row: the kernel would never run
+        ap.error(f"--gemv with --batch {args.batch}: the Triton kernel takes batch-1 steps only; give --batch 1")
+    return args
 
 
 def tolerances(args: argparse.Namespace) -> dict[str, float]:

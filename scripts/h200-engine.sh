@@ -45,7 +45,7 @@ case $phase in
       run gpu0.log python3 benchmarks/engine.py --models 7b --compile-cache "$cache" --out "$out/e0"
       run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1 --gemv --compile-cache "$cache" --out "$out/pt-7b"
       run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --out "$out/l1"
-      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --gemv --out "$out/l1"
+      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --gemv --batch 1 --out "$out/l1"
       run tests.log python3 -m pytest -q -m gpu tests/test_engine_gpu.py -p no:cacheprovider -p no:logging
     ) &
     (
@@ -62,7 +62,7 @@ case $phase in
     run gpu01.log python3 benchmarks/engine.py --shards 2 --models 65b --engines fast_tuned --compile-cache "$cache" \
         --out "$out/e2"
     run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --out "$out/l2"
-    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --gemv --out "$out/l2"
+    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --gemv --batch 1 --out "$out/l2"
     run prof-65b.log python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/engine_profile.py --model 65b --batches 1,64 \
         --compile-cache "$cache" --out "$out/p-65b"
     ;;

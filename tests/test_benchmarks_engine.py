@@ -64,6 +64,25 @@ def test_engine_logits_match_on_cpu_and_a_zero_tolerance_fails(tmp_path: Path) -
     assert row["ok"] is False and row["rel_rms"] > 0
 
 
+def test_engine_logits_with_the_triton_kernel_at_batch_1_and_only_there(tmp_path: Path, capsys) -> None:
+    """--gemv (fast_tuned's batch-1 layer: the kernel with norms, SwiGLU and residuals folded in) at shards=2
+    under Triton's interpreter matches the reference; with a batch > 1 the kernel would never run: refused."""
+    import os
+
+    import engine_logits
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        ok = run("engine_logits.py", "--model", "tiny", "--dtypes", "float32", "--shards", "2", "--gemv", "--batch",
+                 "1", "--out", str(tmp_path))
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        (row,) = json.loads((tmp_path / "engine-logits.json").read_text())
+        assert row["ok"] and row["variant"] == "gemv" and row["batch"] == 1 and row["rel_rms"] < 1e-5
+    with pytest.raises(SystemExit) as exit_:
+        engine_logits.parse(["--gemv", "--batch", "4"])
+    assert exit_.value.code == 2
+    assert "--gemv with --batch 4: the Triton kernel takes batch-1 steps only; give --batch 1" in capsys.readouterr().err
+
+
 def test_start_is_named_from_the_compile_cache_counters() -> None:
     from variants import start_of
 
