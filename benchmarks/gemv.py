@@ -35,8 +35,8 @@ from graph_timing import replay_median_ms  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
-COLUMNS = ("kind", "model", "shards", "layout", "shape", "form", "impl", "config", "ms", "gb_per_s", "frac_of_datasheet",
-           "power_w", "energy_per_pass_j", "max_rel_err")
+COLUMNS = ("kind", "model", "shards", "layout", "shape", "form", "impl", "config", "ms", "gb_per_s",
+           "frac_of_datasheet", "power_w", "energy_per_pass_j", "max_rel_err")
 L2_MARGIN_BYTES = 2_000_000_000  # the copies of one shape timed together: far past any L2
 # what fast_tuned's batch-1 layer folds into each packed projection's product (model.llama, model/gemv_kernel.py)
 FOLDS = {"wqkv": "norm", "wo": "residual", "w13": "norm", "w2": "swiglu+residual"}

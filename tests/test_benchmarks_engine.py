@@ -80,7 +80,8 @@ def test_engine_logits_with_the_triton_kernel_at_batch_1_and_only_there(tmp_path
     with pytest.raises(SystemExit) as exit_:
         engine_logits.parse(["--gemv", "--batch", "4"])
     assert exit_.value.code == 2
-    assert "--gemv with --batch 4: the Triton kernel takes batch-1 steps only; give --batch 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--gemv with --batch 4: the Triton kernel takes batch-1 steps only; give --batch 1" in err
 
 
 def test_start_is_named_from_the_compile_cache_counters() -> None:

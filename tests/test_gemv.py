@@ -45,7 +45,8 @@ def test_kernel_computes_the_matrix_vector_product(monkeypatch, n, k, tile, dtyp
 
 @pytest.mark.parametrize("folded", [("norm",), ("swiglu", "residual"), ("residual",), ("norm", "residual")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("n, k, tile", [(48, 128, gemv.TileConfig(8, 64, 4, 1)), (37, 100, gemv.TileConfig(8, 32, 4, 1))])
+@pytest.mark.parametrize("n, k, tile", [(48, 128, gemv.TileConfig(8, 64, 4, 1)),
+                                        (37, 100, gemv.TileConfig(8, 32, 4, 1))])
 @interpret
 def test_kernel_folds_the_norm_the_activation_and_the_residual(monkeypatch, n, k, tile, dtype, folded) -> None:
     """The batch-1 layer's elementwise work inside the product: RMSNorm (scale and weight) before it, SwiGLU

@@ -1,8 +1,8 @@
 """Batch-1 decode matmuls (one row times a weight matrix) as a Triton kernel instead of cuBLAS.
 
 At batch 1 a decode step is the weights' matrix-vector products: every weight byte is read once for one row.
-On an H200 cuBLAS's M=1 kernels read 7B's packed fp16 weights at 3.6 TB/s, 75 % of the card's 4.8; this kernel
-reads them at 4.0 TB/s (84 %) and draws more power doing it (docs/benchmarks/gemv.md). `gemv(x, weight)` is one
+On an H200 cuBLAS's M=1 kernels read 7B's packed fp16 weights at 3.5 TB/s, 73 % of the card's 4.8; this kernel
+reads them at 4.0 TB/s (83 %) and draws more power doing it (docs/benchmarks/gemv.md). `gemv(x, weight)` is one
 Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the weight's rows, with a tile shape
 per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere). It is a torch custom op
 (`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph captures it. The fused model calls
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -90,8 +90,8 @@ def config_for(n: int, k: int, form: str = "") -> TileConfig:
     and every rank must run the same tile, or the all-reduce after it waits for the slowest (measured: 65B at
     shards=2, rank 1's w2 with the plain product's tile, +1.2 ms of all-reduce per step on rank 0)."""
     with_residual = form_of("norm" in form, "swiglu" in form, True)
-    return FOLDED_CONFIGS.get((n, k, form)) or FOLDED_CONFIGS.get((n, k, with_residual)) or CONFIGS.get((n, k),
-                                                                                                         DEFAULT)
+    found = FOLDED_CONFIGS.get((n, k, form)) or FOLDED_CONFIGS.get((n, k, with_residual))
+    return found or CONFIGS.get((n, k), DEFAULT)
 
 
 @functools.cache
@@ -115,8 +115,8 @@ def usable(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 @torch.library.custom_op("energybench::gemv", mutates_args=())
-def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: Optional[torch.Tensor] = None, eps: float = 0.0,
-         swiglu: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None = None, eps: float = 0.0,
+         swiglu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] holding one row (every leading dimension 1); weight [N, K], rows contiguous. Returns
     x @ weight.T, [..., N] in x's dtype, summed in fp32. With `norm_weight` [K]: RMSNorm(x) (epsilon `eps`,
     weight norm_weight) @ weight.T without writing the normed row; with `swiglu`: x holds [gate; up] ([..., 2K])
@@ -139,6 +139,6 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: Optional[torch.Tens
 
 
 @gemv.register_fake
-def _gemv_shape(x: torch.Tensor, weight: torch.Tensor, norm_weight: Optional[torch.Tensor] = None,
-                eps: float = 0.0, swiglu: bool = False, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _gemv_shape(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None = None,
+                eps: float = 0.0, swiglu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))

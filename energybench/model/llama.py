@@ -42,22 +42,28 @@ def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tenso
     """What `layer(x)` computes in inference (no gather_output), without fairscale's autograd wrappers,
     which torch.compile cannot trace: the local matmul, then the sum over ranks for row-parallel layers."""
     y = matmul(x, layer.weight, gemv)
-    if isinstance(layer, RowParallelLinear) and dist.is_initialized():
-        group = fs_init.get_model_parallel_group()
-        if dist.get_world_size(group) > 1:
-            dist.all_reduce(y, group=group)  # torch.compile traces it as a functional collective
+    if isinstance(layer, RowParallelLinear) and (group := _sharded_group()) is not None:
+        dist.all_reduce(y, group=group)  # torch.compile traces it as a functional collective
     return y
+
+
+def _sharded_group() -> dist.ProcessGroup | None:
+    """fairscale's model-parallel group where it has more than one rank, else None."""
+    if not dist.is_initialized():
+        return None
+    group = fs_init.get_model_parallel_group()
+    return group if dist.get_world_size(group) > 1 else None
 
 
 def _row_parallel_gemv(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor,
                        swiglu: bool = False) -> torch.Tensor:
     """residual + x @ weight.T for a row-parallel layer's local weight through model/gemv.py's kernel: the
     model-parallel rank 0 adds the residual to its partial product, then the all-reduce sums the ranks'."""
-    group = fs_init.get_model_parallel_group() if dist.is_initialized() else None
-    if group is None or dist.get_world_size(group) == 1:
+    group = _sharded_group()
+    if group is None:
         return gemv_op(x, weight, swiglu=swiglu, residual=residual)
     y = gemv_op(x, weight, swiglu=swiglu, residual=residual if dist.get_rank(group) == 0 else None)
-    dist.all_reduce(y, group=group)  # torch.compile traces it as a functional collective
+    dist.all_reduce(y, group=group)
     return y
 
 
@@ -187,7 +193,6 @@ class Attention(nn.Module):
         probs = F.softmax(scores.float(), dim=-1).type_as(q)
         out = torch.matmul(probs, values).transpose(1, 2).reshape(bsz, seqlen, -1)  # [B, S, H_local * D]
         return self.wo(out)
-
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, n_slots: int,
                freqs: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor | None = None,
