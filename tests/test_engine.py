@@ -242,6 +242,7 @@ def test_fast_packs_and_fast_tuned_is_fast_with_the_same_tokens(model) -> None:
     assert tuned.gemv == (os.environ.get("TRITON_INTERPRET") == "1")
     assert tuned.generate(prompts, [6, 6], NoHooks()).outputs == plain.generate(prompts, [6, 6], NoHooks()).outputs
 
+
 def test_span_budget_keeps_fewer_spans_for_small_batches() -> None:
     from energybench.engine.fast import batch_spans
 

@@ -128,9 +128,9 @@ def _submit(jobs: list[Job], folder: str, task: Task, task_args: TaskArgs) -> No
                      " ".join(o for o in j.point.overrides if not o.startswith("hydra.")))
 
 
-# squeue states of a job that waits to run (again): a rank-0 result seen then is an earlier run's
 # sacct end states of a job that ended by itself (its processes exited); any other final state is Slurm ending it
 SELF_ENDED_STATES = ("COMPLETED", "FAILED")
+# squeue states of a job that waits to run (again): a rank-0 result seen then is an earlier run's
 WAITING_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "CONFIGURING")
 
 

@@ -369,9 +369,10 @@ class _Rows:
 
 
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
-# where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`). On an H200 the
-# kernel reads a batch-1 step's weights 7-11 % faster than cuBLAS but draws more power, so each pass costs 10-16 %
-# more energy (docs/benchmarks/gemv.md): the fastest decode, not the cheapest token. Its own engine (and point ids).
+# where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
+# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 a batch-1 step is 10-15 %
+# faster than `fast`'s and its tokens 10-18 % dearer: the kernel draws more power than cuBLAS
+# (docs/benchmarks/engine.md, gemv.md). The fastest decode, not the cheapest token. Its own engine (and point ids).
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
