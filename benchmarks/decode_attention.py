@@ -9,7 +9,12 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
                   H200 PyTorch picks cuDNN's kernel)
   efficient       the same masked call held to PyTorch's memory-efficient kernel (sdpa_kernel)
   flash_varlen    aten._flash_attention_forward, variable-length form, seqused_k = each row's length: the fast
-                  engine's attention=lens (model/decode_attention.py)
+                  engine's attention=lens where Triton is not (model/decode_attention.py: attend_flash)
+  split           energybench's split-KV Triton kernel, each row's own length, its slots over `splits` programs
+                  per (row, head), then combined: the fast engine's attention=lens (attend_split, its default tile
+                  and splits_for())
+  split_tile      the same kernel at every tile of a grid (block_t 16/32/64, 2/4/8 warps, 1-32 splits): which
+                  one is fastest per batch, for SPLIT_TILE and splits_for() (--no-sweep skips it)
 (FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
 torch 2.11's `_flash_attention_forward` takes no block table.)
 `first_call_ms`: the first call at a new (batch, span) shape, synchronized: what a kernel spends once per shape
@@ -37,8 +42,9 @@ from graph_timing import replay_median_ms  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
-COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "ms_per_layer", "gb_per_s", "first_call_ms",
+COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "tile", "ms_per_layer", "gb_per_s", "first_call_ms",
            "max_abs_vs_mask", "error", "gpu")
+SWEEP = [(block_t, warps, splits) for block_t in (16, 32, 64) for warps in (2, 4, 8) for splits in (1, 2, 4, 8, 16, 32)]
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,16 +56,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the split kernel's tile grid")
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args(argv)
 
 
-def kernels(slots: int, span: int) -> dict:
-    """name -> fn(q, k, v, lens); `span`: the slots the masked kernel reads (the longest row rounded up to 64)."""
+def kernels(slots: int, span: int, sweep: bool) -> dict:
+    """(name, tile) -> fn(q, k, v, lens); `span`: the slots the masked kernel reads (the longest row rounded up to
+    64). tile: "" or the split kernel's "block_t/warps/splits" ("block_t/warps/auto(n)" for its defaults)."""
+    import functools
+
     import torch
     import torch.nn.functional as F
 
-    from energybench.model.decode_attention import attend_lens
+    from energybench.model.decode_attention import SPLIT_TILE, attend_flash, attend_split
 
     def mask(q, k, v, lens):
         b = q.shape[0]
@@ -70,7 +80,10 @@ def kernels(slots: int, span: int) -> dict:
         return out.transpose(1, 2)
 
     def flash_varlen(q, k, v, lens):
-        return attend_lens(q, k, v, lens, slots)
+        return attend_flash(q, k, v, lens)
+
+    def split(q, k, v, lens, splits=0, block_t=0, warps=0):
+        return attend_split(q, k, v, lens, splits, block_t, warps)
 
     def efficient(q, k, v, lens):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -78,7 +91,21 @@ def kernels(slots: int, span: int) -> dict:
         with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
             return mask(q, k, v, lens)
 
-    return {"mask": mask, "efficient": efficient, "flash_varlen": flash_varlen}
+    return {("mask", ""): mask, ("efficient", ""): efficient, ("flash_varlen", ""): flash_varlen,
+            ("split", f"{SPLIT_TILE.block_t}/{SPLIT_TILE.num_warps}/auto"): split,
+            **{("split_tile", f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w)
+               for b, w, n in (SWEEP if sweep else []) if n * b <= slots}}
+
+
+def summary(records: list[dict]) -> list[dict]:
+    """The rows of every kernel but split_tile, and of split_tile the fastest tile per (batch, lengths)."""
+    best: dict[tuple, dict] = {}
+    for r in records:
+        if r["kernel"] == "split_tile" and r["ms_per_layer"] is not None:
+            key = (r["batch"], r["lengths"])
+            if key not in best or r["ms_per_layer"] < best[key]["ms_per_layer"]:
+                best[key] = r
+    return [r for r in records if r["kernel"] != "split_tile" or best.get((r["batch"], r["lengths"])) is r]
 
 
 def lengths_of(kind: str, batch: int, length: int, slots: int):
@@ -95,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from energybench import provenance
+    from energybench.model.decode_attention import splits_for
 
     args = parse(argv)
     device = torch.device("cuda", 0)
@@ -112,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             lens = lens.to(device)
             q = torch.randn(batch, 1, args.heads, args.head_dim, device=device, dtype=torch.float16)
             exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
-            for name, fn in kernels(args.slots, span).items():
+            for (name, tile), fn in kernels(args.slots, span, args.sweep).items():
+                if name == "split":
+                    tile = tile.replace("auto", f"auto({splits_for(batch * args.heads, args.slots)})")
                 row = {"kernel": name, "batch": batch, "lengths": kind, "mean_length": float(lens.float().mean()),
-                       "span": span,
+                       "span": span, "tile": tile,
                        "ms_per_layer": None, "gb_per_s": None, "error": None}
                 try:
                     torch.cuda.synchronize()
@@ -137,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 records.append({**row, "slots": args.slots, "heads": args.heads, "head_dim": args.head_dim,
                                 "layers": args.layers, "gpu": gpu, "date": now_utc(), "torch": torch.__version__,
                                 **provenance.record(), "command": command})
-    table = markdown(records, COLUMNS)
+    table = markdown(summary(records), COLUMNS)
     print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

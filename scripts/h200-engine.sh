@@ -8,7 +8,11 @@
 #                                     #   the GPU tests; GPU 1: 13B profiles and engine.py the same
 #   scripts/h200-engine.sh two OUT    # both GPUs: 65B at shards=2 (reference, fast, transformers split by layers,
 #                                     #   then fast_tuned), the shards=2 logits checks, the 65B profile
-# (benchmarks/decode_attention.py and benchmarks/gemv.py, the kernels alone, ran in calls of their own.)
+#   scripts/h200-engine.sh attention OUT   # the decode attention kernels alone (benchmarks/decode_attention.py,
+#                                     #   with the split kernel's tile grid), 7B and 13B profiles with attention=lens
+#                                     #   (fast, and the Triton GEMV at batch 1), logits checks at shards 1 and 2
+#                                     #   (attention=lens; the GEMV at batch 1), the GPU tests
+# (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
 # the later ones load). Power limits are only read. Needs .carry/wheels in the checkout (hydra-core, omegaconf,
@@ -38,6 +42,25 @@ profile() {  # profile MODEL: decode profile of the fast engine on this process'
 }
 
 case $phase in
+  attention)
+    (
+      export CUDA_VISIBLE_DEVICES=0
+      run attn.log python3 benchmarks/decode_attention.py --out "$out/da"
+      run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1,64 --attention lens --compile-cache "$cache" --out "$out/p-7b"
+      run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1 --gemv --attention lens --compile-cache "$cache" --out "$out/pt-7b"
+      run tests.log python3 -m pytest -q -m gpu tests/test_engine_gpu.py -p no:cacheprovider -p no:logging
+    ) &
+    (
+      export CUDA_VISIBLE_DEVICES=1
+      run prof-13b.log python3 benchmarks/engine_profile.py --model 13b --batches 1,64 --attention lens --compile-cache "$cache" --out "$out/p-13b"
+      run prof-13b.log python3 benchmarks/engine_profile.py --model 13b --batches 1 --gemv --attention lens --compile-cache "$cache" --out "$out/pt-13b"
+      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --gemv --batch 1 --out "$out/l1"
+      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --attention lens --out "$out/l1"
+    ) &
+    wait
+    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --gemv --batch 1 --out "$out/l2"
+    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --attention lens --out "$out/l2"
+    ;;
   one)
     (
       export CUDA_VISIBLE_DEVICES=0

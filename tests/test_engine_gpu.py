@@ -103,14 +103,16 @@ def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_ow
         assert set(steps.rows) <= set(engine.batches) and max(steps.rows) == 4
 
 
-def test_flash_decode_attention_reads_each_rows_own_length() -> None:
-    """attention=lens on GPU: FlashAttention's variable-length kernel over the cache rows with seqused_k gives
-    what the masked kernel gives (the CPU path), for rows at different lengths; slots past a row's length,
-    filled with huge values here, are never read."""
-    from energybench.model.decode_attention import attend_lens, flash_usable
+@pytest.mark.parametrize("kernel", ["split", "flash"])
+def test_decode_attention_reads_each_rows_own_length(kernel: str) -> None:
+    """attention=lens on GPU: the split-KV Triton kernel (what the engine runs on an H200) and FlashAttention's
+    variable-length kernel over the cache rows give what the masked kernel gives (the CPU path), for rows at
+    different lengths and every split count the engine picks; slots past a row's length, filled with huge values
+    here, are never read."""
+    from energybench.model import decode_attention as da
 
     device = torch.device("cuda", 0)
-    assert flash_usable(device, torch.float16)
+    assert da.split_usable(device, torch.float16) and da.flash_usable(device, torch.float16)
     gen = torch.Generator(device=device).manual_seed(0)
     b, slots, heads, dim = 5, 256, 8, 128
     k = torch.randn(8, slots, heads, dim, device=device, dtype=torch.float16, generator=gen)
@@ -119,10 +121,15 @@ def test_flash_decode_attention_reads_each_rows_own_length() -> None:
     for row, n in enumerate(lens.tolist()):
         k[row, n:], v[row, n:] = 1e4, 1e4  # poison: any read past the length shows
     q = torch.randn(b, 1, heads, dim, device=device, dtype=torch.float16, generator=gen)
-    got = attend_lens(q, k, v, lens, slots)
-    want = attend_lens(q.cpu().float(), k.cpu().float(), v.cpu().float(), lens.cpu(), slots)  # masked, fp32
-    assert got.shape == (b, 1, heads * dim)
-    assert (got.float().cpu() - want).abs().max().item() < 2e-2
+    want = da.attend_lens(q.cpu().float(), k.cpu().float(), v.cpu().float(), lens.cpu(), slots)  # masked, fp32
+    if kernel == "flash":
+        outs = [da.attend_flash(q, k, v, lens)]
+    else:
+        assert da.attend_lens(q, k, v, lens, slots).equal(da.attend_split(q, k, v, lens))
+        outs = [da.attend_split(q, k, v, lens, splits) for splits in (1, 2, 4, 8, 16)]
+    for got in outs:
+        assert got.shape == (b, 1, heads * dim)
+        assert (got.float().cpu() - want).abs().max().item() < 2e-2
 
 
 @pytest.mark.parametrize("attention", ["lens", "mask"])

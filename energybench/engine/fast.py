@@ -14,7 +14,7 @@ from energybench.engine import prewarm
 from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
 from energybench.engine.sampling import Sampling, sample
 from energybench.model import gemv as gemv_kernel
-from energybench.model.decode_attention import flash_usable
+from energybench.model.decode_attention import flash_usable, split_usable
 from energybench.model.llama import CACHE_ALIGN, Transformer
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ def attention_mode(setting: str | None, device: torch.device, dtype: torch.dtype
         return "mask"
     if setting not in ATTENTION_MODES:
         raise ValueError(f"attention={setting!r}: use one of {', '.join(ATTENTION_MODES)}")
-    if setting == "lens" and device.type == "cuda" and not flash_usable(device, dtype):
-        raise ValueError(f"attention=lens needs FlashAttention-2 (compute capability 8.0+, fp16/bf16); this is "
-                         f"{torch.cuda.get_device_name(device)} with {dtype}: use attention=mask")
+    if setting == "lens" and device.type == "cuda" and not (split_usable(device, dtype) or flash_usable(device, dtype)):
+        raise ValueError(f"attention=lens needs Triton or FlashAttention-2 (compute capability 8.0+, fp16/bf16); "
+                         f"this is {torch.cuda.get_device_name(device)} with {dtype}: use attention=mask")
     return setting
 
 

@@ -1,0 +1,74 @@
+"""The split-KV decode attention kernel (model/decode_attention.py: attend_split) under Triton's interpreter on the
+CPU, against the same attention in float64. The GPU runs of the same kernel are in test_engine_gpu.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the Triton kernel needs the triton package (the [test] extra installs it)")
+
+from energybench.model import decode_attention as da  # noqa: E402
+
+interpret = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                               reason="Triton's interpreter is off (a GPU host: test_engine_gpu.py runs the kernel)")
+
+
+def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of each row's query over its slots [0, lens[b]) in float64, [B, 1, H * D]."""
+    rows = []
+    for b, n in enumerate(lens.tolist()):
+        qd, kd, vd = q[b, 0].double(), k[b, :n].double(), v[b, :n].double()  # [H, D], [n, H, D]
+        probs = torch.softmax(torch.einsum("hd,thd->ht", qd, kd) / qd.shape[-1] ** 0.5, dim=-1)
+        rows.append(torch.einsum("ht,thd->hd", probs, vd).reshape(1, -1))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("splits", [1, 2, 4, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@interpret
+def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype) -> None:
+    """Rows of 1 slot, a ragged length, exactly one tile and the whole cache; more splits than a short row has
+    tiles (empty splits); slots past each length poisoned with huge values, so a read past it shows."""
+    gen = torch.Generator().manual_seed(splits)
+    bsz, slots, heads, dim = 4, 64, 2, 16
+    k = torch.randn(bsz + 1, slots, heads, dim, generator=gen).to(dtype)  # one cache row more than the batch
+    v = torch.randn(bsz + 1, slots, heads, dim, generator=gen).to(dtype)
+    lens = torch.tensor([1, 13, 16, 64], dtype=torch.int32)
+    for row, n in enumerate(lens.tolist()):
+        k[row, n:], v[row, n:] = 1e4, 1e4
+    q = torch.randn(bsz, 1, heads, dim, generator=gen).to(dtype)
+    got = da.attend_split(q, k, v, lens, splits, 16, 4, 1)
+    assert got.shape == (bsz, 1, heads * dim) and got.dtype == dtype
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
+    assert (got.double() - exact(q, k, v, lens)).abs().max().item() <= tol
+
+
+@interpret
+def test_attend_lens_on_the_cpu_is_the_masked_kernel_with_the_same_result() -> None:
+    """Off the GPU attend_lens masks one scaled_dot_product_attention; the split kernel computes the same."""
+    gen = torch.Generator().manual_seed(1)
+    k, v = torch.randn(3, 128, 4, 32, generator=gen), torch.randn(3, 128, 4, 32, generator=gen)
+    q, lens = torch.randn(3, 1, 4, 32, generator=gen), torch.tensor([5, 128, 70], dtype=torch.int32)
+    masked = da.attend_lens(q, k, v, lens, 128)
+    assert (masked - da.attend_split(q, k, v, lens)).abs().max().item() < 1e-5
+    assert (masked.double() - exact(q, k, v, lens)).abs().max().item() < 1e-5
+
+
+def test_splits_fill_the_card_at_small_batches_and_stay_within_the_cache() -> None:
+    """7B's 32 heads: 16 programs per (row, head) at batch 1, fewer as rows add programs of their own, one at 64;
+    never more splits than tiles of the cache."""
+    heads = 32
+    got = {b: da.splits_for(b * heads, 2048) for b in (1, 2, 4, 8, 16, 32, 64)}
+    assert got[1] == da.MAX_SPLITS and got[64] == 1
+    assert all(got[b] >= got[2 * b] for b in (1, 2, 4, 8, 16, 32))
+    assert all(b * heads * got[b] <= da.TARGET_PROGRAMS for b in got if got[b] > 1)
+    assert da.splits_for(heads, 64, block_t=32) == 2  # a 64-slot cache holds two 32-slot tiles
+    assert da.splits_for(heads, 16, block_t=32) == 1
+
+
+def test_split_kernel_runs_only_where_it_can() -> None:
+    assert not da.split_usable(torch.device("cpu"), torch.float64)
+    assert da.split_usable(torch.device("cpu"), torch.float16) == (os.environ.get("TRITON_INTERPRET") == "1")
