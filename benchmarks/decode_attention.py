@@ -11,10 +11,10 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
   flash_varlen    aten._flash_attention_forward, variable-length form, seqused_k = each row's length: the fast
                   engine's attention=lens where Triton is not (model/decode_attention.py: attend_flash)
   split           energybench's split-KV Triton kernel, each row's own length, its slots over `splits` programs
-                  per (row, head), then combined: the fast engine's attention=lens (attend_split, its default tile
-                  and splits_for())
-  split_tile      the same kernel at every tile of a grid (block_t 16/32/64, 2/4/8 warps, 1-32 splits): which
-                  one is fastest per batch, for SPLIT_TILE and splits_for() (--no-sweep skips it)
+                  per (row, head), then combined: the fast engine's attention=lens (attend_split with the tile and
+                  splits of split_plan(), shown as `block_t/warps/splits`)
+  split_tile      the same kernel at every tile of a grid (block_t 16-128, 1/2/4 warps, 1-32 splits): which one
+                  is fastest per batch, behind split_plan()'s rule (--no-sweep skips it)
 (FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
 torch 2.11's `_flash_attention_forward` takes no block table.)
 `first_call_ms`: the first call at a new (batch, span) shape, synchronized: what a kernel spends once per shape
@@ -44,7 +44,8 @@ from energybench.util.tables import markdown  # noqa: E402
 
 COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "tile", "ms_per_layer", "gb_per_s", "first_call_ms",
            "max_abs_vs_mask", "error", "gpu")
-SWEEP = [(block_t, warps, splits) for block_t in (16, 32, 64) for warps in (2, 4, 8) for splits in (1, 2, 4, 8, 16, 32)]
+SWEEP = [(block_t, warps, splits) for block_t in (16, 32, 64, 128) for warps in (1, 2, 4)
+         for splits in (1, 2, 4, 8, 16, 32)]
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +70,7 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from energybench.model.decode_attention import SPLIT_TILE, attend_flash, attend_split
+    from energybench.model.decode_attention import attend_flash, attend_split
 
     def mask(q, k, v, lens):
         b = q.shape[0]
@@ -92,7 +93,7 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
             return mask(q, k, v, lens)
 
     return {("mask", ""): mask, ("efficient", ""): efficient, ("flash_varlen", ""): flash_varlen,
-            ("split", f"{SPLIT_TILE.block_t}/{SPLIT_TILE.num_warps}/auto"): split,
+            ("split", "plan"): split,
             **{("split_tile", f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w)
                for b, w, n in (SWEEP if sweep else []) if n * b <= slots}}
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from energybench import provenance
-    from energybench.model.decode_attention import splits_for
+    from energybench.model.decode_attention import split_plan
 
     args = parse(argv)
     device = torch.device("cuda", 0)
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
             for (name, tile), fn in kernels(args.slots, span, args.sweep).items():
                 if name == "split":
-                    tile = tile.replace("auto", f"auto({splits_for(batch * args.heads, args.slots)})")
+                    splits, plan = split_plan(batch * args.heads, args.slots)
+                    tile = f"{plan.block_t}/{plan.num_warps}/{splits}"
                 row = {"kernel": name, "batch": batch, "lengths": kind, "mean_length": float(lens.float().mean()),
                        "span": span, "tile": tile,
                        "ms_per_layer": None, "gb_per_s": None, "error": None}

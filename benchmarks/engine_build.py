@@ -1,8 +1,8 @@
 """Where the fast engine's build time goes, step by step: each (batch, span) step's first call, second call and
 capture, with the compiler's counters, for a cold and then a warm start (a fresh process each).
 
-    python benchmarks/engine_build.py --model 7b --out $OUT                     # attention=mask (the default)
-    python benchmarks/engine_build.py --model 7b --attention lens --out $OUT
+    python benchmarks/engine_build.py --model 7b --out $OUT                     # the engine's default attention
+    python benchmarks/engine_build.py --model 7b --attention mask --out $OUT
 
 Random fp16 weights, the KV cache and batch buckets of benchmarks/engine.py (batch 64, 100 + 128 positions).
 The engine is built as a point builds it (compile cache --compile-cache, compiler imports behind the load; the
@@ -41,7 +41,8 @@ COLUMNS = ("model", "attention", "span_budget", "start", "batch", "span", "first
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="7b")
-    ap.add_argument("--attention", choices=("lens", "mask"), default="mask")
+    ap.add_argument("--attention", choices=("lens", "mask"), default=None,
+                    help="FastEngine attention (default: the engine's, lens on a GPU with Triton)")
     ap.add_argument("--span-budget", type=float, default=None, metavar="FRACTION",
                     help="FastEngine span_budget: fewer attention spans for small batches (default: every span)")
     ap.add_argument("--batch", type=int, default=64)
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     for start in ("cold", "warm"):
         result = Path(tempfile.mkdtemp()) / "rows.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", start, "--model", args.model,
-               "--attention", args.attention, "--batch", str(args.batch), "--positions", str(args.positions),
+               "--batch", str(args.batch), "--positions", str(args.positions),
                "--compile-cache", cache, "--out", str(result)]
+        cmd += ["--attention", args.attention] if args.attention else []
         cmd += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
         env = {**os.environ, "EB_COMMAND": "python benchmarks/engine_build.py " + " ".join(argv or sys.argv[1:]),
                "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
@@ -145,7 +147,7 @@ def worker(args: argparse.Namespace, argv: list[str]) -> int:
         model.setup_caches(args.batch, args.positions)
         prewarm.wait()
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, torch.float16, 1)
-        with compile_cache.use(args.compile_cache, {**facts, "variant": f"build-{args.attention}"}) as cache:
+        with compile_cache.use(args.compile_cache, {**facts, "variant": f"build-{args.attention or 'default'}"}) as cache:
             t0 = time.perf_counter()
             engine = FastEngine(model, Sampling(0.8, 0.95), torch.Generator(device=device).manual_seed(1),
                                 attention=args.attention, span_budget=args.span_budget)
@@ -153,11 +155,11 @@ def worker(args: argparse.Namespace, argv: list[str]) -> int:
             cache.measure(write_key=False)
         engine.close()
     gpu = torch.cuda.get_device_name(device)
-    common = {"model": args.model, "attention": args.attention, "span_budget": args.span_budget,
+    common = {"model": args.model, "attention": engine.attention, "span_budget": args.span_budget,
               "start": args.worker, "engine_ready_s": ready_s,
               **engine.build_s, "gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(),
               "command": os.environ.get("EB_COMMAND", "")}
-    print(f"{args.model} {args.attention} {args.worker}: ready in {ready_s:.1f} s ({len(rows)} steps)", flush=True)
+    print(f"{args.model} {engine.attention} {args.worker}: ready in {ready_s:.1f} s ({len(rows)} steps)", flush=True)
     args.out.write_text(json.dumps([{**common, **r} for r in rows]))
     return 0
 

@@ -64,4 +64,5 @@ def add_variant_args(ap) -> None:
     ap.add_argument("--span-budget", type=float, default=None, metavar="FRACTION",
                     help="build fewer attention spans for small batches (FastEngine span_budget; default: every span)")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
-                    help="the fast engine's decode attention (FastEngine attention=; default: mask)")
+                    help="the fast engine's decode attention (FastEngine attention=; default: lens on a GPU with "
+                         "Triton, mask elsewhere)")

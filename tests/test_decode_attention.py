@@ -10,7 +10,12 @@ import torch
 
 pytest.importorskip("triton", reason="the Triton kernel needs the triton package (the [test] extra installs it)")
 
+from energybench.engine import NoHooks, Sampling, make_engine  # noqa: E402
+from energybench.engine.fast import FastEngine  # noqa: E402
 from energybench.model import decode_attention as da  # noqa: E402
+from energybench.model import llama  # noqa: E402
+from energybench.model.build import build_model  # noqa: E402
+from tiny import CPU, TINY, one_process, prompts_of  # noqa: E402
 
 interpret = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                reason="Triton's interpreter is off (a GPU host: test_engine_gpu.py runs the kernel)")
@@ -57,18 +62,45 @@ def test_attend_lens_on_the_cpu_is_the_masked_kernel_with_the_same_result() -> N
     assert (masked.double() - exact(q, k, v, lens)).abs().max().item() < 1e-5
 
 
-def test_splits_fill_the_card_at_small_batches_and_stay_within_the_cache() -> None:
-    """7B's 32 heads: 16 programs per (row, head) at batch 1, fewer as rows add programs of their own, one at 64;
-    never more splits than tiles of the cache."""
+def test_the_plan_fills_the_card_at_small_batches_and_stays_within_the_cache() -> None:
+    """7B's 32 heads: 16 programs per (row, head) of 16-slot tiles at batch 1, 4 of 32 at batch 16, one of 64 at
+    batch 64 (the tiles benchmarks/decode_attention.py found fastest); never a grid past TARGET_PROGRAMS once split,
+    never more splits than tiles of the cache, 2 warps."""
     heads = 32
-    got = {b: da.splits_for(b * heads, 2048) for b in (1, 2, 4, 8, 16, 32, 64)}
-    assert got[1] == da.MAX_SPLITS and got[64] == 1
-    assert all(got[b] >= got[2 * b] for b in (1, 2, 4, 8, 16, 32))
-    assert all(b * heads * got[b] <= da.TARGET_PROGRAMS for b in got if got[b] > 1)
-    assert da.splits_for(heads, 64, block_t=32) == 2  # a 64-slot cache holds two 32-slot tiles
-    assert da.splits_for(heads, 16, block_t=32) == 1
+    plans = {b: da.split_plan(b * heads, 2048) for b in (1, 2, 4, 8, 16, 32, 64)}
+    assert [(plans[b][0], plans[b][1].block_t) for b in (1, 16, 64)] == [(16, 16), (4, 32), (1, 64)]
+    assert all(plans[b][0] >= plans[2 * b][0] for b in (1, 2, 4, 8, 16, 32))
+    assert all(b * heads * splits <= da.TARGET_PROGRAMS for b, (splits, _) in plans.items() if splits > 1)
+    assert {tile.num_warps for _, tile in plans.values()} == {da.NUM_WARPS}
+    assert da.split_plan(heads, 64)[0] == 2  # a 64-slot cache holds two 32-slot tiles
+    assert da.split_plan(heads, 32)[0] == 1
 
 
 def test_split_kernel_runs_only_where_it_can() -> None:
     assert not da.split_usable(torch.device("cpu"), torch.float64)
     assert da.split_usable(torch.device("cpu"), torch.float16) == (os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@interpret
+def test_the_fast_engine_with_the_split_kernel_gives_the_reference_tokens(monkeypatch) -> None:
+    """attention=lens with every decode step's attention through the split kernel (on a GPU attend_lens calls it;
+    here it is put in attend_lens's place): rows finishing at different steps, the batch shrinking, greedy tokens
+    equal to the reference's."""
+    calls = []
+
+    def split(q, k_cache, v_cache, kv_lens, n_slots):
+        calls.append(q.shape[0])
+        return da.attend_split(q, k_cache, v_cache, kv_lens)
+
+    monkeypatch.setattr(llama, "attend_lens", split)
+    greedy = Sampling(temperature=0.0, top_p=0.95)
+    lengths, limits = [3, 12, 7], [5, 9, 2]
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=3)
+        model.setup_caches(4, 64)
+        prompts = prompts_of(lengths, TINY.vocab_size, seed=5)
+        want = make_engine("reference", model, greedy, torch.Generator().manual_seed(0)).generate(
+            prompts, limits, NoHooks()).outputs
+        engine = FastEngine(model, greedy, torch.Generator().manual_seed(0), attention="lens")
+        assert engine.generate(prompts, limits, NoHooks()).outputs == want
+    assert len(calls) == TINY.n_layers * (max(limits) - 1) and set(calls) == {4, 2, 1}

@@ -125,6 +125,20 @@ def test_an_unknown_decode_attention_is_refused_by_name(model) -> None:
         FastEngine(model, GREEDY, torch.Generator().manual_seed(0), attention="paged")
 
 
+def test_the_default_decode_attention_is_lens_where_the_triton_kernel_runs(monkeypatch) -> None:
+    """attention=None: each row's own length on a GPU whose card and dtype the split kernel takes, the masked span
+    elsewhere (a CPU; a card without it)."""
+    from energybench.engine import fast
+
+    gpu = torch.device("cuda", 0)
+    assert fast.attention_mode(None, CPU, torch.float32) == "mask"
+    monkeypatch.setattr(fast, "split_usable", lambda device, dtype: True)
+    assert fast.attention_mode(None, gpu, torch.float16) == "lens"
+    assert fast.attention_mode("mask", gpu, torch.float16) == "mask"
+    monkeypatch.setattr(fast, "split_usable", lambda device, dtype: False)
+    assert fast.attention_mode(None, gpu, torch.float16) == "mask"
+
+
 def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:
     before = run(model, "reference", GREEDY)
     # make EOS win where sequence 1 would emit its 4th token: EOS's output row := that token's, scaled up

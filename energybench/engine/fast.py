@@ -68,10 +68,12 @@ def aligned_span(n: int, max_seq: int) -> int:
 
 
 def attention_mode(setting: str | None, device: torch.device, dtype: torch.dtype) -> str:
-    """The decode attention an engine runs: `mask` (one span for all rows, through a mask; the default) or
-    `lens` (each row reads its own length; on GPU FlashAttention's variable-length kernel). None is mask."""
+    """The decode attention an engine runs: `lens` (each row reads its own length; on GPU the split-KV Triton
+    kernel, or FlashAttention's variable-length kernel where Triton is not) or `mask` (one span for all rows,
+    through a mask). None is lens on a GPU where the Triton kernel runs (model/decode_attention.py), mask elsewhere
+    (a CPU; a card or dtype the kernel does not take)."""
     if setting is None:
-        return "mask"
+        return "lens" if device.type == "cuda" and split_usable(device, dtype) else "mask"
     if setting not in ATTENTION_MODES:
         raise ValueError(f"attention={setting!r}: use one of {', '.join(ATTENTION_MODES)}")
     if setting == "lens" and device.type == "cuda" and not (split_usable(device, dtype) or flash_usable(device, dtype)):
@@ -91,12 +93,13 @@ class FastEngine:
     (layers torch.compiled, whole step captured as a CUDA graph, collectives included, and the draw of the
     next tokens captured as a second graph) and replayed.
 
-    Decode attention (`attention`): `mask` (the default) attends every row to a span (a multiple of CACHE_ALIGN
-    covering the longest row) through a mask, one graph per (batch, span); on an H200 PyTorch runs cuDNN's
-    kernel for it. `lens` gives each row its own context length (pos + 1) and on GPU calls FlashAttention's
-    variable-length kernel, which reads only those slots (`model/decode_attention.py`): a step needs no span,
-    so one graph per batch size and a quicker start, but on an H200 that kernel is slower than cuDNN's over the
-    span (docs/engine.md: benchmarks/decode_attention.py), so it is not the default.
+    Decode attention (`attention`, see attention_mode): `lens` (the default on a GPU where Triton runs) gives each
+    row its own context length (pos + 1) and calls energybench's split-KV Triton kernel, which reads only those
+    slots (`model/decode_attention.py`): a step needs no span, so one graph per batch size and a quicker start,
+    and on an H200 the kernel is faster than cuDNN's over the span at batch 1, 16 and 64 (docs/engine.md:
+    benchmarks/decode_attention.py). `mask` (the default elsewhere) attends every row to a span (a multiple of
+    CACHE_ALIGN covering the longest row) through a mask, one graph per (batch, span); on an H200 PyTorch runs
+    cuDNN's kernel for it.
     """
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,

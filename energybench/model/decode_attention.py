@@ -18,7 +18,7 @@ kv_lens masked.
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import os
 from typing import NamedTuple
 
@@ -34,10 +34,29 @@ class SplitTile(NamedTuple):
     num_stages: int
 
 
-SPLIT_TILE = SplitTile(block_t=32, num_warps=4, num_stages=2)
-# programs per (row, head): enough for the card at small batches; a row's slots are split evenly among them
-TARGET_PROGRAMS = 1024
+# How attend_split lays out its grid, from benchmarks/decode_attention.py's tile grid on one H200 (commit 9a7d260,
+# docs/benchmarks/decode-attention.json; LLaMA-7B's 32 heads of 128, rows at 164 slots): 2 warps per program
+# always won, and the fastest splits brought the grid to 2,048 programs wherever the cache had the slots (batch 64:
+# 1 split, 64 slots per iteration, 0.050 ms per layer against cuDNN's masked 0.073; batch 16: 4 splits of 32,
+# 0.019 against 0.030; batch 1: 16 splits of 16, 0.0063 against 0.0126).
+TARGET_PROGRAMS = 2048
 MAX_SPLITS = 16
+NUM_WARPS = 2
+
+
+def split_plan(rows_times_heads: int, slots: int) -> tuple[int, SplitTile]:
+    """(splits, tile) for a grid of `rows_times_heads` (row, head) pairs over a cache of `slots` slots per row: the
+    largest power of two of splits (at most MAX_SPLITS) that keeps the grid within TARGET_PROGRAMS and gives each
+    split at least one tile of the cache, with tiles of 64 slots at one split, 32 up to four, 16 beyond."""
+    splits = 1
+    while (splits < MAX_SPLITS and rows_times_heads * splits * 2 <= TARGET_PROGRAMS
+           and splits * 2 * block_t_for(splits * 2) <= slots):
+        splits *= 2
+    return splits, SplitTile(block_t_for(splits), NUM_WARPS, 1)
+
+
+def block_t_for(splits: int) -> int:
+    return 64 if splits == 1 else 32 if splits <= 4 else 16
 
 
 def flash_usable(device: torch.device, dtype: torch.dtype) -> bool:
@@ -49,33 +68,17 @@ def flash_usable(device: torch.device, dtype: torch.dtype) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-@functools.cache
-def _triton() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+TRITON = importlib.util.find_spec("triton") is not None  # a constant: attend_lens asks inside compiled code
 
 
 def split_usable(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `attend_split` can run on `device` in `dtype`: a CUDA card of compute capability 8.0+ in fp16/bf16
     with Triton, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1; float32 too)."""
-    if not _triton():
+    if not TRITON:
         return False
     if device.type == "cpu":
         return os.environ.get("TRITON_INTERPRET") == "1" and dtype in (*FLASH_DTYPES, torch.float32)
     return device.type == "cuda" and dtype in FLASH_DTYPES and torch.cuda.get_device_capability(device) >= (8, 0)
-
-
-def splits_for(rows_times_heads: int, slots: int, block_t: int = SPLIT_TILE.block_t) -> int:
-    """Programs per (row, head): the power of two that brings the grid to about TARGET_PROGRAMS, at most
-    MAX_SPLITS and no more than the cache's slots fill with block_t each (7B: 16 at batch 1, 2 at 16, 1 at 64)."""
-    splits = 1
-    while (splits < MAX_SPLITS and rows_times_heads * splits * 2 <= TARGET_PROGRAMS
-           and splits * 2 * block_t <= slots):
-        splits *= 2
-    return splits
 
 
 def attend_lens(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
@@ -113,19 +116,18 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
                  splits: int = 0, block_t: int = 0, num_warps: int = 0, num_stages: int = 0) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
     q [B, 1, H, D]; caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in [1, S]. splits and
-    the tile: 0 takes splits_for() and SPLIT_TILE (benchmarks/decode_attention.py passes its own). A torch
+    the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). A torch
     custom op, so torch.compile keeps it as one call and a CUDA graph captures it. Returns [B, 1, H * D]."""
     from energybench.model import decode_attention_kernel
 
     bsz, seqlen, heads, dim = q.shape
     assert seqlen == 1 and k_cache.shape[2:] == (heads, dim) and k_cache.stride(3) == 1 and v_cache.stride(3) == 1, (
         tuple(q.shape), tuple(k_cache.shape), k_cache.stride())
-    tile = SplitTile(block_t or SPLIT_TILE.block_t, num_warps or SPLIT_TILE.num_warps,
-                     num_stages or SPLIT_TILE.num_stages)
+    planned, tile = split_plan(bsz * heads, k_cache.shape[1])
+    tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps, num_stages or tile.num_stages)
     out = torch.empty((bsz, heads, dim), dtype=q.dtype, device=q.device)
     decode_attention_kernel.launch(q.reshape(bsz, heads, dim).contiguous(), k_cache, v_cache,
-                                   kv_lens.contiguous(), out,
-                                   splits or splits_for(bsz * heads, k_cache.shape[1], tile.block_t), *tile)
+                                   kv_lens.contiguous(), out, splits or planned, *tile)
     return out.view(bsz, 1, heads * dim)
 
 

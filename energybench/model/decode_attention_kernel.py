@@ -2,10 +2,10 @@
 slots [0, len) of the KV cache, the slots split over `splits` programs (split-KV, "flash-decoding"), then the
 splits' partial results combined.
 
-  _partial  program (b, h, s): slots [s c, (s + 1) c) of row b's first len[b] (c = len[b] / splits, rounded up to
+  _decode_attention_partial  program (b, h, s): slots [s c, (s + 1) c) of row b's first len[b] (c = len[b] / splits, rounded up to
             BLOCK_T), an online softmax over them in fp32: its maximum score m, the sum l of exp(score - m) and
             acc = sum exp(score - m) v. With one split it normalizes and writes the output itself.
-  _combine  program (b, h): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, M the largest m_s.
+  _decode_attention_combine  program (b, h): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, M the largest m_s.
 
 Every program reads its slots once; the grid does not depend on the lengths, which stay on the device, so one
 CUDA graph per batch size serves every length. Imported only where Triton is; TRITON_INTERPRET=1 runs it on a CPU.
@@ -21,7 +21,7 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, scale_log2,
+def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, scale_log2,
              stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
              stride_ob, stride_oh, H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
     b, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -60,7 +60,7 @@ def _partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, scal
 
 
 @triton.jit
-def _combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_oh,
+def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_oh,
              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr):
     b, h = tl.program_id(0), tl.program_id(1)
     first = (b * H + h) * SPLITS
@@ -85,11 +85,11 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
     m = torch.empty(n, dtype=torch.float32, device=q.device)
     total = torch.empty(n, dtype=torch.float32, device=q.device)
     acc = torch.empty((n, dim) if scratch else (1, dim), dtype=torch.float32, device=q.device)
-    _partial[(bsz, heads, splits)](
+    _decode_attention_partial[(bsz, heads, splits)](
         q, k_cache, v_cache, kv_lens, out, m, total, acc, LOG2E / dim ** 0.5,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
         H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, num_warps=num_warps, num_stages=num_stages)
     if scratch:
-        _combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1), H=heads, SPLITS=splits, D=dim,
+        _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1), H=heads, SPLITS=splits, D=dim,
                                num_warps=4)
