@@ -13,6 +13,8 @@
 #                                     #   with the split kernel's tile grid), 7B and 13B profiles with attention=lens
 #                                     #   (fast, and the Triton GEMV at batch 1), logits checks at shards 1 and 2
 #                                     #   (attention=lens; the GEMV at batch 1), the GPU tests
+#   scripts/h200-engine.sh profiles OUT    # phase one's profiles alone: 7B on GPU 0, 13B on GPU 1 (fast cold, then
+#                                     #   warm in a fresh process; fast_tuned at batch 1)
 # (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
@@ -43,6 +45,17 @@ profile() {  # profile MODEL: decode profile of the fast engine on this process'
 }
 
 case $phase in
+  profiles)
+    for gpu_model in 0:7b 1:13b; do
+      (
+        export CUDA_VISIBLE_DEVICES=${gpu_model%%:*}
+        m=${gpu_model#*:}
+        profile "$m"
+        run "prof-$m.log" python3 benchmarks/engine_profile.py --model "$m" --batches 1 --gemv --compile-cache "$cache" --out "$out/pt-$m"
+      ) &
+    done
+    wait
+    ;;
   attention)
     (
       export CUDA_VISIBLE_DEVICES=0
