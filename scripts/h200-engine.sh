@@ -15,6 +15,8 @@
 #                                     #   (attention=lens; the GEMV at batch 1), the GPU tests
 #   scripts/h200-engine.sh profiles OUT    # phase one's profiles alone: 7B on GPU 0, 13B on GPU 1 (fast cold, then
 #                                     #   warm in a fresh process; fast_tuned at batch 1)
+#   scripts/h200-engine.sh build OUT  # GPU 0: the 7B build step by step (benchmarks/engine_build.py, cold then warm);
+#                                     #   then both GPUs: 65B's fast_tuned batch-1 profile at shards=2
 # (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
@@ -45,6 +47,11 @@ profile() {  # profile MODEL: decode profile of the fast engine on this process'
 }
 
 case $phase in
+  build)
+    CUDA_VISIBLE_DEVICES=0 run build.log python3 benchmarks/engine_build.py --model 7b --out "$out/b"
+    run prof-65b.log python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/engine_profile.py --model 65b --batches 1 \
+        --gemv --compile-cache "$cache" --out "$out/pt-65b"
+    ;;
   profiles)
     for gpu_model in 0:7b 1:13b; do
       (
