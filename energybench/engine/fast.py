@@ -87,9 +87,9 @@ class FastEngine:
 
     Prefill: one eager forward over all prompts (right-padded; the causal mask keeps pads out of every
     real position), logits taken at each prompt's last token. Decode: one token per live sequence per step;
-    row r sits at its own position; attention reads the first `s` cache slots through a mask of the
-    row's positions. When the live sequences fit a smaller batch bucket, their cache rows are moved to
-    the front (`_compact`) and the step runs at that size. On GPU each (batch, span) step is built once
+    row r sits at its own position and attends to its own slots (see `attention` below). When the live sequences
+    fit a smaller batch bucket, their cache rows are moved to the front (`_compact`) and the step runs at that
+    size. On GPU each (batch, span) step (one span per batch with attention=lens) is built once
     (layers torch.compiled, whole step captured as a CUDA graph, collectives included, and the draw of the
     next tokens captured as a second graph) and replayed.
 
@@ -373,8 +373,8 @@ class _Rows:
 
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
-# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 a batch-1 step is 10-15 %
-# faster than `fast`'s and its tokens 10-18 % dearer: the kernel draws more power than cuBLAS
+# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 a batch-1 step is 8-15 %
+# faster than `fast`'s and its tokens 4-17 % dearer: the kernel draws more power than cuBLAS
 # (docs/benchmarks/engine.md, gemv.md). The fastest decode, not the cheapest token. Its own engine (and point ids).
 
 
