@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = (max(batches), args.slots, args.heads, args.head_dim)
     caches = [(torch.randn(shape, device=device, dtype=torch.float16),
                torch.randn(shape, device=device, dtype=torch.float16)) for _ in range(args.layers)]
-    records, reference = [], {}
+    records = []
     command = "python benchmarks/decode_attention.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for batch in batches:
         for kind in ("equal", "spread"):
@@ -141,42 +141,67 @@ def main(argv: list[str] | None = None) -> int:
             lens = lens.to(device)
             q = torch.randn(batch, 1, args.heads, args.head_dim, device=device, dtype=torch.float16)
             exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
+            reference = None  # the first kernel's output (mask's) at this batch and these lengths
             for (name, tile), fn in kernels(args.slots, span, args.sweep).items():
                 if name == "split":
                     splits, plan = split_plan(batch * args.heads, args.slots)
                     tile = f"{plan.block_t}/{plan.num_warps}/{splits}"
-                row = {"kernel": name, "batch": batch, "lengths": kind, "mean_length": float(lens.float().mean()),
-                       "span": span, "tile": tile,
-                       "ms_per_layer": None, "gb_per_s": None, "error": None}
-                try:
-                    torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    out = fn(q, *caches[0], lens).reshape(batch, -1).float()
-                    torch.cuda.synchronize()
-                    row["first_call_ms"] = 1e3 * (time.perf_counter() - t0)
-                    ref = reference.setdefault((batch, kind), out)
-                    row["max_abs_vs_mask"] = (out - ref).abs().max().item()
-                    graph = torch.cuda.CUDAGraph()
-                    torch.cuda.synchronize()
-                    with torch.cuda.graph(graph):
-                        for k, v in caches:
-                            fn(q, k, v, lens)
-                    ms = replay_median_ms(graph, args.repeats)
-                    row.update(ms_per_layer=ms / args.layers, gb_per_s=exact_bytes / (ms * 1e-3) / 1e9)
-                    del graph
-                except Exception as e:  # a kernel this torch refuses: recorded, not fatal
-                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-                records.append({**row, "slots": args.slots, "heads": args.heads, "head_dim": args.head_dim,
+                row, out = measure(fn, q, caches, lens, args.repeats, reference)
+                reference = out if reference is None else reference
+                if row["ms_per_layer"] is not None:
+                    row.update(ms_per_layer=row["ms_per_layer"] / args.layers,
+                               gb_per_s=exact_bytes / (row["ms_per_layer"] * 1e-3) / 1e9)
+                records.append({"kernel": name, "batch": batch, "lengths": kind,
+                                "mean_length": float(lens.float().mean()), "span": span, "tile": tile, **row,
+                                "slots": args.slots, "heads": args.heads, "head_dim": args.head_dim,
                                 "layers": args.layers, "gpu": gpu, "date": now_utc(), "torch": torch.__version__,
                                 **provenance.record(), "command": command})
-    table = markdown(summary(records), COLUMNS)
-    print(table)
+    print(markdown(summary(records), COLUMNS))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(records, indent=1) + "\n", args.out / "decode-attention.json")
-        write_text("# Decode attention kernels\n\nWritten by `benchmarks/decode_attention.py`; record: "
-                   "[decode-attention.json](decode-attention.json).\n\n" + table + "\n", args.out / "decode-attention.md")
+        write_markdown(records, args.out / "decode-attention.md")
     return 0
+
+
+def measure(fn, q, caches: list, lens, repeats: int, reference) -> tuple[dict, object]:
+    """One kernel: its first call (synchronized), its output against `reference` (None: it is the reference), and
+    the median of `repeats` replays of one CUDA graph calling it on every layer's cache (`ms_per_layer` holds the
+    whole graph's ms here). A kernel this torch refuses gives a row with its error, not an exception."""
+    import torch
+
+    row = {"ms_per_layer": None, "gb_per_s": None, "first_call_ms": None, "max_abs_vs_mask": None, "error": None}
+    out = None
+    try:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn(q, *caches[0], lens).reshape(q.shape[0], -1).float()
+        torch.cuda.synchronize()
+        row["first_call_ms"] = 1e3 * (time.perf_counter() - t0)
+        row["max_abs_vs_mask"] = 0.0 if reference is None else (out - reference).abs().max().item()
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            for k, v in caches:
+                fn(q, k, v, lens)
+        row["ms_per_layer"] = replay_median_ms(graph, repeats)
+        del graph
+    except Exception as e:  # a kernel this torch refuses: recorded, not fatal
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    return row, out
+
+
+def write_markdown(records: list[dict], path: Path) -> None:
+    """decode-attention.md: the runs (card, date, commit, command) and the summary table."""
+    runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit") or "not recorded", r["command"]) for r in records})
+    lines = ["# Decode attention kernels", "",
+             "Written by `benchmarks/decode_attention.py` (its docstring says what each kernel is); see docs/engine.md.",
+             "Per layer, one query per (row, head) over a [batch, slots, heads, head_dim] cache. The rows of",
+             "`split_tile` here are the fastest tile of each batch; the record has every one.",
+             "Record: [decode-attention.json](decode-attention.json).", "", "Runs (card, date, commit, command):", "",
+             *[f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs], "",
+             markdown(summary(records), COLUMNS)]
+    write_text("\n".join(lines) + "\n", path)
 
 
 if __name__ == "__main__":

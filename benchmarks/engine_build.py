@@ -147,7 +147,8 @@ def worker(args: argparse.Namespace, argv: list[str]) -> int:
         model.setup_caches(args.batch, args.positions)
         prewarm.wait()
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, torch.float16, 1)
-        with compile_cache.use(args.compile_cache, {**facts, "variant": f"build-{args.attention or 'default'}"}) as cache:
+        variant = f"build-{args.attention or 'default'}"
+        with compile_cache.use(args.compile_cache, {**facts, "variant": variant}) as cache:
             t0 = time.perf_counter()
             engine = FastEngine(model, Sampling(0.8, 0.95), torch.Generator(device=device).manual_seed(1),
                                 attention=args.attention, span_budget=args.span_budget)

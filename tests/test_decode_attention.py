@@ -104,3 +104,27 @@ def test_the_fast_engine_with_the_split_kernel_gives_the_reference_tokens(monkey
         engine = FastEngine(model, greedy, torch.Generator().manual_seed(0), attention="lens")
         assert engine.generate(prompts, limits, NoHooks()).outputs == want
     assert len(calls) == TINY.n_layers * (max(limits) - 1) and set(calls) == {4, 2, 1}
+
+
+def test_the_benchmarks_table_keeps_every_kernel_and_the_fastest_tile_per_batch(tmp_path) -> None:
+    """benchmarks/decode_attention.py's summary: each named kernel's rows, and of the tile grid only the fastest
+    measured tile of each (batch, lengths); the markdown names each run's card, date, commit and command."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import decode_attention as bench
+
+    def row(kernel: str, batch: int, tile: str, ms: float | None) -> dict:
+        return {"kernel": kernel, "batch": batch, "lengths": "equal", "tile": tile, "ms_per_layer": ms,
+                "gpu": "card", "date": "2026-11-30T00:00:00", "git_commit": "abc", "command": "python x"}
+
+    records = [row("mask", 1, "", 0.013), row("split", 1, "16/2/16", 0.006), row("split_tile", 1, "16/2/16", 0.0064),
+               row("split_tile", 1, "32/2/8", 0.0062), row("split_tile", 1, "64/1/4", None),
+               row("split_tile", 64, "64/2/1", 0.05), row("split_tile", 64, "32/2/2", 0.058)]
+    kept = bench.summary(records)
+    assert [(r["kernel"], r["batch"], r["tile"]) for r in kept] == [
+        ("mask", 1, ""), ("split", 1, "16/2/16"), ("split_tile", 1, "32/2/8"), ("split_tile", 64, "64/2/1")]
+    bench.write_markdown(records, tmp_path / "d.md")
+    text = (tmp_path / "d.md").read_text()
+    assert "- card, 2026-11-30, commit abc: `python x`" in text and "32/2/8" in text and "32/2/2" not in text

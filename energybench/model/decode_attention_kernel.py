@@ -2,10 +2,12 @@
 slots [0, len) of the KV cache, the slots split over `splits` programs (split-KV, "flash-decoding"), then the
 splits' partial results combined.
 
-  _decode_attention_partial  program (b, h, s): slots [s c, (s + 1) c) of row b's first len[b] (c = len[b] / splits, rounded up to
-            BLOCK_T), an online softmax over them in fp32: its maximum score m, the sum l of exp(score - m) and
-            acc = sum exp(score - m) v. With one split it normalizes and writes the output itself.
-  _decode_attention_combine  program (b, h): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, M the largest m_s.
+  _decode_attention_partial  program (b, h, s): slots [s c, (s + 1) c) of row b's first len[b] (c = len[b] /
+                             splits, rounded up to BLOCK_T), an online softmax over them in fp32: its maximum score
+                             m, the sum l of exp(score - m) and acc = sum exp(score - m) v. With one split it
+                             normalizes and writes the output itself.
+  _decode_attention_combine  program (b, h): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, M the largest
+                             m_s.
 
 Every program reads its slots once; the grid does not depend on the lengths, which stay on the device, so one
 CUDA graph per batch size serves every length. Imported only where Triton is; TRITON_INTERPRET=1 runs it on a CPU.
@@ -22,8 +24,9 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, scale_log2,
-             stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-             stride_ob, stride_oh, H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
+                              stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                              stride_ob, stride_oh,
+                              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
     b, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(lens_ptr + b)
     chunk = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_T) * BLOCK_T
@@ -61,7 +64,7 @@ def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_p
 
 @triton.jit
 def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_oh,
-             H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr):
+                              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr):
     b, h = tl.program_id(0), tl.program_id(1)
     first = (b * H + h) * SPLITS
     s = tl.arange(0, SPLITS)
@@ -80,6 +83,7 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
     ([rows, slots, H, D], D contiguous), row b's slots [0, kv_lens[b]); softmax scale 1/sqrt(D). splits: a power of
     two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2) values per (row, head)."""
     bsz, heads, dim = q.shape
+    assert dim & (dim - 1) == 0 and splits & (splits - 1) == 0 and block_t & (block_t - 1) == 0, (dim, splits, block_t)
     scratch = splits > 1
     n = bsz * heads * splits if scratch else 1
     m = torch.empty(n, dtype=torch.float32, device=q.device)
@@ -91,5 +95,5 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
         H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, num_warps=num_warps, num_stages=num_stages)
     if scratch:
-        _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1), H=heads, SPLITS=splits, D=dim,
-                               num_warps=4)
+        _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1),
+                                                H=heads, SPLITS=splits, D=dim, num_warps=4)
