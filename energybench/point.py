@@ -187,6 +187,13 @@ def load_engine(cfg: PointConfig, env: DistEnv, device: torch.device, dtype: tor
     return engine, compiled, engine_ready_s
 
 
+def decode_attention(engine: object) -> str | None:
+    """The decode attention a fast engine built (`lens` or `mask`: engine/fast.py attention_mode); None for an
+    engine without that choice (`reference`, a site's)."""
+    attention = getattr(engine, "attention", None)
+    return attention if isinstance(attention, str) else None
+
+
 def engine_compiles(engine: str, device: torch.device) -> bool:
     """Whether the point's engine compiles: one whose registry entry says so, on a GPU (on CPU engines run eager).
     Only then does the point set up the compile cache and import the compiler while its weights load."""
@@ -254,6 +261,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
             "engine_ready_s": engine_ready_s,
+            "decode_attention": decode_attention(engine),
             **compiled.columns(),
             "torch_threads": threads,
             "samples_with_replacement": workload.with_replacement,

@@ -156,6 +156,7 @@ def test_a_point_records_its_engine_ready_time_and_cache_columns(tmp_path: Path)
     row = results.load(out).iloc[0]
     assert 0 <= row["engine_ready_s"] <= row["load_s"]
     assert row["compile_cache_hits"] == 0 and row["compile_cache_misses"] == 0  # the reference engine: no compile
+    assert pd.isna(row["decode_attention"])  # nor a choice of decode attention
     assert pd.isna(row["compile_cache_dir"])
     for value, shown in (("", "compile_cache=''"), ("cache", "compile_cache='cache'")):
         bad = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart",

@@ -77,8 +77,25 @@ def test_the_plan_fills_the_card_at_small_batches_and_stays_within_the_cache() -
 
 
 def test_split_kernel_runs_only_where_it_can() -> None:
-    assert not da.split_usable(torch.device("cpu"), torch.float64)
-    assert da.split_usable(torch.device("cpu"), torch.float16) == (os.environ.get("TRITON_INTERPRET") == "1")
+    cpu = torch.device("cpu")
+    assert not da.split_usable(cpu, torch.float64, 128)
+    assert da.split_usable(cpu, torch.float16, 128) == (os.environ.get("TRITON_INTERPRET") == "1")
+    assert not da.split_usable(cpu, torch.float16, 100)  # heads of 100 (OpenLLaMA-3B): not a power of two
+
+
+@interpret
+def test_kernel_reads_no_further_than_the_cache_and_gives_zeros_for_no_slots() -> None:
+    """A length past the cache's slots reads the whole row (no further: the next row holds huge values); a length
+    of 0 gives zeros, at one split and at several (no engine makes either; the kernel stays in bounds)."""
+    gen = torch.Generator().manual_seed(2)
+    k, v = torch.randn(3, 32, 2, 16, generator=gen), torch.randn(3, 32, 2, 16, generator=gen)
+    k[2], v[2] = 1e4, 1e4
+    q = torch.randn(2, 1, 2, 16, generator=gen)
+    for splits in (1, 4):
+        got = da.attend_split(q, k, v, torch.tensor([0, 999], dtype=torch.int32), splits, 16, 4, 1)
+        assert got[0].abs().max().item() == 0.0
+        full = exact(q[1:], k[1:2], v[1:2], torch.tensor([32]))
+        assert (got[1:].double() - full).abs().max().item() < 1e-5
 
 
 @interpret

@@ -126,17 +126,24 @@ def test_an_unknown_decode_attention_is_refused_by_name(model) -> None:
 
 
 def test_the_default_decode_attention_is_lens_where_the_triton_kernel_runs(monkeypatch) -> None:
-    """attention=None: each row's own length on a GPU whose card and dtype the split kernel takes, the masked span
-    elsewhere (a CPU; a card without it)."""
+    """attention=None: each row's own length on a GPU whose card, dtype and head size the split kernel takes, the
+    masked span elsewhere (a CPU; a card without it). attention=lens on a GPU takes either kernel, and neither is a
+    one-line error naming the card and the fix."""
     from energybench.engine import fast
 
     gpu = torch.device("cuda", 0)
-    assert fast.attention_mode(None, CPU, torch.float32) == "mask"
-    monkeypatch.setattr(fast, "split_usable", lambda device, dtype: True)
-    assert fast.attention_mode(None, gpu, torch.float16) == "lens"
-    assert fast.attention_mode("mask", gpu, torch.float16) == "mask"
-    monkeypatch.setattr(fast, "split_usable", lambda device, dtype: False)
-    assert fast.attention_mode(None, gpu, torch.float16) == "mask"
+    assert fast.attention_mode(None, CPU, torch.float32, 128) == "mask"
+    monkeypatch.setattr(fast, "split_usable", lambda device, dtype, head_dim: head_dim == 128)
+    monkeypatch.setattr(fast, "flash_usable", lambda device, dtype: False)
+    assert fast.attention_mode(None, gpu, torch.float16, 128) == "lens"
+    assert fast.attention_mode(None, gpu, torch.float16, 100) == "mask"  # a head size the kernel does not take
+    assert fast.attention_mode("mask", gpu, torch.float16, 128) == "mask"
+    monkeypatch.setattr(fast.torch.cuda, "get_device_name", lambda device: "Tesla V100")
+    with pytest.raises(ValueError, match="attention=lens needs Triton or FlashAttention-2.*Tesla V100.*attention=mask"):
+        fast.attention_mode("lens", gpu, torch.float16, 100)
+    monkeypatch.setattr(fast, "flash_usable", lambda device, dtype: True)  # FlashAttention's kernel takes it
+    assert fast.attention_mode("lens", gpu, torch.float16, 100) == "lens"
+    assert fast.attention_mode(None, gpu, torch.float16, 100) == "mask"
 
 
 def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:

@@ -103,8 +103,9 @@ def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_ow
         assert set(steps.rows) <= set(engine.batches) and max(steps.rows) == 4
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kernel", ["split", "flash"])
-def test_decode_attention_reads_each_rows_own_length(kernel: str) -> None:
+def test_decode_attention_reads_each_rows_own_length(kernel: str, dtype: torch.dtype) -> None:
     """attention=lens on GPU: the split-KV Triton kernel (what the engine runs on an H200) and FlashAttention's
     variable-length kernel over the cache rows give what the masked kernel gives (the CPU path), for rows at
     different lengths and every split count the engine picks; slots past a row's length, filled with huge values
@@ -112,15 +113,15 @@ def test_decode_attention_reads_each_rows_own_length(kernel: str) -> None:
     from energybench.model import decode_attention as da
 
     device = torch.device("cuda", 0)
-    assert da.split_usable(device, torch.float16) and da.flash_usable(device, torch.float16)
+    assert da.split_usable(device, dtype, 128) and da.flash_usable(device, dtype)
     gen = torch.Generator(device=device).manual_seed(0)
     b, slots, heads, dim = 5, 256, 8, 128
-    k = torch.randn(8, slots, heads, dim, device=device, dtype=torch.float16, generator=gen)
-    v = torch.randn(8, slots, heads, dim, device=device, dtype=torch.float16, generator=gen)
+    k = torch.randn(8, slots, heads, dim, device=device, dtype=dtype, generator=gen)
+    v = torch.randn(8, slots, heads, dim, device=device, dtype=dtype, generator=gen)
     lens = torch.tensor([1, 17, 64, 200, 256], device=device, dtype=torch.int32)
     for row, n in enumerate(lens.tolist()):
         k[row, n:], v[row, n:] = 1e4, 1e4  # poison: any read past the length shows
-    q = torch.randn(b, 1, heads, dim, device=device, dtype=torch.float16, generator=gen)
+    q = torch.randn(b, 1, heads, dim, device=device, dtype=dtype, generator=gen)
     want = da.attend_lens(q.cpu().float(), k.cpu().float(), v.cpu().float(), lens.cpu(), slots)  # masked, fp32
     if kernel == "flash":
         outs = [da.attend_flash(q, k, v, lens)]
@@ -128,8 +129,41 @@ def test_decode_attention_reads_each_rows_own_length(kernel: str) -> None:
         assert da.attend_lens(q, k, v, lens, slots).equal(da.attend_split(q, k, v, lens))
         outs = [da.attend_split(q, k, v, lens, splits) for splits in (1, 2, 4, 8, 16)]
     for got in outs:
-        assert got.shape == (b, 1, heads * dim)
-        assert (got.float().cpu() - want).abs().max().item() < 2e-2
+        assert got.shape == (b, 1, heads * dim) and got.dtype == dtype
+        assert (got.float().cpu() - want).abs().max().item() < {torch.float16: 2e-2, torch.bfloat16: 6e-2}[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_replayed_decode_step_attends_to_what_it_wrote_in_the_cache(dtype: torch.dtype) -> None:
+    """The fast engine's default on a GPU (attention=lens: the split kernel inside the compiled layers, the step
+    replayed from its CUDA graph) against the same step computed eagerly through the masked kernel, over a cache
+    of random keys and values with rows at positions 0 to the last slot, at batch buckets 8, 2 and 1. The graph's
+    kernel must read the keys and values its own step just wrote: a row at position 0 attends to nothing else."""
+    from energybench.engine.fast import FastEngine
+
+    device = torch.device("cuda", 0)
+    with model_parallel(DistEnv.single(), device):
+        model = build_model(TINY, device, dtype, seed=5)
+        model.setup_caches(8, 128)
+        engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0))
+        try:
+            assert engine.attention == "lens" and engine.spans == [128]
+            gen = torch.Generator(device=device).manual_seed(1)
+            for layer in model.layers:
+                for buffer in (layer.attention.cache.k, layer.attention.cache.v):
+                    buffer.copy_(torch.randn(buffer.shape, generator=gen, device=device, dtype=dtype))
+            engine.tok[:, 0] = torch.randint(3, TINY.vocab_size, (8,), generator=gen, device=device)
+            engine.pos[:, 0] = torch.tensor([0, 5, 127, 64, 100, 63, 31, 7], device=device)
+            for b in (8, 2, 1):
+                pos = engine.pos[:b]
+                hidden = torch.arange(128, device=device).view(1, 1, 1, 128) > pos.view(b, 1, 1, 1)
+                mask = torch.zeros((b, 1, 1, 128), dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
+                want = engine.eager(engine.tok[:b], pos, n_slots=128, mask=mask)
+                got = engine.step(b, 128)
+                scale = want.abs().max().item()
+                assert (got - want).abs().max().item() <= {torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype] * scale
+        finally:
+            engine.close()
 
 
 @pytest.mark.parametrize("attention", ["lens", "mask"])

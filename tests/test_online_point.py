@@ -78,6 +78,7 @@ def test_online_run_metrics(online) -> None:
     mine = [r for r in requests if r["in_window"]]
     assert row["workload"] == "online" and row["rate_rps"] == 50 and row["requests"] == 40
     assert row["torch_threads"] >= 1  # sized and recorded as for an offline point
+    assert row["decode_attention"] == "mask"  # the fast engine's attention on a CPU, recorded
     assert row["responses"] == len(mine) > 0
     window = [s for s in steps if s["window"] == "generation"]
     assert row["tokens"] == sum(s["new_tokens"] for s in window)

@@ -67,16 +67,17 @@ def aligned_span(n: int, max_seq: int) -> int:
     return min(-(-n // CACHE_ALIGN) * CACHE_ALIGN, max_seq)
 
 
-def attention_mode(setting: str | None, device: torch.device, dtype: torch.dtype) -> str:
+def attention_mode(setting: str | None, device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
     """The decode attention an engine runs: `lens` (each row reads its own length; on GPU the split-KV Triton
     kernel, or FlashAttention's variable-length kernel where Triton is not) or `mask` (one span for all rows,
     through a mask). None is lens on a GPU where the Triton kernel runs (model/decode_attention.py), mask elsewhere
-    (a CPU; a card or dtype the kernel does not take)."""
+    (a CPU; a card, dtype or head size the kernel does not take)."""
     if setting is None:
-        return "lens" if device.type == "cuda" and split_usable(device, dtype) else "mask"
+        return "lens" if device.type == "cuda" and split_usable(device, dtype, head_dim) else "mask"
     if setting not in ATTENTION_MODES:
         raise ValueError(f"attention={setting!r}: use one of {', '.join(ATTENTION_MODES)}")
-    if setting == "lens" and device.type == "cuda" and not (split_usable(device, dtype) or flash_usable(device, dtype)):
+    lens_on_gpu = setting == "lens" and device.type == "cuda"
+    if lens_on_gpu and not (split_usable(device, dtype, head_dim) or flash_usable(device, dtype)):
         raise ValueError(f"attention=lens needs Triton or FlashAttention-2 (compute capability 8.0+, fp16/bf16); "
                          f"this is {torch.cuda.get_device_name(device)} with {dtype}: use attention=mask")
     return setting
@@ -124,7 +125,7 @@ class FastEngine:
         self.dtype = model.output.weight.dtype
         assert model.max_batch > 0, "call model.setup_caches() before building the engine"
         self.use_graphs = cuda if graphs is None else graphs
-        self.attention = attention_mode(attention, self.device, self.dtype)
+        self.attention = attention_mode(attention, self.device, self.dtype, model.cfg.head_dim)
         if gemv and not gemv_kernel.usable(self.device, self.dtype):
             raise ValueError(f"gemv=True needs Triton and a CUDA card of compute capability 8.0+ in fp16/bf16 "
                              f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: "

@@ -5,7 +5,8 @@ A decode step gives every row one query. Attending through an additive mask over
 span bucket; `attend_lens` reads row b's slots [0, kv_lens[b]) only. The lengths stay on the device, so a
 call is captured in a CUDA graph once per batch size and replayed at every length.
 
-On a GPU it is, where `split_usable` (Triton, compute capability 8.0 or later, fp16 or bf16), energybench's
+On a GPU it is, where `split_usable` (Triton, compute capability 8.0 or later, fp16 or bf16, a head size that is a
+power of two), energybench's
 split-KV Triton kernel (`attend_split`, model/decode_attention_kernel.py): each (row, head) spreads its slots
 over `splits` programs and a second kernel combines them, so batch 1 keeps the card busy and batch 64 reads each
 row's own length. Otherwise, where `flash_usable` (FlashAttention-2 in PyTorch, compute capability 8.0 or later,
@@ -73,10 +74,11 @@ def flash_usable(device: torch.device, dtype: torch.dtype) -> bool:
 TRITON = importlib.util.find_spec("triton") is not None  # a constant: attend_lens asks inside compiled code
 
 
-def split_usable(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `attend_split` can run on `device` in `dtype`: a CUDA card of compute capability 8.0+ in fp16/bf16
-    with Triton, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1; float32 too)."""
-    if not TRITON:
+def split_usable(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether `attend_split` can run on `device` in `dtype` for heads of `head_dim`: a CUDA card of compute
+    capability 8.0+ in fp16/bf16 with Triton, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1;
+    float32 too); a head size that is a power of two (the kernel's tiles; LLaMA's 128)."""
+    if not TRITON or head_dim < 1 or head_dim & (head_dim - 1):
         return False
     if device.type == "cpu":
         return os.environ.get("TRITON_INTERPRET") == "1" and dtype in (*FLASH_DTYPES, torch.float32)
@@ -90,7 +92,7 @@ def attend_lens(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k
     bsz, seqlen, heads, dim = q.shape
     assert seqlen == 1, "attend_lens is for decode steps (one new position per row)"
     if q.is_cuda:  # the engine takes this path only where split_usable() or flash_usable() (FastEngine checks it)
-        if split_usable(q.device, q.dtype):
+        if split_usable(q.device, q.dtype, dim):
             return attend_split(q, k_cache, v_cache, kv_lens)
         return attend_flash(q, k_cache, v_cache, kv_lens)
     visible = torch.arange(n_slots, device=q.device).view(1, 1, 1, n_slots) < kv_lens.view(bsz, 1, 1, 1)
@@ -117,7 +119,8 @@ def attend_flash(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
                  splits: int = 0, block_t: int = 0, num_warps: int = 0, num_stages: int = 0) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
-    q [B, 1, H, D]; caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in [1, S]. splits and
+    q [B, 1, H, D] (D a power of two); caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in
+    [1, S] (a length past S reads S slots, a length of 0 gives zeros). splits and
     the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). A torch
     custom op, so torch.compile keeps it as one call and a CUDA graph captures it. Returns [B, 1, H * D]."""
     from energybench.model import decode_attention_kernel

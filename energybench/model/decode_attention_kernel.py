@@ -25,10 +25,10 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, scale_log2,
                               stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                              stride_ob, stride_oh,
+                              stride_ob, stride_oh, S,
                               H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
     b, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    length = tl.load(lens_ptr + b)
+    length = tl.minimum(tl.load(lens_ptr + b), S)  # never past the cache row
     chunk = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_T) * BLOCK_T
     start = s * chunk
     end = tl.minimum(start + chunk, length)
@@ -54,7 +54,8 @@ def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_p
         m = m_new
         t0 += BLOCK_T
     if SPLITS == 1:
-        tl.store(out_ptr + b * stride_ob + h * stride_oh + d, (acc / total).to(out_ptr.dtype.element_ty))
+        out = tl.where(total > 0, acc / total, 0.0)  # a row of no slots (not one an engine makes): zeros
+        tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty))
     else:
         at = (b * H + h) * SPLITS + s
         tl.store(m_ptr + at, m)
@@ -69,18 +70,20 @@ def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_
     first = (b * H + h) * SPLITS
     s = tl.arange(0, SPLITS)
     m = tl.load(m_ptr + first + s)  # [SPLITS]; -inf where a split had no slots
-    weight = tl.exp2(m - tl.max(m, axis=0))  # 0 for empty splits (split 0 always has one)
+    top = tl.max(m, axis=0)
+    weight = tl.exp2(m - tl.where(top > float("-inf"), top, 0.0))  # 0 for empty splits
     total = tl.sum(weight * tl.load(l_ptr + first + s), axis=0)
     d = tl.arange(0, D)
     acc = tl.load(acc_ptr + (first + s).to(tl.int64)[:, None] * D + d[None, :])  # [SPLITS, D]
-    out = tl.sum(weight[:, None] * acc, axis=0) / total
+    out = tl.where(total > 0, tl.sum(weight[:, None] * acc, axis=0) / total, 0.0)  # a row of no slots: zeros
     tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty))
 
 
 def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor, out: torch.Tensor,
            splits: int, block_t: int, num_warps: int, num_stages: int) -> None:
     """out [B, H, D] = attention of q [B, H, D] (one query per row and head) over k_cache / v_cache rows 0..B-1
-    ([rows, slots, H, D], D contiguous), row b's slots [0, kv_lens[b]); softmax scale 1/sqrt(D). splits: a power of
+    ([rows, slots, H, D], D contiguous), row b's slots [0, min(kv_lens[b], slots)) (no slot: zeros); softmax scale
+    1/sqrt(D). splits: a power of
     two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2) values per (row, head)."""
     bsz, heads, dim = q.shape
     assert dim & (dim - 1) == 0 and splits & (splits - 1) == 0 and block_t & (block_t - 1) == 0, (dim, splits, block_t)
@@ -92,7 +95,7 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
     _decode_attention_partial[(bsz, heads, splits)](
         q, k_cache, v_cache, kv_lens, out, m, total, acc, LOG2E / dim ** 0.5,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), k_cache.shape[1],
         H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, num_warps=num_warps, num_stages=num_stages)
     if scratch:
         _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1),
