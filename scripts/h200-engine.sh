@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 17's measurements on a lent two-GPU H200 host, in two calls (each under the device tool's 10 minutes).
+# Issue 17's measurements on a lent two-GPU H200 host, one phase per call (each under the device tool's 10 minutes).
 #
 #   scripts/h200-engine.sh one OUT    # GPU 0: the decode attention kernels alone (benchmarks/decode_attention.py),
 #                                     #   7B decode profile (cold, then warm in a fresh process), then
@@ -9,10 +9,6 @@
 #                                     #   the GPU tests; GPU 1: 13B profiles and engine.py the same
 #   scripts/h200-engine.sh two OUT    # both GPUs: 65B at shards=2 (reference, fast, transformers split by layers,
 #                                     #   then fast_tuned), the shards=2 logits checks, the 65B profile
-#   scripts/h200-engine.sh attention OUT   # the decode attention kernels alone (benchmarks/decode_attention.py,
-#                                     #   with the split kernel's tile grid), 7B and 13B profiles with attention=lens
-#                                     #   (fast, and the Triton GEMV at batch 1), logits checks at shards 1 and 2
-#                                     #   (attention=lens; the GEMV at batch 1), the GPU tests
 #   scripts/h200-engine.sh profiles OUT    # phase one's profiles alone: 7B on GPU 0, 13B on GPU 1 (fast cold, then
 #                                     #   warm in a fresh process; fast_tuned at batch 1)
 #   scripts/h200-engine.sh build OUT  # GPU 0: the 7B build step by step (benchmarks/engine_build.py, cold then warm);
@@ -62,25 +58,6 @@ case $phase in
       ) &
     done
     wait
-    ;;
-  attention)
-    (
-      export CUDA_VISIBLE_DEVICES=0
-      run attn.log python3 benchmarks/decode_attention.py --out "$out/da"
-      run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1,64 --attention lens --compile-cache "$cache" --out "$out/p-7b"
-      run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1 --gemv --attention lens --compile-cache "$cache" --out "$out/pt-7b"
-      run tests.log python3 -m pytest -q -m gpu tests/test_engine_gpu.py -p no:cacheprovider -p no:logging
-    ) &
-    (
-      export CUDA_VISIBLE_DEVICES=1
-      run prof-13b.log python3 benchmarks/engine_profile.py --model 13b --batches 1,64 --attention lens --compile-cache "$cache" --out "$out/p-13b"
-      run prof-13b.log python3 benchmarks/engine_profile.py --model 13b --batches 1 --gemv --attention lens --compile-cache "$cache" --out "$out/pt-13b"
-      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --gemv --batch 1 --out "$out/l1"
-      run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 1 --dtypes float16 --attention lens --out "$out/l1"
-    ) &
-    wait
-    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --gemv --batch 1 --out "$out/l2"
-    run logits.log python3 benchmarks/engine_logits.py --model 7b --shards 2 --dtypes float16 --attention lens --out "$out/l2"
     ;;
   one)
     (
