@@ -131,7 +131,7 @@ def worker(args: argparse.Namespace) -> int:
             pre = torch.arange(p, device=device).expand(b, p)
             last = torch.full((b,), p - 1, device=device)
             fast = [engine.eager(tokens[:, :p], pre, n_slots=p, mask=causal[..., :p, :p], logits_at=last).float()]
-            bucket = min(x for x in engine.batches if x >= b)
+            bucket = engine.bucket_for(b)
             for t in range(p, p + n - 1):  # decode steps: token t at position t, as generate() feeds them
                 engine.tok.zero_()
                 engine.pos.zero_()

@@ -234,7 +234,7 @@ def measure_batch(args: argparse.Namespace, engine: FastEngine, cfg, b: int, dev
     sync(device, env)
     steps_ms = [1e3 * s for s in stats.step_times_s[stats.prefill_steps:]]
     step_ms = statistics.median(steps_ms)
-    bucket = min(x for x in engine.batches if x >= b)
+    bucket = engine.bucket_for(b)
     # the replays below run at the calls' mean context (the roofline's), every row at it: the generate call left the
     # rows at their last position, where attention=lens reads 39 % more K/V than its average step (7B, batch 64)
     context = min(args.prompt_tokens + args.new_tokens // 2, engine.room)

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from energybench.engine.base import EOS_ID
-from energybench.engine.fast import FastEngine, _fit, aligned_span
+from energybench.engine.fast import FastEngine, aligned_span
 from energybench.engine.sampling import sample
 
 
@@ -236,9 +236,9 @@ class _Run:
         """One token for every decoding slot, at the bucket covering the highest one."""
         live = [i for i, s in enumerate(self.slots) if s is not None and s.decoding]
         if not waiting and not any(s is not None and not s.decoding for s in self.slots) \
-                and _fit(self.e.batches, len(live)) < _fit(self.e.batches, live[-1] + 1):
+                and self.e.bucket_for(len(live)) < self.e.bucket_for(live[-1] + 1):
             live = self._pack(live)
-        b = _fit(self.e.batches, live[-1] + 1)
+        b = self.e.bucket_for(live[-1] + 1)
         span = self.e.span_for(b, min(max(self.pos[i] for i in live) + 1, self.e.room))
         self.e.tok[:b, 0].copy_(torch.tensor(self.tok[:b]))
         self.e.pos[:b, 0].copy_(torch.tensor(self.pos[:b]))

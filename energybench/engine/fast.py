@@ -223,6 +223,10 @@ class FastEngine:
             self.build_s["first_graph_s"] = t1 - t0
         self.build_s["capture_s"] += time.perf_counter() - t1
 
+    def bucket_for(self, n: int) -> int:
+        """The batch bucket (the smallest of self.batches) that holds n rows: the size a step of n rows runs at."""
+        return _fit(self.batches, n)
+
     def span_for(self, b: int, n: int) -> int:
         """The span a step at batch bucket `b` runs when its longest row needs `n` cache slots (n <= room)."""
         return _fit(self.spans_of[b], n)
@@ -285,10 +289,10 @@ class FastEngine:
         hooks.phase_start("decode")
         computed = bsz  # token positions sampled, counted or not
         n_alive, t = int(rows.alive.sum()), 1
-        b = _fit(self.batches, bsz)
+        b = self.bucket_for(bsz)
         while n_alive > 0:
             # positions fed this step are below min(max_len + t, room): a row stops before room
-            if _fit(self.batches, n_alive) < b:
+            if self.bucket_for(n_alive) < b:
                 b = self._compact(rows, n_alive, span=aligned_span(min(max_len + t - 1, self.room), self.max_seq))
             nxt = self.next_tokens(b, self.span_for(b, min(max_len + t, self.room)))  # [b]
             alive = rows.alive[:b]
@@ -339,7 +343,7 @@ class FastEngine:
         rows.alive[n:] = False
         rows.seq[n:] = rows.scratch
         self.pos[n:] = 0  # spare rows write slot 0 of spare cache rows
-        return _fit(self.batches, n)
+        return self.bucket_for(n)
 
     def close(self) -> None:
         """Free the captured graphs (and their memory pool) while the process group still exists."""
