@@ -304,7 +304,7 @@ def test_a_failed_rank_0_of_a_job_slurm_ended_is_recorded_with_slurm_s_end_state
 
 
 def test_a_job_squeue_no_longer_knows_is_ended_and_a_silent_squeue_is_not(tmp_path: Path, monkeypatch) -> None:
-    from energybench.slurm import QueueUnknown, queue_entry
+    from energybench.util.slurm_queue import QueueUnknown, queue_entry
 
     squeue = tmp_path / "squeue"
     squeue.write_text('#!/bin/sh\necho "$FAKE_ERR" >&2\nexit 1\n')

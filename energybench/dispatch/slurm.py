@@ -78,7 +78,7 @@ def _attach(j: Job) -> bool:
     """Wait for a job a previous run of this sweep submitted for the point if it still runs or waits."""
     from submitit.slurm.slurm import SlurmJob
 
-    from energybench.slurm import QueueUnknown, queue_entry
+    from energybench.util.slurm_queue import QueueUnknown, queue_entry
 
     status = read_status(j.point.dir) or {}
     job_id, folder = status.get("submitit_job_id"), status.get("submitit_folder")
@@ -145,7 +145,7 @@ def _ended(j: Job, unwrap: Unwrap) -> bool:
     rewritten) when it was seen while the job waited to run again, when a new run of the job has started
     since it was seen, or when it is older than the current run's start. When squeue does not answer, a
     `done` result of this run still counts; anything else waits for sacct's end state (`_ended_unlisted`)."""
-    from energybench.slurm import QueueUnknown, queue_entry
+    from energybench.util.slurm_queue import QueueUnknown, queue_entry
 
     if not j.job.task(0).done():
         return False
@@ -182,7 +182,7 @@ def _ended_unlisted(j: Job, unwrap: Unwrap, result: tuple[int, int] | None, erro
     """`_ended` while squeue does not answer: a `done` result not known to be stale counts; otherwise, once
     squeue has been silent for QUEUE_UNKNOWN_MAX_S, sacct's end state decides (a final state: ended; none:
     keep waiting, with a warning every QUEUE_UNKNOWN_MAX_S)."""
-    from energybench.slurm import ALIVE_STATES, end_state
+    from energybench.util.slurm_queue import ALIVE_STATES, end_state
 
     now = time.time()
     j.unknown_since = j.unknown_since or now
@@ -235,7 +235,7 @@ def _collect(j: Job, unwrap: Unwrap) -> PointOutcome:
     """The rank-0 task's outcome, or a failed point built from Slurm's end state."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    from energybench.slurm import ALIVE_STATES, end_state
+    from energybench.util.slurm_queue import ALIVE_STATES, end_state
 
     try:
         if j.stale_result is not None and _result_id(j) == j.stale_result:

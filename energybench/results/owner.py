@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import socket
-import subprocess
 import time
 from typing import Any, Mapping
 
 from energybench.util.process import pid_alive
-
-# squeue states of a job that has not ended (a requeued job comes back under the same id)
-SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "COMPLETING", "CONFIGURING", "RESIZING",
-               "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING", "PREEMPTED")
+from energybench.util.slurm_queue import QueueUnknown, end_state, queue_entry
 
 
 def host() -> str:
@@ -72,33 +67,20 @@ def _cached(ttl_s: float):
 
 @_cached(ttl_s=10.0)
 def slurm_job_alive(job_id: str) -> bool | None:
-    """True while squeue lists job `job_id` as pending or running; False once squeue no longer does
-    (sacct then has its end state); None where no Slurm client answers on this machine."""
-    if shutil.which("squeue") is None:
-        return None
+    """True while squeue lists job `job_id` as not ended; False once it no longer does (sacct then has its end
+    state); None where no Slurm client answers on this machine."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return None  # the controller did not answer: say nothing
-    state = out.stdout.strip().split("\n")[0]
-    return state in SLURM_ALIVE
+        return queue_entry(job_id) is not None
+    except QueueUnknown:
+        return None  # the controller did not answer (or there is none): say nothing
 
 
 @_cached(ttl_s=10.0)
 def slurm_end_state(job_id: str) -> str | None:
     """The state sacct records for an ended job (COMPLETED, CANCELLED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, ...),
     or None where accounting does not answer."""
-    if shutil.which("sacct") is None:
-        return None
-    try:
-        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
-    return states[-1] if states else None
+    state = end_state(job_id)
+    return None if state == "UNKNOWN" else state
 
 
 def alive(owner: Mapping[str, Any] | None) -> bool | None:
