@@ -146,11 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "split":
                     splits, plan = split_plan(batch * args.heads, args.slots)
                     tile = f"{plan.block_t}/{plan.num_warps}/{splits}"
-                row, out = measure(fn, q, caches, lens, args.repeats, reference)
+                row, out, graph_ms = measure(fn, q, caches, lens, args.repeats, reference)
                 reference = out if reference is None else reference
-                if row["ms_per_layer"] is not None:
-                    row.update(ms_per_layer=row["ms_per_layer"] / args.layers,
-                               gb_per_s=exact_bytes / (row["ms_per_layer"] * 1e-3) / 1e9)
+                if graph_ms is not None:
+                    row.update(ms_per_layer=graph_ms / args.layers, gb_per_s=exact_bytes / (graph_ms * 1e-3) / 1e9)
                 records.append({"kernel": name, "batch": batch, "lengths": kind,
                                 "mean_length": float(lens.float().mean()), "span": span, "tile": tile, **row,
                                 "slots": args.slots, "heads": args.heads, "head_dim": args.head_dim,
@@ -164,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(fn, q, caches: list, lens, repeats: int, reference) -> tuple[dict, object]:
+def measure(fn, q, caches: list, lens, repeats: int, reference) -> tuple[dict, object, float | None]:
     """One kernel: its first call (synchronized), its output against `reference` (None: it is the reference), and
-    the median of `repeats` replays of one CUDA graph calling it on every layer's cache (`ms_per_layer` holds the
-    whole graph's ms here). A kernel this torch refuses gives a row with its error, not an exception."""
+    the median ms of `repeats` replays of one CUDA graph calling it on every layer's cache. Returns (row, output,
+    graph ms). A kernel this torch refuses gives a row with its error and no times, not an exception."""
     import torch
 
     row = {"ms_per_layer": None, "gb_per_s": None, "first_call_ms": None, "max_abs_vs_mask": None, "error": None}
-    out = None
+    out, graph_ms = None, None
     try:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -184,11 +183,11 @@ def measure(fn, q, caches: list, lens, repeats: int, reference) -> tuple[dict, o
         with torch.cuda.graph(graph):
             for k, v in caches:
                 fn(q, k, v, lens)
-        row["ms_per_layer"] = replay_median_ms(graph, repeats)
+        graph_ms = replay_median_ms(graph, repeats)
         del graph
     except Exception as e:  # a kernel this torch refuses: recorded, not fatal
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-    return row, out
+    return row, out, graph_ms
 
 
 def write_markdown(records: list[dict], path: Path) -> None:

@@ -45,7 +45,7 @@ def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype) 
     for row, n in enumerate(lens.tolist()):
         k[row, n:], v[row, n:] = 1e4, 1e4
     q = torch.randn(bsz, 1, heads, dim, generator=gen).to(dtype)
-    got = da.attend_split(q, k, v, lens, splits, 16, 4, 1)
+    got = da.attend_split(q, k, v, lens, splits, 16, 4)
     assert got.shape == (bsz, 1, heads * dim) and got.dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
     assert (got.double() - exact(q, k, v, lens)).abs().max().item() <= tol
@@ -92,7 +92,7 @@ def test_kernel_reads_no_further_than_the_cache_and_gives_zeros_for_no_slots() -
     k[2], v[2] = 1e4, 1e4
     q = torch.randn(2, 1, 2, 16, generator=gen)
     for splits in (1, 4):
-        got = da.attend_split(q, k, v, torch.tensor([0, 999], dtype=torch.int32), splits, 16, 4, 1)
+        got = da.attend_split(q, k, v, torch.tensor([0, 999], dtype=torch.int32), splits, 16, 4)
         assert got[0].abs().max().item() == 0.0
         full = exact(q[1:], k[1:2], v[1:2], torch.tensor([32]))
         assert (got[1:].double() - full).abs().max().item() < 1e-5

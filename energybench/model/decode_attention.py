@@ -19,12 +19,12 @@ kv_lens masked.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from energybench.model import gemv
 
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -32,7 +32,6 @@ FLASH_DTYPES = (torch.float16, torch.bfloat16)
 class SplitTile(NamedTuple):
     block_t: int  # cache slots per loop iteration of a program
     num_warps: int
-    num_stages: int
 
 
 # How attend_split lays out its grid: benchmarks/decode_attention.py's tile grid on one H200 (LLaMA-7B's 32 heads of
@@ -55,7 +54,7 @@ def split_plan(rows_times_heads: int, slots: int) -> tuple[int, SplitTile]:
     while (splits < MAX_SPLITS and rows_times_heads * splits * 2 <= TARGET_PROGRAMS
            and splits * 2 * block_t_for(splits * 2) <= slots):
         splits *= 2
-    return splits, SplitTile(block_t_for(splits), NUM_WARPS, 1)
+    return splits, SplitTile(block_t_for(splits), NUM_WARPS)
 
 
 def block_t_for(splits: int) -> int:
@@ -71,18 +70,11 @@ def flash_usable(device: torch.device, dtype: torch.dtype) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
-TRITON = importlib.util.find_spec("triton") is not None  # a constant: attend_lens asks inside compiled code
-
-
 def split_usable(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
-    """Whether `attend_split` can run on `device` in `dtype` for heads of `head_dim`: a CUDA card of compute
-    capability 8.0+ in fp16/bf16 with Triton, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1;
-    float32 too); a head size that is a power of two (the kernel's tiles; LLaMA's 128)."""
-    if not TRITON or head_dim < 1 or head_dim & (head_dim - 1):
-        return False
-    if device.type == "cpu":
-        return os.environ.get("TRITON_INTERPRET") == "1" and dtype in (*FLASH_DTYPES, torch.float32)
-    return device.type == "cuda" and dtype in FLASH_DTYPES and torch.cuda.get_device_capability(device) >= (8, 0)
+    """Whether `attend_split` can run on `device` in `dtype` for heads of `head_dim`: where energybench's Triton
+    kernels run (model.gemv.usable: a CUDA card of compute capability 8.0+ in fp16/bf16, or a CPU under Triton's
+    interpreter for tests), for a head size that is a power of two (the kernel's tiles; LLaMA's 128)."""
+    return head_dim > 0 and head_dim & (head_dim - 1) == 0 and gemv.usable(device, dtype)
 
 
 def attend_lens(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
@@ -117,7 +109,7 @@ def attend_flash(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 @torch.library.custom_op("energybench::decode_attention", mutates_args=())
 def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                 splits: int = 0, block_t: int = 0, num_warps: int = 0, num_stages: int = 0) -> torch.Tensor:
+                 splits: int = 0, block_t: int = 0, num_warps: int = 0) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
     q [B, 1, H, D] (D a power of two); caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in
     [1, S] (a length past S reads S slots, a length of 0 gives zeros). splits and
@@ -129,7 +121,7 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     assert seqlen == 1 and k_cache.shape[2:] == (heads, dim) and k_cache.stride(3) == 1 and v_cache.stride(3) == 1, (
         tuple(q.shape), tuple(k_cache.shape), k_cache.stride())
     planned, tile = split_plan(bsz * heads, k_cache.shape[1])
-    tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps, num_stages or tile.num_stages)
+    tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps)
     out = torch.empty((bsz, heads, dim), dtype=q.dtype, device=q.device)
     decode_attention_kernel.launch(q.reshape(bsz, heads, dim).contiguous(), k_cache, v_cache,
                                    kv_lens.contiguous(), out, splits or planned, *tile)
@@ -138,6 +130,6 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 @attend_split.register_fake
 def _attend_split_shape(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                        splits: int = 0, block_t: int = 0, num_warps: int = 0, num_stages: int = 0) -> torch.Tensor:
+                        splits: int = 0, block_t: int = 0, num_warps: int = 0) -> torch.Tensor:
     bsz, _, heads, dim = q.shape
     return q.new_empty((bsz, 1, heads * dim))

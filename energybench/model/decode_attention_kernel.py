@@ -80,11 +80,11 @@ def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_
 
 
 def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor, out: torch.Tensor,
-           splits: int, block_t: int, num_warps: int, num_stages: int) -> None:
+           splits: int, block_t: int, num_warps: int) -> None:
     """out [B, H, D] = attention of q [B, H, D] (one query per row and head) over k_cache / v_cache rows 0..B-1
     ([rows, slots, H, D], D contiguous), row b's slots [0, min(kv_lens[b], slots)) (no slot: zeros); softmax scale
-    1/sqrt(D). splits: a power of
-    two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2) values per (row, head)."""
+    1/sqrt(D). splits: a power of two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2)
+    values per (row, head)."""
     bsz, heads, dim = q.shape
     assert dim & (dim - 1) == 0 and splits & (splits - 1) == 0 and block_t & (block_t - 1) == 0, (dim, splits, block_t)
     scratch = splits > 1
@@ -96,7 +96,8 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
         q, k_cache, v_cache, kv_lens, out, m, total, acc, LOG2E / dim ** 0.5,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), k_cache.shape[1],
-        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, num_warps=num_warps, num_stages=num_stages)
+        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, num_warps=num_warps,
+        num_stages=1)  # its loop is a `while`: nothing to pipeline
     if scratch:
         _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1),
                                                 H=heads, SPLITS=splits, D=dim, num_warps=4)

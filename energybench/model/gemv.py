@@ -13,7 +13,7 @@ so a batch-1 layer launches no kernel of its own for norms, activation or residu
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 import os
 from typing import NamedTuple
 
@@ -94,20 +94,14 @@ def config_for(n: int, k: int, form: str = "") -> TileConfig:
     return found or CONFIGS.get((n, k), DEFAULT)
 
 
-@functools.cache
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+TRITON = importlib.util.find_spec("triton") is not None  # a constant: compiled code may ask (decode_attention)
 
 
 def usable(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the fused model's batch-1 matmuls can run the Triton kernel on `device` in `dtype`: a CUDA card
-    of compute capability 8.0+ in fp16/bf16, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1,
-    which runs the same kernel on host tensors, float32 too)."""
-    if not triton_available():
+    """Whether energybench's Triton kernels (this one, and model/decode_attention.py's) can run on `device` in
+    `dtype`: a CUDA card of compute capability 8.0+ in fp16/bf16, or, for tests, a CPU under Triton's interpreter
+    (TRITON_INTERPRET=1, which runs the same kernel on host tensors, float32 too)."""
+    if not TRITON:
         return False
     if device.type == "cpu":
         return os.environ.get("TRITON_INTERPRET") == "1" and dtype in (*DTYPES, torch.float32)
