@@ -2,6 +2,7 @@
 # Issue 17's measurements on a lent two-GPU H200 host, one phase per call (each under the device tool's 10 minutes).
 #
 #   scripts/h200-engine.sh one OUT    # GPU 0: the decode attention kernels alone (benchmarks/decode_attention.py),
+#                                     #   the draw alone (benchmarks/sampling.py),
 #                                     #   7B decode profile (cold, then warm in a fresh process), then
 #                                     #   benchmarks/engine.py (reference, fast, fast_tuned, transformers), the
 #                                     #   batch-1 profile of fast_tuned (warm: engine.py compiled it), logits
@@ -63,6 +64,7 @@ case $phase in
     (
       export CUDA_VISIBLE_DEVICES=0
       run attn.log python3 benchmarks/decode_attention.py --out "$out/da"
+      run sampling.log python3 benchmarks/sampling.py --out "$out/sp"
       profile 7b
       run gpu0.log python3 benchmarks/engine.py --models 7b --compile-cache "$cache" --out "$out/e0"
       run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1 --gemv --compile-cache "$cache" --out "$out/pt-7b"

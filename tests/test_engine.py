@@ -159,6 +159,37 @@ def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:
     assert fast.steps < ref.steps
 
 
+def test_a_fast_batch_ended_by_its_limits_stops_at_the_last_limit(model) -> None:
+    """The decode loop reads its live count one step late (fast._LaggedCount) but bounds it by the limits: a batch
+    whose rows end at their limits runs max(limits) - 1 decode steps, none more."""
+    stats = run(model, "fast", PAPER)
+    assert [len(o) for o in stats.outputs] == LIMITS or any(o[-1] == EOS_ID for o in stats.outputs)
+    assert stats.steps == 1 + max(LIMITS) - 1
+
+
+def test_a_fast_batch_ended_by_eos_runs_one_step_more_counted_as_waste(model) -> None:
+    """Every row draws EOS at its 4th token: the loop learns it one step late, so one more step runs (at the
+    bucket of the rows it last knew alive) and its rows are wasted tokens."""
+    engine = make_engine("fast", model, GREEDY, torch.Generator().manual_seed(0))
+    draws = []
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:  # the prefill's draw, then one per decode step
+        draws.append(logits.shape[0])
+        tokens = logits.argmax(-1)
+        return torch.full_like(tokens, EOS_ID) if len(draws) == 4 else tokens
+
+    engine.sample = draw
+    stats = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
+    engine.close()
+    want = [min(4, n) for n in LIMITS]  # limits 5, 20, 3, 9, 1
+    assert [len(o) for o in stats.outputs] == want
+    assert [o[-1] == EOS_ID for o in stats.outputs] == [n >= 4 for n in LIMITS]
+    assert stats.steps == 1 + 4  # prefill, tokens 2 and 3, the EOS step, the step that finds them all done
+    computed = len(LENGTHS) + sum(draws[1:])  # the prefill's rows, then every decode step's bucket
+    assert stats.tokens == sum(want) and stats.wasted_tokens == computed - sum(want)
+    assert draws[-1] == draws[-2]  # the extra step ran at the bucket of the EOS step
+
+
 @pytest.mark.parametrize("name", ["reference", "fast", "fast_tuned"])
 def test_same_seed_same_tokens(model, name: str) -> None:
     a, b, c = run(model, name, PAPER, seed=3), run(model, name, PAPER, seed=3), run(model, name, PAPER, seed=4)

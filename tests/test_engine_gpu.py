@@ -256,3 +256,46 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
             assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
         finally:
             engine.close()
+
+
+@pytest.mark.parametrize("std", [1.0, 4.0])
+def test_top_p_kernel_on_the_gpu_draws_from_the_sorts_nucleus(std: float) -> None:
+    """LLaMA's vocabulary at batch 64: given the same exponential noise, the kernel draws the token that the sort's
+    nucleus gives (argmax of p / noise over it) in every row whose nucleus edge is clear of float rounding."""
+    from energybench.engine import top_p_kernel
+    from energybench.engine.sampling import nucleus
+
+    device = torch.device("cuda", 0)
+    gen = torch.Generator(device=device).manual_seed(int(std))
+    logits = torch.randn(64, 32000, device=device, generator=gen) * std
+    probs = torch.softmax(logits / 0.8, dim=-1)
+    keep = nucleus(probs, 0.95)
+    same = 0
+    for _ in range(10):
+        noise = torch.empty(logits.shape, device=device).exponential_(generator=gen)
+        out = torch.empty(64, dtype=torch.long, device=device)
+        top_p_kernel.launch(logits, noise, out, 0.8, 0.95)
+        same += int((out == torch.where(keep, probs / noise, -1.0).argmax(-1)).sum())
+    assert same >= 0.99 * 640, same
+
+
+def test_the_fast_engine_on_a_gpu_draws_through_the_top_p_kernel_and_replays_it() -> None:
+    from energybench.engine.base import EOS_ID
+    from energybench.engine.fast import FastEngine
+
+    device = torch.device("cuda", 0)
+    paper = Sampling(0.8, 0.95)
+    with model_parallel(DistEnv.single(), device):
+        model = build_model(TINY, device, torch.float16, seed=7)
+        model.setup_caches(8, 200)
+        outputs = []
+        for seed in (1, 1, 2):
+            engine = FastEngine(model, paper, torch.Generator(device=device).manual_seed(seed))
+            try:
+                assert engine.top_p_kernel
+                stats = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
+                outputs.append(stats.outputs)
+            finally:
+                engine.close()
+        assert outputs[0] == outputs[1] != outputs[2]
+        assert all(len(o) == n or o[-1] == EOS_ID for o, n in zip(outputs[0], LIMITS))

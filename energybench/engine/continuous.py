@@ -27,7 +27,6 @@ import torch.distributed as dist
 
 from energybench.engine.base import EOS_ID
 from energybench.engine.fast import FastEngine, aligned_span
-from energybench.engine.sampling import sample
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class ContinuousEngine(FastEngine):
         logits = self.eager(tokens.to(dev), positions.to(dev), n_slots=n_slots, mask=mask.to(dev),
                             logits_at=torch.tensor([n - 1 for _, _, n in work], device=dev),
                             rows=torch.tensor([row for row, _, _ in work], device=dev))
-        return sample(logits, self.sampling, self.generator)
+        return self.sample(logits)
 
 
 class _Run:

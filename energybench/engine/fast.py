@@ -3,6 +3,7 @@ a static KV cache and the decode step compiled and replayed as CUDA graphs on GP
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from typing import ContextManager
@@ -12,7 +13,7 @@ import torch.fx.experimental._config as fx_config
 
 from energybench.engine import prewarm
 from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
-from energybench.engine.sampling import Sampling, sample
+from energybench.engine.sampling import Sampling, kernel_usable, sample
 from energybench.model import gemv as gemv_kernel
 from energybench.model.decode_attention import flash_usable, split_usable
 from energybench.model.llama import CACHE_ALIGN, Transformer
@@ -105,12 +106,15 @@ class FastEngine:
 
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
-                 attention: str | None = None, gemv: bool = False, span_budget: float | None = None) -> None:
+                 attention: str | None = None, gemv: bool = False, span_budget: float | None = None,
+                 top_p_kernel: bool | None = None) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
         (`model.pack_projections()`, in place; same values; False leaves the model as it is: five matmuls on a
         model nobody packed). attention: see the class. gemv: the decode step's batch-1 matmuls through
         energybench's Triton kernel (model/gemv.py) instead of cuBLAS (`fast_tuned`). span_budget (attention=mask):
-        see batch_spans; None (the default) builds every span for every batch bucket."""
+        see batch_spans; None (the default) builds every span for every batch bucket. top_p_kernel: draw the next
+        tokens through energybench's Triton top-p kernel (engine/sampling.py, kernel=True; the same distribution,
+        no sort of the vocabulary); None is on where it runs on a GPU (sampling.kernel_usable), off on a CPU."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -131,6 +135,14 @@ class FastEngine:
                              f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: "
                              f"use gemv=False")
         self.gemv = gemv
+        vocab = model.cfg.vocab_size
+        if top_p_kernel is None:
+            top_p_kernel = self.device.type == "cuda" and kernel_usable(self.device, vocab)
+        elif top_p_kernel and not kernel_usable(self.device, vocab):
+            raise ValueError(f"top_p_kernel=True needs Triton on a CUDA card of compute capability 8.0+ (or "
+                             f"TRITON_INTERPRET=1 on a CPU) and a vocabulary of at most 65,536; this is {self.device} "
+                             f"with {vocab}: use top_p_kernel=False")
+        self.top_p_kernel = top_p_kernel
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
         self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)
@@ -201,7 +213,7 @@ class FastEngine:
         t0 = time.perf_counter()
         with torch.cuda.stream(stream):
             for _ in range(2):  # compile (first call of a shape) and settle lazy initialisation
-                sample(self._decode(b, s), self.sampling, self.generator)
+                self.sample(self._decode(b, s))
         torch.cuda.current_stream(self.device).wait_stream(stream)
         torch.cuda.synchronize(self.device)
         t1 = time.perf_counter()
@@ -215,13 +227,18 @@ class FastEngine:
         draw = torch.cuda.CUDAGraph()
         draw.register_generator_state(self.generator)
         with torch.cuda.graph(draw, pool=self._pool):
-            tokens = sample(logits, self.sampling, self.generator)
+            tokens = self.sample(logits)
         self.draws[(b, s)] = (draw, tokens)
         torch.cuda.synchronize(self.device)
         self.build_s["warmup_compile_s"] += t1 - t0  # tracing and compiling (or loading from the cache), warm-up
         if len(self.graphs) == 1:
             self.build_s["first_graph_s"] = t1 - t0
         self.build_s["capture_s"] += time.perf_counter() - t1
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each row of `logits` [b, vocab] (float32): the engine's sampling, through the top-p
+        kernel where the engine takes it."""
+        return sample(logits, self.sampling, self.generator, kernel=self.top_p_kernel)
 
     def bucket_for(self, n: int) -> int:
         """The batch bucket (the smallest of self.batches) that holds n rows: the size a step of n rows runs at."""
@@ -240,7 +257,7 @@ class FastEngine:
         """The next tokens [b] drawn from the last step's logits at (b, s) (its captured graph replayed on GPU).
         For profiles; generate() calls next_tokens()."""
         if not self.use_graphs:
-            return sample(self._logits, self.sampling, self.generator)
+            return self.sample(self._logits)
         graph, tokens = self.draws[(b, s)]
         graph.replay()
         return tokens
@@ -288,12 +305,19 @@ class FastEngine:
         hooks.phase_end("prefill")
         hooks.phase_start("decode")
         computed = bsz  # token positions sampled, counted or not
+        # A row is fed at step t only while t < its limit: how many rows the limits leave at each step (host-known)
+        by_limit = sorted(limits)
         n_alive, t = int(rows.alive.sum()), 1
+        counts = _LaggedCount(dev)
         b = self.bucket_for(bsz)
-        while n_alive > 0:
+        while (n_fed := min(n_alive, bsz - bisect.bisect_right(by_limit, t))) > 0:
+            # n_alive is the live count one step behind (see _LaggedCount), n_fed its bound by the limits
+            if self.bucket_for(n_fed) < b:
+                b, n_alive = self._compact(rows, span=aligned_span(min(max_len + t - 1, self.room), self.max_seq))
+                counts.clear()
+                if n_alive == 0:  # the last rows met EOS in the step just run
+                    break
             # positions fed this step are below min(max_len + t, room): a row stops before room
-            if self.bucket_for(n_alive) < b:
-                b = self._compact(rows, n_alive, span=aligned_span(min(max_len + t - 1, self.room), self.max_seq))
             nxt = self.next_tokens(b, self.span_for(b, min(max_len + t, self.room)))  # [b]
             alive = rows.alive[:b]
             out[rows.seq[:b], t] = torch.where(alive, nxt, -1)
@@ -303,7 +327,7 @@ class FastEngine:
             computed += b
             t += 1
             clock.mark()
-            n_alive = int(alive.sum())
+            n_alive = counts.swap(alive.sum(), n_alive)
         hooks.phase_end("decode")
         intervals = clock.intervals_s()
         generated = [[x for x in row if x >= 0] for row in out[:bsz].tolist()]
@@ -329,13 +353,15 @@ class FastEngine:
         # specializes on it (n_slots is a Python int), so every new width recompiled inside the measured
         # prefill window (1.35 s instead of 0.18 s on an H100). Prefill is compute-bound: eager costs little.
         logits = self.eager(tokens, positions, n_slots=width, mask=mask, logits_at=last)
-        return sample(logits, self.sampling, self.generator)
+        return self.sample(logits)
 
-    def _compact(self, rows: _Rows, n_alive: int, span: int) -> int:
-        """Move the live rows (tokens, positions, cache slots [0, span)) to the front; returns the new bucket."""
+    def _compact(self, rows: _Rows, span: int) -> tuple[int, int]:
+        """Move the live rows (tokens, positions, cache slots [0, span)) to the front; returns the new bucket and
+        the live count (it waits for the steps queued so far: the rows' state is exact)."""
         keep = rows.alive.nonzero().squeeze(1)  # [n_alive], ascending
         n = keep.numel()
-        assert n == n_alive, (n, n_alive)
+        if n == 0:
+            return 0, 0
         self.model.compact_caches(keep, span)
         for buf in (self.tok, self.pos, rows.seq, rows.limit):
             buf[:n] = buf[keep]
@@ -343,7 +369,7 @@ class FastEngine:
         rows.alive[n:] = False
         rows.seq[n:] = rows.scratch
         self.pos[n:] = 0  # spare rows write slot 0 of spare cache rows
-        return self.bucket_for(n)
+        return self.bucket_for(n), n
 
     def close(self) -> None:
         """Free the captured graphs (and their memory pool) while the process group still exists."""
@@ -363,6 +389,47 @@ def _pack(prompts: list[list[int]], width: int) -> torch.Tensor:
     for row, ids in enumerate(prompts):
         tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return tokens
+
+
+class _LaggedCount:
+    """The live-row count of the decode loop, read one step late so the host never waits on the step it just queued.
+
+    After queueing step t, `swap(count_of_step_t, known)` starts copying that count to the host and returns step
+    t - 1's (waiting for step t - 1 only; the first swap returns `known`). The GPU then always has the next step
+    queued behind the one it runs: no gap between steps for the host to read a count and launch. The loop bounds
+    the stale count by the rows' limits (known on the host), so a batch that ends by its limits stops exactly; one
+    that ends at an EOS runs one step more, whose rows are all finished (counted as wasted). On a CPU the same lag,
+    without copies (the tests run it)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.pending: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
+        self.free = [torch.empty((), dtype=torch.long, pin_memory=True) for _ in range(2)] if self.cuda else []
+
+    def swap(self, count: torch.Tensor, known: int) -> int:
+        if self.cuda:
+            host = self.free.pop()
+            host.copy_(count, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.pending.append((host, event))
+        else:
+            self.pending.append((count.clone(), None))
+        if len(self.pending) < 2:
+            return known
+        host, event = self.pending.pop(0)
+        if event is not None:
+            event.synchronize()
+            self.free.append(host)
+        return int(host)
+
+    def clear(self) -> None:
+        """Forget the counts in flight (a compaction has just counted the rows exactly)."""
+        for host, event in self.pending:
+            if event is not None:
+                event.synchronize()
+                self.free.append(host)
+        self.pending.clear()
 
 
 class _Rows:
