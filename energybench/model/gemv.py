@@ -13,6 +13,7 @@ so a batch-1 layer launches no kernel of its own for norms, activation or residu
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import NamedTuple
@@ -108,6 +109,17 @@ def usable(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in DTYPES and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
+@functools.cache
+def pdl_on(device: torch.device) -> bool:
+    """Whether the kernel runs as a programmatic dependent launch (model/gemv_kernel.py: _gemv) on `device`:
+    ENERGYBENCH_GEMV_PDL=1 where gemv_kernel.pdl_supported."""
+    if os.environ.get("ENERGYBENCH_GEMV_PDL", "0") != "1" or device.type != "cuda":
+        return False
+    from energybench.model import gemv_kernel
+
+    return gemv_kernel.pdl_supported(device)
+
+
 @torch.library.custom_op("energybench::gemv", mutates_args=())
 def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None = None, eps: float = 0.0,
          swiglu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,7 +140,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, norm_weight: torch.Tensor | None
     tile = config_for(n, k, form_of(norm_weight is not None, swiglu, residual is not None))
     gemv_kernel.launch(x.reshape(width).contiguous(), weight, out.view(n), *tile,
                        norm_weight=None if norm_weight is None else norm_weight.contiguous(), eps=eps, swiglu=swiglu,
-                       residual=None if residual is None else residual.reshape(n).contiguous())
+                       residual=None if residual is None else residual.reshape(n).contiguous(),
+                       pdl=pdl_on(x.device))
     return out
 
 
