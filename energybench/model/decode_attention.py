@@ -124,7 +124,7 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps)
     out = torch.empty((bsz, heads, dim), dtype=q.dtype, device=q.device)
     decode_attention_kernel.launch(q.reshape(bsz, heads, dim).contiguous(), k_cache, v_cache,
-                                   kv_lens.contiguous(), out, splits or planned, *tile)
+                                   kv_lens.contiguous(), out, splits or planned, *tile, pdl=gemv.pdl_on(q.device))
     return out.view(bsz, 1, heads * dim)
 
 

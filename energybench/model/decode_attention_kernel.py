@@ -26,7 +26,11 @@ LOG2E = 1.4426950408889634
 def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr, scale_log2,
                               stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                               stride_ob, stride_oh, S,
-                              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
+                              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
+                              PDL: tl.constexpr):
+    if PDL:  # launched early (programmatic dependent launch): wait for the kernel that wrote q and the cache
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     b, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.minimum(tl.load(lens_ptr + b), S)  # never past the cache row
     chunk = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_T) * BLOCK_T
@@ -65,7 +69,10 @@ def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_p
 
 @triton.jit
 def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_oh,
-                              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr):
+                              H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     b, h = tl.program_id(0), tl.program_id(1)
     first = (b * H + h) * SPLITS
     s = tl.arange(0, SPLITS)
@@ -80,11 +87,13 @@ def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_
 
 
 def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor, out: torch.Tensor,
-           splits: int, block_t: int, num_warps: int) -> None:
+           splits: int, block_t: int, num_warps: int, pdl: bool = False) -> None:
     """out [B, H, D] = attention of q [B, H, D] (one query per row and head) over k_cache / v_cache rows 0..B-1
     ([rows, slots, H, D], D contiguous), row b's slots [0, min(kv_lens[b], slots)) (no slot: zeros); softmax scale
     1/sqrt(D). splits: a power of two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2)
-    values per (row, head)."""
+    values per (row, head). pdl: both kernels as programmatic dependent launches (model.gemv.pdl_on): each lets
+    the next kernel launch and waits for the one before it first thing."""
+    launch_pdl = {"launch_pdl": True} if pdl else {}
     bsz, heads, dim = q.shape
     assert dim & (dim - 1) == 0 and splits & (splits - 1) == 0 and block_t & (block_t - 1) == 0, (dim, splits, block_t)
     scratch = splits > 1
@@ -96,8 +105,8 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
         q, k_cache, v_cache, kv_lens, out, m, total, acc, LOG2E / dim ** 0.5,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), k_cache.shape[1],
-        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, num_warps=num_warps,
-        num_stages=1)  # its loop is a `while`: nothing to pipeline
+        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, PDL=pdl, num_warps=num_warps,
+        num_stages=1, **launch_pdl)  # its loop is a `while`: nothing to pipeline
     if scratch:
         _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1),
-                                                H=heads, SPLITS=splits, D=dim, num_warps=4)
+                                                H=heads, SPLITS=splits, D=dim, PDL=pdl, num_warps=4, **launch_pdl)
