@@ -107,6 +107,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                 cache.measure(write_key=env.is_node_leader)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
                          "compile_cache_misses": cache.misses, "attention": getattr(engine, "attention", None),
+                         "top_p_kernel": getattr(engine, "top_p_kernel", None), "pdl": getattr(engine, "pdl", None),
                          **getattr(engine, "build_s", {})}
                 for batch in batches:
                     prompts = bench.prompts(batch, cfg.vocab_size)

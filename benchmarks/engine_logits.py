@@ -147,7 +147,7 @@ def worker(args: argparse.Namespace) -> int:
             gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
             records.append({
                 "model": args.model, "shards": env.world_size, "dtype": dtype_name, "variant": variant,
-                "attention": engine.attention, "batch": b, "positions": n,
+                "attention": engine.attention, "pdl": engine.pdl, "batch": b, "positions": n,
                 "prompt_tokens": p, "rel_rms": rel_rms, "max_abs": diff.abs().max().item(), "ref_rms": ref_rms,
                 "argmax_agree": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
                 "tolerance": limits[dtype_name], "ok": rel_rms <= limits[dtype_name], "gpu": gpu,

@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = measure_batch(args, engine, cfg, b, device, env)
                 parts = engine.build_s if engine.use_graphs else {k: None for k in engine.build_s}
                 records.append({"model": args.model, "shards": env.world_size, "batch": b, "variant": variant,
-                                "attention": engine.attention, "start": start, **parts,
+                                "attention": engine.attention, "top_p_kernel": engine.top_p_kernel,
+                                "pdl": engine.pdl, "start": start, **parts,
                                 "import_wait_s": import_wait_s,
                                 "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
             engine.close()

@@ -136,6 +136,25 @@ def test_usable_where_triton_can_run_it(monkeypatch) -> None:
     assert not gemv.usable(CPU, torch.float64)
 
 
+def test_programmatic_dependent_launch_where_the_card_takes_it_unless_switched_off(monkeypatch) -> None:
+    from energybench.model import gemv_kernel
+
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(gemv_kernel, "pdl_supported", lambda device: device.type == "cuda")  # a Hopper card
+    for setting, on in ((None, True), ("1", True), ("0", False)):
+        if setting is None:
+            monkeypatch.delenv("ENERGYBENCH_PDL", raising=False)
+        else:
+            monkeypatch.setenv("ENERGYBENCH_PDL", setting)
+        gemv.pdl_on.cache_clear()
+        assert gemv.pdl_on(gpu) == on and not gemv.pdl_on(CPU), setting  # never on a CPU (the interpreter)
+    monkeypatch.delenv("ENERGYBENCH_PDL")
+    monkeypatch.setattr(gemv_kernel, "pdl_supported", lambda device: False)  # an Ampere card, or an older Triton
+    gemv.pdl_on.cache_clear()
+    assert not gemv.pdl_on(gpu)
+    gemv.pdl_on.cache_clear()
+
+
 @interpret
 def test_fast_engine_with_gemv_gives_the_reference_tokens() -> None:
     """Batch 1 (every step through the kernel, output projection included) and a batch that shrinks to 1 as its

@@ -143,6 +143,7 @@ class FastEngine:
                              f"TRITON_INTERPRET=1 on a CPU) and a vocabulary of at most 65,536; this is {self.device} "
                              f"with {vocab}: use top_p_kernel=False")
         self.top_p_kernel = top_p_kernel
+        self.pdl = gemv_kernel.pdl_on(self.device)  # its Triton kernels as programmatic dependent launches (gemv.pdl_on)
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
         self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)

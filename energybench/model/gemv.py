@@ -111,9 +111,12 @@ def usable(device: torch.device, dtype: torch.dtype) -> bool:
 
 @functools.cache
 def pdl_on(device: torch.device) -> bool:
-    """Whether the kernel runs as a programmatic dependent launch (model/gemv_kernel.py: _gemv) on `device`:
-    ENERGYBENCH_GEMV_PDL=1 where gemv_kernel.pdl_supported."""
-    if os.environ.get("ENERGYBENCH_GEMV_PDL", "0") != "1" or device.type != "cuda":
+    """Whether energybench's Triton kernels (this one's and model/decode_attention.py's) run as programmatic dependent
+    launches on `device` (model/gemv_kernel.py: _gemv): where gemv_kernel.pdl_supported (Hopper and later, Triton
+    3.4+), unless ENERGYBENCH_PDL=0. Each kernel then lets the next one launch while its own last programs run, and
+    the next one loads its first weights before it waits: on an H200, 7B's batch-1 forward of fast_tuned 3.73 ->
+    3.53 ms (docs/engine.md)."""
+    if os.environ.get("ENERGYBENCH_PDL", "1") == "0" or device.type != "cuda":
         return False
     from energybench.model import gemv_kernel
 
