@@ -448,7 +448,7 @@ class _Rows:
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
 # norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 a batch-1 step is 8-15 %
 # faster than `fast`'s and its tokens 4-17 % dearer: the kernel draws more power than cuBLAS
-# (docs/benchmarks/engine.md, gemv.md). The fastest decode, not the cheapest token. Its own engine (and point ids).
+# (docs/benchmarks/engine.md, gemv-before.md). The fastest decode, not the cheapest token. Its own engine (and point ids).
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:

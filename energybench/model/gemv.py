@@ -2,7 +2,7 @@
 
 At batch 1 a decode step is the weights' matrix-vector products: every weight byte is read once for one row.
 On an H200 cuBLAS's M=1 kernels read 7B's packed fp16 weights at 3.5 TB/s, 73 % of the card's 4.8; this kernel
-reads them at 4.0 TB/s (83 %) and draws more power doing it (docs/benchmarks/gemv.md). `gemv(x, weight)` is one
+reads them at 4.0 TB/s (83 %) and draws more power doing it (docs/benchmarks/gemv-before.md, the kernel before its first tile moved ahead of the loop). `gemv(x, weight)` is one
 Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the weight's rows, with a tile shape
 per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere). It is a torch custom op
 (`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph captures it. The fused model calls
@@ -32,7 +32,7 @@ class TileConfig(NamedTuple):
 
 DEFAULT = TileConfig(block_n=8, block_k=512, num_warps=4, num_stages=1)
 # (rows N, columns K) of a weight -> the tile benchmarks/gemv.py measured fastest for it: one H200, fp16, commit
-# b0bc251, docs/benchmarks/gemv.json (LLaMA 7B and 13B, and one rank of 65B at shards=2, projections apart and
+# b0bc251, docs/benchmarks/gemv-before.json (LLaMA 7B and 13B, and one rank of 65B at shards=2, projections apart and
 # packed). Another card runs them too; its own run of the benchmark prints its table.
 CONFIGS: dict[tuple[int, int], TileConfig] = {
     (4096, 4096): TileConfig(4, 1024, 8, 1),
