@@ -106,7 +106,7 @@ def _gpu(counts: dict) -> dict:
 
 def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads: int | None = None) -> dict | None:
     """point._measure for workload=online: load, warm up, serve the requests in the three windows, write."""
-    from energybench.point import _first_error, _state_dir, decode_attention, load_engine, pick_device, pick_dtype
+    from energybench.point import _first_error, _state_dir, engine_columns, load_engine, pick_device, pick_dtype
 
     device = pick_device(cfg.device, env)
     dtype = pick_dtype(cfg.dtype, device)
@@ -146,7 +146,7 @@ def measure_online(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path, threads
             "gpus": env.world_size if device.type == "cuda" else 0, "nodes": env.num_nodes,
             "hostnames": ",".join(env.nodelist), "slurm_job_id": env.slurm_job_id, "attempt": attempt,
             "started_at": started_at, "load_s": load_s, "engine_ready_s": engine_ready_s,
-            "decode_attention": decode_attention(engine), **compiled.columns(),
+            **engine_columns(engine), **compiled.columns(),
             "torch_threads": threads})
 
 

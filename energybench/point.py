@@ -187,11 +187,16 @@ def load_engine(cfg: PointConfig, env: DistEnv, device: torch.device, dtype: tor
     return engine, compiled, engine_ready_s
 
 
-def decode_attention(engine: object) -> str | None:
-    """The decode attention a fast engine built (`lens` or `mask`: engine/fast.py attention_mode); None for an
-    engine without that choice (`reference`, a site's)."""
+def engine_columns(engine: object) -> dict:
+    """run.parquet's columns of what a fast engine chose when it was built: `decode_attention` (`lens` or `mask`:
+    engine/fast.py attention_mode), `top_p_kernel` (its draw through engine/top_p_kernel.py, or Meta's sort) and
+    `pdl` (its Triton kernels as programmatic dependent launches: model.gemv.pdl_on). None for an engine without
+    these choices (`reference`, a site's)."""
     attention = getattr(engine, "attention", None)
-    return attention if isinstance(attention, str) else None
+    top_p_kernel, pdl = getattr(engine, "top_p_kernel", None), getattr(engine, "pdl", None)
+    return {"decode_attention": attention if isinstance(attention, str) else None,
+            "top_p_kernel": top_p_kernel if isinstance(top_p_kernel, bool) else None,
+            "pdl": pdl if isinstance(pdl, bool) else None}
 
 
 def engine_compiles(engine: str, device: torch.device) -> bool:
@@ -261,7 +266,7 @@ def _measure(cfg: PointConfig, env: DistEnv, pid: str, pdir: Path) -> dict | Non
             "finished_at": dt.datetime.now(dt.timezone.utc),
             "load_s": load_s,
             "engine_ready_s": engine_ready_s,
-            "decode_attention": decode_attention(engine),
+            **engine_columns(engine),
             **compiled.columns(),
             "torch_threads": threads,
             "samples_with_replacement": workload.with_replacement,

@@ -162,8 +162,8 @@ def test_end_of_sequence_stops_a_response_in_both_engines(model) -> None:
 def test_a_fast_batch_ended_by_its_limits_stops_at_the_last_limit(model) -> None:
     """The decode loop reads its live count one step late (fast._LaggedCount) but bounds it by the limits: a batch
     whose rows end at their limits runs max(limits) - 1 decode steps, none more."""
-    stats = run(model, "fast", PAPER)
-    assert [len(o) for o in stats.outputs] == LIMITS or any(o[-1] == EOS_ID for o in stats.outputs)
+    stats = run(model, "fast", GREEDY)
+    assert [len(o) for o in stats.outputs] == LIMITS  # no EOS drawn: every row ran to its limit
     assert stats.steps == 1 + max(LIMITS) - 1
 
 

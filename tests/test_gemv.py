@@ -136,7 +136,15 @@ def test_usable_where_triton_can_run_it(monkeypatch) -> None:
     assert not gemv.usable(CPU, torch.float64)
 
 
-def test_programmatic_dependent_launch_where_the_card_takes_it_unless_switched_off(monkeypatch) -> None:
+@pytest.fixture
+def fresh_pdl():
+    """gemv.pdl_on's per-process answer forgotten before and after the test (it monkeypatches what it reads)."""
+    gemv.pdl_on.cache_clear()
+    yield
+    gemv.pdl_on.cache_clear()
+
+
+def test_programmatic_dependent_launch_where_the_card_takes_it_unless_switched_off(monkeypatch, fresh_pdl) -> None:
     from energybench.model import gemv_kernel
 
     gpu = torch.device("cuda", 0)
@@ -149,10 +157,13 @@ def test_programmatic_dependent_launch_where_the_card_takes_it_unless_switched_o
         gemv.pdl_on.cache_clear()
         assert gemv.pdl_on(gpu) == on and not gemv.pdl_on(CPU), setting  # never on a CPU (the interpreter)
     monkeypatch.delenv("ENERGYBENCH_PDL")
+    monkeypatch.setattr(gemv, "TRITON", False)  # a CUDA build without Triton: never asks the kernel module
+    gemv.pdl_on.cache_clear()
+    assert not gemv.pdl_on(gpu)
+    monkeypatch.setattr(gemv, "TRITON", True)
     monkeypatch.setattr(gemv_kernel, "pdl_supported", lambda device: False)  # an Ampere card, or an older Triton
     gemv.pdl_on.cache_clear()
     assert not gemv.pdl_on(gpu)
-    gemv.pdl_on.cache_clear()
 
 
 @interpret

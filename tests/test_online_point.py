@@ -3,7 +3,6 @@ sums to the windows' energy, the run metrics, and the errors a user can cause.""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -79,6 +78,8 @@ def test_online_run_metrics(online) -> None:
     assert row["workload"] == "online" and row["rate_rps"] == 50 and row["requests"] == 40
     assert row["torch_threads"] >= 1  # sized and recorded as for an offline point
     assert row["decode_attention"] == "mask"  # the fast engine's attention on a CPU, recorded
+    assert row["top_p_kernel"] == False  # noqa: E712  the sort's draw on a CPU
+    assert row["pdl"] == False  # noqa: E712  no dependent launches off the GPU
     assert row["responses"] == len(mine) > 0
     window = [s for s in steps if s["window"] == "generation"]
     assert row["tokens"] == sum(s["new_tokens"] for s in window)

@@ -403,6 +403,7 @@ class _LaggedCount:
     without copies (the tests run it)."""
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self.pending: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
         self.free = [torch.empty((), dtype=torch.long, pin_memory=True) for _ in range(2)] if self.cuda else []
@@ -412,7 +413,7 @@ class _LaggedCount:
             host = self.free.pop()
             host.copy_(count, non_blocking=True)
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))  # the stream the step and the copy went to
             self.pending.append((host, event))
         else:
             self.pending.append((count.clone(), None))
@@ -446,8 +447,8 @@ class _Rows:
 
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
-# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 a batch-1 step is 8-15 %
-# faster than `fast`'s and its tokens 4-17 % dearer: the kernel draws more power than cuBLAS
+# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 batch-1 tokens are 13-20 %
+# faster than `fast`'s and 4-13 % dearer (commit c0b200c): the kernel draws more power than cuBLAS
 # (docs/benchmarks/engine.md, gemv-before.md). The fastest decode, not the cheapest token. Its own engine (and point ids).
 
 

@@ -9,7 +9,10 @@ bisection over the bit patterns of the floats in [0, 1] (non-negative floats ord
 over the row held in registers. The draw is the exponential race: the kept token with the largest e_i / E_i, E_i ~
 Exp(1) (`noise`, drawn by torch from the engine's generator), is token i with probability e_i / (sum of kept e), the
 renormalized nucleus (what torch.multinomial does for one sample). Same nucleus as the sort up to float rounding of
-the sums at its edge and the order of exactly equal probabilities there.
+the sums at its edge and the order of exactly equal probabilities there (the kernel keeps every token tied at the
+edge). A row with no finite logit (NaN, or all -inf) keeps nothing and draws token 0, where the sort's multinomial
+would fail: such logits mean a broken model, which the fast engine's logits checks (benchmarks/engine_logits.py)
+catch, not the draw.
 
 Imported only where Triton is; TRITON_INTERPRET=1 runs it on a CPU.
 """

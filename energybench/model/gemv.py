@@ -113,10 +113,10 @@ def usable(device: torch.device, dtype: torch.dtype) -> bool:
 def pdl_on(device: torch.device) -> bool:
     """Whether energybench's Triton kernels (this one's and model/decode_attention.py's) run as programmatic dependent
     launches on `device` (model/gemv_kernel.py: _gemv): where gemv_kernel.pdl_supported (Hopper and later, Triton
-    3.4+), unless ENERGYBENCH_PDL=0. Each kernel then lets the next one launch while its own last programs run, and
-    the next one loads its first weights before it waits: on an H200, 7B's batch-1 forward of fast_tuned 3.73 ->
-    3.53 ms (docs/engine.md)."""
-    if os.environ.get("ENERGYBENCH_PDL", "1") == "0" or device.type != "cuda":
+    3.4+; not ROCm; read once per process), unless ENERGYBENCH_PDL=0. Each kernel then lets the next one launch while its own last programs
+    run, and the next one loads its first weights before it waits: on an H200, 7B's batch-1 forward of fast_tuned
+    3.74 -> 3.57 ms (docs/engine.md: the profiles of commits 657c9d3 and c0b200c)."""
+    if os.environ.get("ENERGYBENCH_PDL", "1") == "0" or device.type != "cuda" or not TRITON or torch.version.hip:
         return False
     from energybench.model import gemv_kernel
 
