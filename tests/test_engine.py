@@ -9,7 +9,7 @@ from energybench.engine import NoHooks, Sampling, make_engine
 from energybench.engine.base import EOS_ID
 from energybench.engine.sampling import sample
 from energybench.model.build import build_model
-from tiny import CPU, TINY, one_process, prompts_of
+from tiny import CPU, TINY, cpu_model, one_process, prompts_of
 
 GREEDY = Sampling(temperature=0.0, top_p=0.95)
 PAPER = Sampling(temperature=0.8, top_p=0.95)
@@ -17,9 +17,7 @@ PAPER = Sampling(temperature=0.8, top_p=0.95)
 
 @pytest.fixture
 def model():
-    with one_process():
-        m = build_model(TINY, CPU, torch.float32, seed=7)
-        m.setup_caches(8, 64)
+    with cpu_model() as m:
         yield m
 
 

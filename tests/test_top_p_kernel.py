@@ -14,8 +14,7 @@ from energybench.engine import NoHooks, Sampling  # noqa: E402
 from energybench.engine import sampling as sp  # noqa: E402
 from energybench.engine.base import EOS_ID  # noqa: E402
 from energybench.engine.fast import FastEngine  # noqa: E402
-from energybench.model.build import build_model  # noqa: E402
-from tiny import CPU, TINY, one_process, prompts_of  # noqa: E402
+from tiny import CPU, TINY, cpu_model, prompts_of  # noqa: E402
 
 interpret = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                reason="Triton's interpreter is off (a GPU host: test_engine_gpu.py runs the kernel)")
@@ -116,9 +115,7 @@ def test_where_the_kernel_runs(monkeypatch) -> None:
 
 @pytest.fixture
 def model():
-    with one_process():
-        m = build_model(TINY, CPU, torch.float32, seed=7)
-        m.setup_caches(8, 64)
+    with cpu_model() as m:
         yield m
 
 

@@ -32,3 +32,14 @@ def prompts_of(lengths: list[int], vocab: int, seed: int) -> list[list[int]]:
     """BOS + random ids (never BOS/EOS) of the given lengths."""
     gen = torch.Generator().manual_seed(seed)
     return [[1] + torch.randint(3, vocab, (n - 1,), generator=gen).tolist() for n in lengths]
+
+
+@contextmanager
+def cpu_model(max_batch: int = 8, max_seq: int = 64, seed: int = 7) -> Iterator:
+    """The TINY model in fp32 on the CPU, in a one-process model-parallel group, its caches set up."""
+    from energybench.model.build import build_model
+
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=seed)
+        model.setup_caches(max_batch, max_seq)
+        yield model
