@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from energybench import provenance
     from energybench.engine import top_p_kernel
-    from energybench.engine.sampling import Sampling, nucleus, sample
+    from energybench.engine.sampling import Sampling, nucleus, sample, sample_top_p_kernel
 
     args = parse(argv)
     device = torch.device("cuda", 0)
@@ -62,12 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     block = top_p_kernel.block_for(args.vocab)
 
     def warped(warps: int):
-        def draw(logits, sampling, generator):
-            noise = torch.empty(logits.shape, dtype=torch.float32, device=device).exponential_(generator=generator)
-            out = torch.empty(logits.shape[0], dtype=torch.long, device=device)
-            top_p_kernel.launch(logits, noise, out, sampling.temperature, sampling.top_p, num_warps=warps)
-            return out
-        return draw
+        return lambda logits, sampling, generator: sample_top_p_kernel(logits, sampling, generator, warps)
 
     methods = {"sort": (0, lambda lg, s, g: sample(lg, s, g)),
                "kernel": (top_p_kernel.warps_for(block), lambda lg, s, g: sample(lg, s, g, kernel=True)),

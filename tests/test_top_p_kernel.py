@@ -140,5 +140,6 @@ def test_the_fast_engine_draws_through_the_kernel_where_asked(model) -> None:
 
 def test_asking_for_the_kernel_where_it_cannot_run_is_refused(model, monkeypatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ValueError, match=r"top_p_kernel=True needs Triton.*this is cpu with 1000: use top_p_kernel=False"):
+    with pytest.raises(ValueError,
+                       match=r"top_p_kernel=True needs Triton.*this is cpu with 1000: use top_p_kernel=False"):
         FastEngine(model, Sampling(temperature=0.8, top_p=0.95), torch.Generator(), top_p_kernel=True)

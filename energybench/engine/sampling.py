@@ -8,7 +8,6 @@ with its renormalized probability; they use the generator differently, so the sa
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +26,7 @@ class Sampling:
 def kernel_usable(device: torch.device, vocab: int) -> bool:
     """Whether `sample(..., kernel=True)` can run for logits of `vocab` tokens on `device`: Triton on a CUDA card of
     compute capability 8.0+, or a CPU under Triton's interpreter (TRITON_INTERPRET=1, for tests)."""
-    if not gemv.TRITON or vocab > MAX_KERNEL_VOCAB:
-        return False
-    if device.type == "cpu":
-        return os.environ.get("TRITON_INTERPRET") == "1"
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    return vocab <= MAX_KERNEL_VOCAB and gemv.triton_runs(device)
 
 
 def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator, kernel: bool = False) -> torch.Tensor:
@@ -55,14 +50,16 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator) 
     return torch.gather(probs_idx, -1, choice).squeeze(-1)
 
 
-def sample_top_p_kernel(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> torch.Tensor:
-    """The same draw as sample(), the nucleus found without a sort: one Triton program per row (top_p_kernel)."""
+def sample_top_p_kernel(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator,
+                        num_warps: int = 0) -> torch.Tensor:
+    """The same draw as sample(), the nucleus found without a sort: one Triton program per row (top_p_kernel;
+    num_warps 0: its rule, top_p_kernel.warps_for)."""
     from energybench.engine import top_p_kernel
 
     logits = logits.contiguous()
     noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
     out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    top_p_kernel.launch(logits, noise, out, sampling.temperature, sampling.top_p)
+    top_p_kernel.launch(logits, noise, out, sampling.temperature, sampling.top_p, num_warps)
     return out
 
 

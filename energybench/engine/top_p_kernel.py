@@ -23,7 +23,6 @@ import torch
 import triton
 import triton.language as tl
 
-ONE_BITS = 0x3F800000  # the bits of 1.0f: every e is in [0, 1]
 BISECTIONS = 31  # (0, ONE_BITS] halves to one bit pattern in 30 steps; one more is a no-op
 
 
@@ -36,16 +35,17 @@ def _top_p_draw(logits_ptr, noise_ptr, out_ptr, V, stride_l, stride_n, inv_tempe
     x = tl.load(logits_ptr + row.to(tl.int64) * stride_l + i, mask=ok, other=float("-inf")).to(tl.float32)
     x = x * inv_temperature
     e = tl.where(ok, tl.exp(x - tl.max(x, axis=0)), 0.0)  # the largest is 1.0
-    target = top_p * tl.sum(e, axis=0)
+    total = tl.sum(e, axis=0)
+    target = top_p * total
     lo = tl.sum(tl.zeros((BLOCK,), tl.int32), axis=0)  # bits of 0.0: f(lo) > target unless all is kept
-    hi = lo + 0x3F800000  # bits of 1.0: f(1.0) = 0 <= target
+    hi = lo + 0x3F800000  # bits of 1.0f (every e is in [0, 1]): f(1.0) = 0 <= target
     for _ in tl.static_range(STEPS):
         mid = lo + (hi - lo) // 2
         above = tl.sum(tl.where(e > mid.to(tl.float32, bitcast=True), e, 0.0), axis=0)
         heavy = above > target  # t* lies above mid
         lo = tl.where(heavy, mid, lo)
         hi = tl.where(heavy, hi, mid)
-    everything = tl.sum(e, axis=0) <= target  # top_p >= 1: the whole vocabulary
+    everything = total <= target  # top_p >= 1: the whole vocabulary
     threshold = tl.where(everything, 0.0, hi.to(tl.float32, bitcast=True))
     kept = ok & (e >= threshold)
     noise = tl.load(noise_ptr + row.to(tl.int64) * stride_n + i, mask=ok, other=1.0)

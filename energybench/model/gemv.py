@@ -2,13 +2,14 @@
 
 At batch 1 a decode step is the weights' matrix-vector products: every weight byte is read once for one row.
 On an H200 cuBLAS's M=1 kernels read 7B's packed fp16 weights at 3.5 TB/s, 73 % of the card's 4.8; this kernel
-reads them at 4.0 TB/s (83 %) and draws more power doing it (docs/benchmarks/gemv-before.md, the kernel before its first tile moved ahead of the loop). `gemv(x, weight)` is one
-Triton kernel (model/gemv_kernel.py) whose programs each stream a block of the weight's rows, with a tile shape
-per weight shape (CONFIGS, measured by benchmarks/gemv.py; DEFAULT elsewhere). It is a torch custom op
-(`energybench::gemv`), so torch.compile keeps it as one call and a CUDA graph captures it. The fused model calls
-it for one-row inputs where `usable` (a CUDA device, Triton, fp16/bf16), with the layer's RMSNorm folded into the
-projections that follow a norm, SwiGLU into w2's and the residual add into wo's and w2's (model/gemv_kernel.py),
-so a batch-1 layer launches no kernel of its own for norms, activation or residuals.
+reads them at 4.0 TB/s (83 %) and draws more power doing it (docs/benchmarks/gemv-before.md: the kernel before its
+first tile moved ahead of the loop). `gemv(x, weight)` is one Triton kernel (model/gemv_kernel.py) whose programs
+each stream a block of the weight's rows, with a tile shape per weight shape (CONFIGS, measured by
+benchmarks/gemv.py; DEFAULT elsewhere). It is a torch custom op (`energybench::gemv`), so torch.compile keeps it as
+one call and a CUDA graph captures it. The fused model calls it for one-row inputs where `usable` (a CUDA device,
+Triton, fp16/bf16), with the layer's RMSNorm folded into the projections that follow a norm, SwiGLU into w2's and the
+residual add into wo's and w2's (model/gemv_kernel.py), so a batch-1 layer launches no kernel of its own for norms,
+activation or residuals.
 """
 
 from __future__ import annotations
@@ -98,24 +99,31 @@ def config_for(n: int, k: int, form: str = "") -> TileConfig:
 TRITON = importlib.util.find_spec("triton") is not None  # a constant: compiled code may ask (decode_attention)
 
 
-def usable(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether energybench's Triton kernels (this one, and model/decode_attention.py's) can run on `device` in
-    `dtype`: a CUDA card of compute capability 8.0+ in fp16/bf16, or, for tests, a CPU under Triton's interpreter
-    (TRITON_INTERPRET=1, which runs the same kernel on host tensors, float32 too)."""
+def triton_runs(device: torch.device) -> bool:
+    """Whether energybench's Triton kernels can run on `device` at all: a CUDA card of compute capability 8.0+ with
+    Triton, or, for tests, a CPU under Triton's interpreter (TRITON_INTERPRET=1, which runs the same kernels on host
+    tensors)."""
     if not TRITON:
         return False
     if device.type == "cpu":
-        return os.environ.get("TRITON_INTERPRET") == "1" and dtype in (*DTYPES, torch.float32)
-    return device.type == "cuda" and dtype in DTYPES and torch.cuda.get_device_capability(device) >= (8, 0)
+        return os.environ.get("TRITON_INTERPRET") == "1"
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def usable(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether energybench's model kernels (this one, and model/decode_attention.py's) can run on `device` in
+    `dtype`: where triton_runs, in fp16/bf16 (float32 too under the interpreter)."""
+    dtypes = (*DTYPES, torch.float32) if device.type == "cpu" else DTYPES
+    return triton_runs(device) and dtype in dtypes
 
 
 @functools.cache
 def pdl_on(device: torch.device) -> bool:
     """Whether energybench's Triton kernels (this one's and model/decode_attention.py's) run as programmatic dependent
     launches on `device` (model/gemv_kernel.py: _gemv): where gemv_kernel.pdl_supported (Hopper and later, Triton
-    3.4+; not ROCm; read once per process), unless ENERGYBENCH_PDL=0. Each kernel then lets the next one launch while its own last programs
-    run, and the next one loads its first weights before it waits: on an H200, 7B's batch-1 forward of fast_tuned
-    3.74 -> 3.57 ms (docs/engine.md: the profiles of commits 657c9d3 and c0b200c)."""
+    3.4+; not ROCm; read once per process), unless ENERGYBENCH_PDL=0. Each kernel then lets the next one launch
+    while its own last programs run, and the next one loads its first weights before it waits: on an H200, 7B's
+    batch-1 forward of fast_tuned 3.74 -> 3.57 ms (docs/engine.md: the profiles of commits 657c9d3 and c0b200c)."""
     if os.environ.get("ENERGYBENCH_PDL", "1") == "0" or device.type != "cuda" or not TRITON or torch.version.hip:
         return False
     from energybench.model import gemv_kernel
