@@ -78,7 +78,8 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         bench.roofline = roofline(cfg, device, dtype, env.world_size, args)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget)
+        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
+                           args.compile_prefill)
         # the compiler's imports, begun before the weights: what is left counts toward the first compiling engine's
         # ready time (as in a point); waited for before the compile cache's own inductor imports
         import_wait_s = prewarm.wait()
@@ -94,10 +95,12 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                 if ours and args.no_compile:
                     engine, name = FastEngine(model, SAMPLING, generator, compile=False, pack=args.pack,
                                               attention=args.attention, gemv=args.gemv,
-                                              span_budget=args.span_budget), "fast-eager"
+                                              span_budget=args.span_budget, blas=args.blas,
+                                              compile_prefill=args.compile_prefill), "fast-eager"
                 elif ours:
                     engine = FastEngine(model, SAMPLING, generator, pack=args.pack, attention=args.attention,
-                                        gemv=args.gemv, span_budget=args.span_budget)
+                                        gemv=args.gemv, span_budget=args.span_budget, blas=args.blas,
+                                        compile_prefill=args.compile_prefill)
                 else:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()
@@ -108,6 +111,8 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
                          "compile_cache_misses": cache.misses, "attention": getattr(engine, "attention", None),
                          "top_p_kernel": getattr(engine, "top_p_kernel", None), "pdl": getattr(engine, "pdl", None),
+                         "blas": getattr(engine, "blas", None),
+                         "compile_prefill": getattr(engine, "compile_prefill", None),
                          **getattr(engine, "build_s", {})}
                 for batch in batches:
                     prompts = bench.prompts(batch, cfg.vocab_size)

@@ -127,6 +127,8 @@ def _ranks(args: argparse.Namespace, model: str, command: str, engines: str, sha
         argv += ["--apart"] if not args.pack else []
         argv += ["--attention", args.attention] if args.attention else []
         argv += ["--gemv"] if args.gemv else []
+        argv += ["--blas", args.blas] if args.blas else []
+        argv += ["--compile-prefill"] if args.compile_prefill else []
         argv += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
         argv += [a for pair in args.inductor for a in ("--inductor", pair)]
         procs.append(subprocess.Popen(argv, env=env))

@@ -110,7 +110,8 @@ def worker(args: argparse.Namespace) -> int:
     cfg = compose([f"model={args.model}", "dataset=synthetic"]).model
     limits = tolerances(args)
     options = inductor_options(args.inductor)
-    variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget)
+    variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
+                           args.compile_prefill)
     p, n, b = args.prompt_tokens, args.new_tokens, args.batch
     tokens = torch.randint(3, cfg.vocab_size, (b, p + n), generator=torch.Generator().manual_seed(5)).to(device)
     records = []
@@ -127,7 +128,8 @@ def worker(args: argparse.Namespace) -> int:
             with inductor_config.patch(options):  # compiled and captured here, as a point's engine is
                 engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0),
                                     pack=args.pack, attention=args.attention, gemv=args.gemv,
-                                    span_budget=args.span_budget)
+                                    span_budget=args.span_budget, blas=args.blas,
+                                    compile_prefill=args.compile_prefill)
             pre = torch.arange(p, device=device).expand(b, p)
             last = torch.full((b,), p - 1, device=device)
             fast = [engine.eager(tokens[:, :p], pre, n_slots=p, mask=causal[..., :p, :p], logits_at=last).float()]

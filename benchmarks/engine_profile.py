@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         sync(device, env)
         startup_s = time.time() - T_PROCESS
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget)
+        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
+                           args.compile_prefill)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         facts = variant_facts(facts, variant)
         # the compiler's imports, begun before the weights: what is left of them counts as the engine's (as in a
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
             t0 = time.perf_counter()  # as a point's engine_ready_s: after the compile cache is set up
             engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack,
-                                attention=args.attention, gemv=args.gemv, span_budget=args.span_budget)
+                                attention=args.attention, gemv=args.gemv, span_budget=args.span_budget,
+                                blas=args.blas, compile_prefill=args.compile_prefill)
             sync(device, env)
             ready_s = import_wait_s + time.perf_counter() - t0
             cache.measure(write_key=env.is_node_leader)
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 parts = engine.build_s if engine.use_graphs else {k: None for k in engine.build_s}
                 records.append({"model": args.model, "shards": env.world_size, "batch": b, "variant": variant,
                                 "attention": engine.attention, "top_p_kernel": engine.top_p_kernel,
-                                "pdl": engine.pdl, "start": start, **parts,
+                                "pdl": engine.pdl, "blas": engine.blas, "compile_prefill": engine.compile_prefill,
+                                "start": start, **parts,
                                 "import_wait_s": import_wait_s,
                                 "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
             engine.close()

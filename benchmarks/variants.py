@@ -30,12 +30,14 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
 
 
 def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False,
-                 span_budget: float | None = None) -> str:
+                 span_budget: float | None = None, blas: str | None = None, compile_prefill: bool = False) -> str:
     """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
     line is part of it; the attention the engine ran is the row's `attention` column either way)."""
     parts = (["apart"] if not pack else []) + (["gemv"] if gemv else [])
     parts += [f"attention={attention}"] if attention else []
     parts += [f"span_budget={span_budget:g}"] if span_budget is not None else []
+    parts += [f"blas={blas}"] if blas else []
+    parts += ["compile_prefill"] if compile_prefill else []
     parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
@@ -63,6 +65,11 @@ def add_variant_args(ap) -> None:
                     help="batch-1 matmuls through energybench's Triton kernel (FastEngine gemv=True; model/gemv.py)")
     ap.add_argument("--span-budget", type=float, default=None, metavar="FRACTION",
                     help="build fewer attention spans for small batches (FastEngine span_budget; default: every span)")
+    ap.add_argument("--blas", choices=("cublas", "cublaslt"), default=None,
+                    help="the BLAS library the decode graphs are captured with (FastEngine blas=; default: "
+                         "PyTorch's setting)")
+    ap.add_argument("--compile-prefill", action="store_true",
+                    help="prefill through compiled layers, built with the engine (FastEngine compile_prefill=True)")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
                     help="the fast engine's decode attention (FastEngine attention=; default: lens on a GPU with "
                          "Triton, mask elsewhere)")

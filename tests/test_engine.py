@@ -250,6 +250,39 @@ def test_a_new_fast_engine_starts_from_an_empty_compiled_code_cache() -> None:
             assert [len(o) for o in out.outputs] == [3, 3]
 
 
+def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() -> None:
+    """compile_prefill: the prompts' forward through compiled layers, compiled while the engine is built (one call
+    per batch class: 1, between, max_batch), after which no batch or prompt width compiles anything; its logits are
+    the eager prefill's. One-token prompts stay eager."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from energybench.engine.fast import FastEngine, _pack
+    from energybench.model.llama import TransformerBlock
+
+    def compiled_entries() -> int:
+        return len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__))
+
+    with one_process():
+        m = build_model(TINY, CPU, torch.float32, seed=7)
+        m.setup_caches(4, 48)
+        eager = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=False, compile_prefill=True)
+        assert not eager.compile_prefill and eager.prefiller is eager.eager  # nothing compiles: nothing to build
+        engine = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=True, graphs=False,
+                            compile_prefill=True)
+        assert engine.compile_prefill and engine.build_s["prefill_compile_s"] > 0
+        built = compiled_entries()
+        assert built > 0
+        for seed, lengths in enumerate(([5, 9], [12, 3, 7, 2], [30], [1, 1], [2, 17, 4])):
+            prompts = prompts_of(lengths, TINY.vocab_size, seed=seed)
+            with torch.inference_mode():  # as generate() calls it
+                tokens = _pack(prompts, max(lengths))
+                got = engine._prefill_logits(tokens, lengths)
+                want = eager._prefill_logits(tokens, lengths)
+            assert got.shape == (len(lengths), TINY.vocab_size)
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), lengths
+        assert compiled_entries() == built  # every batch and width ran the code compiled at build
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_packed_projections_compute_the_same_logits_and_tokens(model, fused: bool) -> None:
     tokens = torch.tensor(prompts_of([12, 12], TINY.vocab_size, seed=3))
@@ -290,7 +323,24 @@ def test_fast_packs_and_fast_tuned_is_fast_with_the_same_tokens(model) -> None:
     assert model.packed and not plain.gemv
     tuned = make_engine("fast_tuned", model, GREEDY, torch.Generator().manual_seed(0))
     assert tuned.gemv == (os.environ.get("TRITON_INTERPRET") == "1")
+    assert plain.blas is None and tuned.blas is None  # cuBLASLt is a choice of a CUDA card's graphs
     assert tuned.generate(prompts, [6, 6], NoHooks()).outputs == plain.generate(prompts, [6, 6], NoHooks()).outputs
+
+
+def test_the_fast_engines_blas_choice_is_checked(model) -> None:
+    """blas= names a library of PyTorch's (cublas, cublaslt) and applies to a CUDA card's captured graphs: anything
+    else is refused with the value and the fix; blas_library(None) leaves PyTorch's setting alone."""
+    from energybench.engine.fast import FastEngine, blas_library
+
+    with pytest.raises(ValueError, match=r"blas='mkl' is not a BLAS library.*use one of \('cublas', 'cublaslt'\)"):
+        FastEngine(model, GREEDY, torch.Generator(), blas="mkl")
+    with pytest.raises(ValueError, match=r"blas='cublaslt' chooses .* this engine runs on cpu without graphs: "
+                                         r"use blas=None"):
+        FastEngine(model, GREEDY, torch.Generator(), blas="cublaslt")
+    before = torch.backends.cuda.preferred_blas_library()
+    with blas_library(None):
+        assert torch.backends.cuda.preferred_blas_library() == before
+    assert torch.backends.cuda.preferred_blas_library() == before
 
 
 def test_span_budget_keeps_fewer_spans_for_small_batches() -> None:

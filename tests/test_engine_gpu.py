@@ -235,16 +235,20 @@ def test_triton_gemv_folds_norm_swiglu_and_residual_on_llama_shapes(dtype: torch
 
 
 def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -> None:
-    """engine=fast_tuned on a GPU: batch-1 steps call the Triton kernel inside the captured graphs, and the tokens
-    begin as the reference's (fp16, where the kernel runs; rounding differs after the first tokens)."""
+    """engine=fast_tuned on a GPU: batch-1 steps call the Triton kernel inside the captured graphs, larger batches
+    cuBLASLt's kernels, and the tokens begin as the reference's (fp16, where the kernel runs; rounding differs after
+    the first tokens)."""
     device = torch.device("cuda", 0)
     with model_parallel(DistEnv.single(), device):
         model = build_model(TINY, device, torch.float16, seed=7)
         model.setup_caches(8, 64)
         ref = generate(model, "reference", Sampling(0.0, 0.95))
+        before = torch.backends.cuda.preferred_blas_library()
         engine = make_engine("fast_tuned", model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0))
         try:
             assert engine.gemv and engine.decoder.gemv and model.packed
+            assert engine.blas == "cublaslt"  # its graphs of batch > 1 were captured through cuBLASLt ...
+            assert torch.backends.cuda.preferred_blas_library() == before  # ... and PyTorch's setting is as it was
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                 engine.step(1, engine.span_for(1, 1))
                 torch.cuda.synchronize(device)
@@ -256,6 +260,32 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
             assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
         finally:
             engine.close()
+
+
+def test_fast_tuned_on_gpu_prefills_through_code_compiled_while_it_was_built() -> None:
+    """engine=fast_tuned on a GPU compiles its prefill with the engine (compile_prefill): generate calls of other
+    batch sizes and prompt widths compile nothing more, and their tokens begin as the reference's."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from energybench.model.llama import TransformerBlock
+
+    device = torch.device("cuda", 0)
+    with model_parallel(DistEnv.single(), device):
+        model = build_model(TINY, device, torch.float16, seed=7)
+        model.setup_caches(8, 64)
+        engine = make_engine("fast_tuned", model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0))
+        try:
+            assert engine.compile_prefill and engine.build_s["prefill_compile_s"] > 0
+            built = len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__))
+            for seed, lengths in enumerate(([20], [4, 4, 30, 2, 8, 16, 5, 11], [1, 1], [6, 2])):
+                out = engine.generate(prompts_of(lengths, TINY.vocab_size, seed=seed), [4] * len(lengths), NoHooks())
+                assert all(1 <= len(o) <= 4 for o in out.outputs), out.outputs
+            out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
+            assert len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__)) == built
+        finally:
+            engine.close()
+        ref = generate(model, "reference", Sampling(0.0, 0.95))
+        assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
 
 
 @pytest.mark.parametrize("std", [1.0, 4.0])

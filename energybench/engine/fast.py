@@ -4,9 +4,10 @@ a static KV cache and the decode step compiled and replayed as CUDA graphs on GP
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import time
-from typing import ContextManager
+from typing import ContextManager, Iterator
 
 import torch
 import torch.fx.experimental._config as fx_config
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_SLOT_BUCKETS = 16  # attention spans captured per batch size (multiples of CACHE_ALIGN), attention="mask"
 ATTENTION_MODES = ("lens", "mask")
+BLAS_LIBRARIES = ("cublas", "cublaslt")
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -57,6 +59,22 @@ def _dynamic_shapes() -> ContextManager:
     """Compile batch size and span as symbols, without tying them to equal static sizes (duck shaping):
     one compiled layer serves every (batch > 1, span < cache length) step."""
     return fx_config.patch(use_duck_shape=False)
+
+
+@contextlib.contextmanager
+def blas_library(name: str | None) -> Iterator[None]:
+    """PyTorch's matmuls run through `name` ("cublas": cuBLAS's own API, "cublaslt": cuBLASLt, which picks other
+    kernels for some shapes; torch.backends.cuda.preferred_blas_library) inside the block, and through what was
+    set before after it. None leaves the setting alone. A graph captured inside keeps the kernels chosen then."""
+    if name is None:
+        yield
+        return
+    before = torch.backends.cuda.preferred_blas_library()
+    torch.backends.cuda.preferred_blas_library(name)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.preferred_blas_library(before)
 
 
 def _fit(buckets: list[int], n: int) -> int:
@@ -107,14 +125,19 @@ class FastEngine:
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
                  attention: str | None = None, gemv: bool = False, span_budget: float | None = None,
-                 top_p_kernel: bool | None = None) -> None:
+                 top_p_kernel: bool | None = None, blas: str | None = None, compile_prefill: bool = False) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
         (`model.pack_projections()`, in place; same values; False leaves the model as it is: five matmuls on a
         model nobody packed). attention: see the class. gemv: the decode step's batch-1 matmuls through
         energybench's Triton kernel (model/gemv.py) instead of cuBLAS (`fast_tuned`). span_budget (attention=mask):
         see batch_spans; None (the default) builds every span for every batch bucket. top_p_kernel: draw the next
         tokens through energybench's Triton top-p kernel (engine/sampling.py, kernel=True; the same distribution,
-        no sort of the vocabulary); None is on where it runs on a GPU (sampling.kernel_usable), off on a CPU."""
+        no sort of the vocabulary); None is on where it runs on a GPU (sampling.kernel_usable), off on a CPU.
+        blas: the BLAS library the decode graphs' matmuls are captured with (blas_library: "cublas" or
+        "cublaslt"; None: PyTorch's setting, cuBLAS unless changed); prefill runs on PyTorch's setting.
+        compile_prefill: prefill through compiled layers too (where the engine compiles), built for every prompt
+        width at once (dynamic shapes) and compiled while the engine is built (_compile_prefill); prompts of one
+        token stay eager. Off: prefill runs the eager layers (see _prefill_logits)."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -135,6 +158,13 @@ class FastEngine:
                              f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: "
                              f"use gemv=False")
         self.gemv = gemv
+        if blas not in (None, *BLAS_LIBRARIES):
+            raise ValueError(f"blas={blas!r} is not a BLAS library the engine knows; use one of {BLAS_LIBRARIES} "
+                             f"or None (PyTorch's setting)")
+        if blas is not None and not (cuda and self.use_graphs):
+            raise ValueError(f"blas={blas!r} chooses the library of a CUDA card's captured decode graphs; this engine "
+                             f"runs on {self.device} {'with' if self.use_graphs else 'without'} graphs: use blas=None")
+        self.blas = blas
         vocab = model.cfg.vocab_size
         if top_p_kernel is None:
             top_p_kernel = self.device.type == "cuda" and kernel_usable(self.device, vocab)
@@ -162,6 +192,8 @@ class FastEngine:
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
         self.eager = model.variant(fused=True)  # prefill, and decode without compile
         self.decoder = model.variant(fused=True, gemv=True) if gemv else self.eager
+        self.prefiller = self.eager  # prompts' forward
+        self.compile_prefill = compile_prefill and compiling
         if compiling:
             # Points of a local sweep share one process. Dynamo's compiled code of an earlier point guards
             # on fairscale's model-parallel group, which that point's teardown freed: every point added
@@ -169,17 +201,22 @@ class FastEngine:
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
             self.decoder = model.variant(fused=True, compile=True, gemv=gemv)
+            if self.compile_prefill:  # its own compiled wrappers: prefill's guards apart from decode's
+                self.prefiller = model.variant(fused=True, compile=True)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # logits [b, vocab]
         self.draws: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # next tokens [b]
         # where building the engine went (GPU): setting up (packing, compiled wrappers), first calls of each step
         # (tracing, compiling or loading from the cache; first_graph_s of them the first step's, which also
         # initializes the compiler) and graph capture
-        self.build_s = {"setup_s": 0.0, "warmup_compile_s": 0.0, "first_graph_s": 0.0, "capture_s": 0.0}
+        self.build_s = {"setup_s": 0.0, "warmup_compile_s": 0.0, "first_graph_s": 0.0, "capture_s": 0.0,
+                        "prefill_compile_s": 0.0}
         self._pool = None
         self._logits: torch.Tensor | None = None  # the last eager step's logits (no graphs), for draw()
         self.build_s["setup_s"] = time.perf_counter() - t_start
         if self.use_graphs:
             self._capture_all()
+        if self.compile_prefill:
+            self._compile_prefill()
 
     # ---- one decode step -------------------------------------------------------------------------
 
@@ -201,12 +238,26 @@ class FastEngine:
         overwrites."""
         self.tok.zero_()
         self.pos.zero_()
-        with _dynamic_shapes():
+        with _dynamic_shapes(), blas_library(self.blas):
             for b in self.batches:  # ascending: compiles for batch 1, then once for every larger batch
                 for s in self.spans_of[b]:
                     self._capture(b, s)
         torch.cuda.synchronize(self.device)
         log.info("fast engine: %d decode graphs captured (batch: spans %s)", len(self.graphs), self.spans_of)
+
+    @torch.inference_mode()
+    def _compile_prefill(self) -> None:
+        """Compile the prefill forward now (or load it from the compile cache), so no generate call pays for it: one
+        call for each batch the compiled code tells apart (1, between, and max_batch, whose cache rows the forward
+        reads whole), at a width of 2 (any width of 2 or more runs the same code). Writes cache slots 0 and 1 of rows
+        the next prefill overwrites; draws nothing."""
+        t0 = time.perf_counter()
+        for b in sorted({1, min(2, self.max_batch), self.max_batch}):
+            self._prefill_logits(torch.zeros((b, 2), dtype=torch.long, device=self.device), [2] * b)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.build_s["prefill_compile_s"] = time.perf_counter() - t0
+        log.info("fast engine: prefill compiled in %.1f s", self.build_s["prefill_compile_s"])
 
     def _capture(self, b: int, s: int) -> None:
         stream = torch.cuda.Stream(self.device)
@@ -344,17 +395,25 @@ class FastEngine:
     def _prefill(self, tokens: torch.Tensor, lens: list[int]) -> torch.Tensor:
         """One forward over every prompt (`tokens` [B, width], right-padded); returns each sequence's
         first generated token [B]."""
+        return self.sample(self._prefill_logits(tokens, lens))
+
+    def _prefill_logits(self, tokens: torch.Tensor, lens: list[int]) -> torch.Tensor:
+        """Logits [B, vocab] at each prompt's last token (`tokens` [B, width], right-padded, lens its lengths)."""
         bsz, width = tokens.shape
         positions = torch.arange(width, device=self.device).expand(bsz, width)
         mask = None
         if width > 1:
             mask = torch.full((1, 1, width, width), float("-inf"), device=self.device, dtype=self.dtype).triu_(1)
         last = torch.tensor(lens, device=self.device) - 1
-        # Eager, not the compiled layers: the prompt width changes from batch to batch and compiled code
-        # specializes on it (n_slots is a Python int), so every new width recompiled inside the measured
-        # prefill window (1.35 s instead of 0.18 s on an H100). Prefill is compute-bound: eager costs little.
-        logits = self.eager(tokens, positions, n_slots=width, mask=mask, logits_at=last)
-        return self.sample(logits)
+        # Eager unless compile_prefill: the prompt width changes from batch to batch, and layers compiled for
+        # decode's shapes specialized on it (n_slots is a Python int), so every new width recompiled inside the
+        # measured prefill window (1.35 s instead of 0.18 s on an H100). Compiled with dynamic shapes (the width a
+        # symbol, apart from the batch: _dynamic_shapes) and built in _compile_prefill, one compiled forward serves
+        # every width: on an H200 7B's prefill of 64 prompts of 100 tokens takes 142 ms against eager's 202, the
+        # norms, rotary and SwiGLU fused (docs/engine.md).
+        model = self.prefiller if width > 1 else self.eager
+        with _dynamic_shapes():
+            return model(tokens, positions, n_slots=width, mask=mask, logits_at=last)
 
     def _compact(self, rows: _Rows, span: int) -> tuple[int, int]:
         """Move the live rows (tokens, positions, cache slots [0, span)) to the front; returns the new bucket and
@@ -374,6 +433,7 @@ class FastEngine:
 
     def close(self) -> None:
         """Free the captured graphs (and their memory pool) while the process group still exists."""
+        self.prefiller = self.eager
         if self.use_graphs:
             torch.cuda.synchronize(self.device)
         for graph, _ in [*self.graphs.values(), *self.draws.values()]:
@@ -447,13 +507,19 @@ class _Rows:
 
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
-# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer). On an H200 batch-1 tokens are 13-20 %
-# faster than `fast`'s and 4-13 % dearer (commit c0b200c): the kernel draws more power than cuBLAS
-# (docs/benchmarks/engine.md, gemv-before.md). The fastest decode, not the cheapest token. Its own engine (and point
-# ids).
+# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer), and its larger decode batches' matmuls
+# captured through cuBLASLt (blas="cublaslt" on a CUDA card). On an H200 batch-1 tokens are 13-20 % faster than
+# `fast`'s and 4-13 % dearer (commit c0b200c): the kernel draws more power than cuBLAS (docs/benchmarks/engine.md,
+# gemv-before.md); at batch 64 cuBLASLt's kernels for w2's shape (4096 x 11008) take 26 us where cuBLAS's split-K
+# kernel and its reduction take 30 (7B; docs/benchmarks/skinny.md). The fastest decode, not the cheapest token. Its
+# own engine (and point ids).
+TUNED_BLAS = "cublaslt"
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
-    """FastEngine(gemv=True) where model.gemv.usable, else the plain fast engine."""
+    """FastEngine(gemv=True) where model.gemv.usable, with blas=TUNED_BLAS and compile_prefill on a CUDA card; else
+    the plain fast engine."""
     device, dtype = model.output.weight.device, model.output.weight.dtype
-    return FastEngine(model, sampling, generator, gemv=gemv_kernel.usable(device, dtype))
+    gemv = gemv_kernel.usable(device, dtype)
+    cuda = gemv and device.type == "cuda"
+    return FastEngine(model, sampling, generator, gemv=gemv, blas=TUNED_BLAS if cuda else None, compile_prefill=cuda)

@@ -1,0 +1,194 @@
+"""A decode step's matmuls at batch 2-64 alone: cuBLAS, cuBLASLt and a Triton GEMM, per weight shape.
+
+    python benchmarks/skinny.py --models 7b,13b --rows 16,64 --out $OUT     # one GPU
+
+At the batch sizes of decode a step still reads every weight once, now for M rows: the product is bound by the
+weights' bytes, and which kernel a library picks for the shape decides how close it comes to the card's bandwidth.
+For each packed weight shape of a model (one rank's slice at shards S, as `fast` and `fast_tuned` run them) and each
+M of --rows it times, over copies of that weight that together far exceed the L2 cache, captured as one CUDA graph
+(median of --repeats replays):
+  kind=shape   `cublas` (torch.mm as PyTorch runs it by default), `cublaslt` (the same call with
+               torch.backends.cuda.preferred_blas_library("cublaslt"), as fast_tuned captures its decode graphs:
+               engine/fast.py blas_library) and every tile of --grid of benchmarks/skinny_kernel.py's Triton GEMM;
+               `gb_per_s` is weight bytes over time
+  kind=model   one decode step's matmuls at M rows in layer order (every layer's own weights, the output projection
+               last) for each of the three (Triton: this run's best tile per shape); the graph replayed for
+               >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`
+Records (commit, card, versions, command): <out>/skinny.json, a table to stdout and <out>/skinny.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from clock import now_utc  # noqa: E402
+from gemv import L2_MARGIN_BYTES, energy_of, grid_of, layer_shapes, time_graph  # noqa: E402
+from energybench.util.files import write_text  # noqa: E402
+from energybench.util.tables import markdown  # noqa: E402
+
+COLUMNS = ("kind", "model", "shards", "rows", "shape", "impl", "config", "ms", "gb_per_s", "frac_of_datasheet",
+           "power_w", "energy_per_pass_j", "max_rel_err")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="7b", help="model presets, NAME or NAME:SHARDS (one rank's slice)")
+    ap.add_argument("--rows", default="16,64", help="batch sizes M (2-64)")
+    ap.add_argument("--grid", default="32,64,128/64,128,256/2,4/3,5",
+                    help="Triton tiles tried: BLOCK_Ns/BLOCK_Ks/NUM_WARPSs/NUM_STAGESs")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--window-s", type=float, default=2.0, help="energy window of a kind=model row")
+    ap.add_argument("--out", type=Path, default=None)
+    return ap.parse_args(argv)
+
+
+def library(name: str):
+    """fn -> fn run with PyTorch's matmuls through `name` (engine/fast.py blas_library; None: as set)."""
+    from energybench.engine.fast import blas_library
+
+    def wrap(fn):
+        def run():
+            with blas_library(name):
+                fn()
+        return run
+    return wrap
+
+
+def shape_rows(records: list[dict], best: dict, base: dict, rows: int, n: int, k: int, grid, repeats: int,
+               device, frac) -> None:
+    """kind=shape rows of one (rows, weight shape): both libraries, then each Triton tile; the fastest into best."""
+    import torch
+
+    import skinny_kernel
+
+    matrix_bytes = n * k * 2
+    copies = max(2, -(-L2_MARGIN_BYTES // matrix_bytes))
+    ws = [torch.empty((n, k), dtype=torch.float16, device=device).normal_(std=k ** -0.5) for _ in range(copies)]
+    x = torch.randn(rows, k, dtype=torch.float16, device=device)
+    outs = [torch.empty(rows, n, dtype=torch.float16, device=device) for _ in range(copies)]
+    ref = x.float() @ ws[0].float().T
+    row = {"kind": "shape", "rows": rows, "shape": f"{n}x{k}", **base}
+
+    def add(impl: str, ms: float, config: str | None = None, err: float | None = None) -> None:
+        gb_s = copies * matrix_bytes / (ms * 1e-3) / 1e9
+        records.append({**row, "impl": impl, "config": config, "ms": ms / copies, "gb_per_s": gb_s,
+                        "frac_of_datasheet": frac(gb_s), "max_rel_err": err})
+
+    for impl in ("cublas", "cublaslt"):
+        ms, graph = time_graph(library(impl)(lambda: [torch.mm(x, w.t(), out=o) for w, o in zip(ws, outs)]),
+                               repeats)
+        del graph
+        add(impl, ms)
+    for tile in grid:
+        try:
+            skinny_kernel.launch(x, ws[0], outs[0], *tile)
+            err = ((outs[0].float() - ref).abs().max() / ref.abs().max()).item()
+            ms, graph = time_graph(lambda: [skinny_kernel.launch(x, w, o, *tile) for w, o in zip(ws, outs)], repeats)
+            del graph
+        except Exception as e:  # a tile this compiler refuses (registers, shared memory): recorded
+            records.append({**row, "impl": "triton", "config": "/".join(map(str, tile)),
+                            "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+            continue
+        add("triton", ms, "/".join(map(str, tile)), err)
+        if (rows, n, k) not in best or ms < best[(rows, n, k)][0]:
+            best[(rows, n, k)] = (ms, tile)
+    torch.cuda.empty_cache()
+
+
+def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, int]:
+    """({impl: fn} running one decode step's matmuls at `rows` rows, their bytes, their count)."""
+    import torch
+
+    import skinny_kernel
+
+    shapes = [(n, k) for _ in range(cfg.n_layers) for _, n, k in layer_shapes(cfg, shards, "packed")]
+    shapes.append((cfg.vocab_size // shards, cfg.dim))
+    calls = [(torch.randn(rows, k, dtype=torch.float16, device=device),
+              torch.empty((n, k), dtype=torch.float16, device=device).normal_(std=k ** -0.5),
+              torch.empty(rows, n, dtype=torch.float16, device=device)) for n, k in shapes]
+
+    def products():
+        for x, w, o in calls:
+            torch.mm(x, w.t(), out=o)
+
+    def triton_best():
+        for x, w, o in calls:
+            skinny_kernel.launch(x, w, o, *pick(*w.shape))
+
+    impls = {"cublas": library("cublas")(products), "cublaslt": library("cublaslt")(products),
+             "triton_best": triton_best}
+    return impls, sum(w.numel() * 2 for _, w, _ in calls), len(calls)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from energybench import provenance
+    from energybench.confload import compose
+    from energybench.device.cards import card_for
+
+    args = parse(argv)
+    device = torch.device("cuda", 0)
+    gpu = torch.cuda.get_device_name(device)
+    card = card_for(gpu)
+    command = "python benchmarks/skinny.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(), "command": command}
+    grid = grid_of(args.grid)
+    records: list[dict] = []
+    best: dict[tuple[int, int, int], tuple[float, tuple]] = {}
+
+    def frac(gb_s: float) -> float | None:
+        return gb_s / card.mem_bandwidth_gb_s if card else None
+
+    for spec in args.models.split(","):
+        name, _, shards_s = spec.partition(":")
+        shards = int(shards_s or 1)
+        cfg = compose([f"model={name}", "dataset=synthetic"]).model
+        base = {"model": name, "shards": shards, **common}
+        shapes = sorted({(n, k) for _, n, k in layer_shapes(cfg, shards, "packed")}
+                        | {(cfg.vocab_size // shards, cfg.dim)})
+        for rows in (int(v) for v in args.rows.split(",")):
+            for n, k in shapes:
+                shape_rows(records, best, base, rows, n, k, grid, args.repeats, device, frac)
+                print(f"{name}:{shards} M={rows} {n}x{k}: best tile {best[(rows, n, k)][1]}", flush=True)
+            impls, pass_bytes, n_mats = model_passes(cfg, shards, rows, lambda n_, k_: best[(rows, n_, k_)][1],
+                                                     device)
+            for impl, fn in impls.items():
+                ms, graph = time_graph(fn, args.repeats)
+                energy_j, seconds, replays = energy_of(graph, args.window_s, device)
+                del graph
+                gb_s = pass_bytes / (ms * 1e-3) / 1e9
+                records.append({"kind": "model", "rows": rows, "impl": impl, "shape": f"{n_mats} matrices",
+                                "ms": ms, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s),
+                                "power_w": energy_j / seconds, "energy_per_pass_j": energy_j / replays,
+                                "pass_bytes": pass_bytes, **base})
+                print(f"{name}:{shards} M={rows} {impl}: {ms:.3f} ms, {gb_s:.0f} GB/s, {energy_j / seconds:.0f} W",
+                      flush=True)
+            impls = None
+            torch.cuda.empty_cache()
+
+    shown = [r for r in records if r["kind"] != "shape" or r["impl"] != "triton"
+             or tuple(int(v) for v in r["config"].split("/")) == best.get(
+                 (r["rows"], *(int(v) for v in r["shape"].split("x"))), (0, None))[1]]
+    table = markdown(shown, COLUMNS)
+    print(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text(json.dumps(records, indent=1) + "\n", args.out / "skinny.json")
+        run = (f"Run: {gpu}, {common['date'][:10]}, commit {(common.get('git_commit') or 'not recorded')[:7]}, "
+               f"torch {torch.__version__}: `{command}`.\n\n")
+        write_text("# Decode matmuls at batch 2-64: cuBLAS, cuBLASLt and a Triton GEMM\n\nWritten by "
+                   "`benchmarks/skinny.py`; record (every tile tried): [skinny.json](skinny.json). Shape rows: both "
+                   "libraries and the best Triton tile.\n\n" + run + table + "\n", args.out / "skinny.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

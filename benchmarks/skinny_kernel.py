@@ -1,0 +1,37 @@
+"""A Triton GEMM for a decode step's few rows (Y = X W^T, X [M, K] with M <= 64, W [N, K]), for benchmarks/skinny.py
+to weigh against cuBLAS and cuBLASLt: each program streams BLOCK_N rows of W once through the tensor cores, both
+operands loaded by the Hopper tensor memory accelerator (TMA: triton.tools.tensor_descriptor; X's rows past M read
+as zeros). Not used by the engines (docs/engine.md says where it won and where it lost)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+
+@triton.jit
+def _skinny(x_desc, w_desc, y_ptr, M, N, stride_y, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+            BLOCK_K: tl.constexpr):
+    n0 = tl.program_id(0) * BLOCK_N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        w = w_desc.load([n0, k0])  # [BLOCK_N, BLOCK_K]
+        x = x_desc.load([0, k0])  # [BLOCK_M, BLOCK_K]
+        acc = tl.dot(x, tl.trans(w), acc)
+    m = tl.arange(0, BLOCK_M)
+    n = n0 + tl.arange(0, BLOCK_N)
+    tl.store(y_ptr + m[:, None] * stride_y + n[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=(m < M)[:, None] & (n < N)[None, :])
+
+
+def launch(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, block_n: int, block_k: int, num_warps: int,
+           num_stages: int) -> None:
+    """out [M, N] = x [M, K] @ weight [N, K].T, all row-contiguous, M <= 64 (one block of rows: at least 16)."""
+    rows, (n, k) = x.shape[0], weight.shape
+    block_m = max(16, triton.next_power_of_2(rows))
+    x_desc = TensorDescriptor.from_tensor(x, [block_m, block_k])
+    w_desc = TensorDescriptor.from_tensor(weight, [block_n, block_k])
+    _skinny[(triton.cdiv(n, block_n),)](x_desc, w_desc, out, rows, n, out.stride(0), K=k, BLOCK_M=block_m,
+                                        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages)
