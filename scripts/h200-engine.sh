@@ -12,7 +12,8 @@
 #                                     #   then fast_tuned), the shards=2 logits checks, the 65B profile
 #   scripts/h200-engine.sh profiles OUT    # phase one's profiles alone: 7B on GPU 0, 13B on GPU 1 (fast cold, then
 #                                     #   warm in a fresh process; fast_tuned at batch 1)
-#   scripts/h200-engine.sh build OUT  # GPU 0: the 7B build step by step (benchmarks/engine_build.py, cold then warm);
+#   scripts/h200-engine.sh build OUT  # GPU 0: the 7B build step by step (benchmarks/engine_build.py, cold then warm),
+#                                     #   the batch-16/64 matmuls alone (benchmarks/skinny.py);
 #                                     #   then both GPUs: 65B's fast_tuned batch-1 profile at shards=2
 # (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
@@ -46,6 +47,7 @@ profile() {  # profile MODEL: decode profile of the fast engine on this process'
 case $phase in
   build)
     CUDA_VISIBLE_DEVICES=0 run build.log python3 benchmarks/engine_build.py --model 7b --out "$out/b"
+    CUDA_VISIBLE_DEVICES=0 run skinny.log python3 benchmarks/skinny.py --models 7b --rows 16,64 --out "$out/sk"
     run prof-65b.log python3 -m torch.distributed.run --nproc-per-node 2 benchmarks/engine_profile.py --model 65b --batches 1 \
         --gemv --compile-cache "$cache" --out "$out/pt-65b"
     ;;

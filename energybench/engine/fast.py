@@ -409,8 +409,8 @@ class FastEngine:
         # decode's shapes specialized on it (n_slots is a Python int), so every new width recompiled inside the
         # measured prefill window (1.35 s instead of 0.18 s on an H100). Compiled with dynamic shapes (the width a
         # symbol, apart from the batch: _dynamic_shapes) and built in _compile_prefill, one compiled forward serves
-        # every width: on an H200 7B's prefill of 64 prompts of 100 tokens takes 142 ms against eager's 202, the
-        # norms, rotary and SwiGLU fused (docs/engine.md).
+        # every width: on an H200 7B's prefill of 64 prompts of 100 tokens takes 151 ms against eager's 209, the
+        # norms, rotary and SwiGLU fused (docs/benchmarks/engine.md, commit 10be8d6).
         model = self.prefiller if width > 1 else self.eager
         with _dynamic_shapes():
             return model(tokens, positions, n_slots=width, mask=mask, logits_at=last)
@@ -508,11 +508,11 @@ class _Rows:
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
 # norms, SwiGLU and residual adds folded into it (model.llama's one-row layer), and its larger decode batches' matmuls
-# captured through cuBLASLt (blas="cublaslt" on a CUDA card). On an H200 batch-1 tokens are 13-20 % faster than
-# `fast`'s and 4-13 % dearer (commit c0b200c): the kernel draws more power than cuBLAS (docs/benchmarks/engine.md,
-# gemv-before.md); at batch 64 cuBLASLt's kernels for w2's shape (4096 x 11008) take 26 us where cuBLAS's split-K
-# kernel and its reduction take 30 (7B; docs/benchmarks/skinny.md). The fastest decode, not the cheapest token. Its
-# own engine (and point ids).
+# captured through cuBLASLt (blas="cublaslt" on a CUDA card), and its prefill compiled (compile_prefill). On an H200
+# (commit 10be8d6, docs/benchmarks/engine.md) batch-1 tokens are 16-24 % faster than `fast`'s and 7-11 % dearer: the
+# kernel draws more power than cuBLAS (gemv-before.md); batch-64 tokens 7-9 % faster and 7-8 % cheaper: cuBLASLt's
+# kernel for w2's shape (4096 x 11008) takes 26 us where cuBLAS's split-K kernel and its reduction take 30 (7B;
+# docs/benchmarks/skinny.md), and the compiled prefill fuses what eager runs apart. Its own engine (and point ids).
 TUNED_BLAS = "cublaslt"
 
 
