@@ -23,7 +23,7 @@ from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
 from energybench.results import metrics
 from clock import now_utc
-from variants import inductor_options, variant_facts, variant_name
+from variants import engine_options, inductor_options, variant_facts, variant_of
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 WARMUP_TOKENS = 8
@@ -78,8 +78,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
         bench.roofline = roofline(cfg, device, dtype, env.world_size, args)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
-                           args.compile_prefill)
+        variant = variant_of(args, options)
         # the compiler's imports, begun before the weights: what is left counts toward the first compiling engine's
         # ready time (as in a point); waited for before the compile cache's own inductor imports
         import_wait_s = prewarm.wait()
@@ -93,14 +92,10 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                 t0 = time.perf_counter()
                 generator = torch.Generator(device=device).manual_seed(1)
                 if ours and args.no_compile:
-                    engine, name = FastEngine(model, SAMPLING, generator, compile=False, pack=args.pack,
-                                              attention=args.attention, gemv=args.gemv,
-                                              span_budget=args.span_budget, blas=args.blas,
-                                              compile_prefill=args.compile_prefill), "fast-eager"
+                    engine, name = FastEngine(model, SAMPLING, generator, compile=False,
+                                              **engine_options(args)), "fast-eager"
                 elif ours:
-                    engine = FastEngine(model, SAMPLING, generator, pack=args.pack, attention=args.attention,
-                                        gemv=args.gemv, span_budget=args.span_budget, blas=args.blas,
-                                        compile_prefill=args.compile_prefill)
+                    engine = FastEngine(model, SAMPLING, generator, **engine_options(args))
                 else:
                     engine = make_engine(name, model, SAMPLING, generator)
                 bench.sync()

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # energybench without installing it, as the ranks get it via PYTHONPATH
 sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.tables import markdown  # noqa: E402 (torch-free)
-from variants import add_variant_args, start_of  # noqa: E402 (torch-free)
+from variants import add_variant_args, start_of, variant_argv  # noqa: E402 (torch-free)
 KEY = ("engine", "variant", "model", "batch", "shards", "prompt_tokens", "new_tokens", "gpu")
 COLUMNS = ("model", "shards", "engine", "variant", "batch", "tokens_per_s", "energy_per_token_j", "power_per_gpu_w", "decode_step_ms",
            "prefill_s", "startup_s", "engine_ready_s", "compile_cache_misses", "roofline_frac", "gpu")
@@ -124,13 +124,7 @@ def _ranks(args: argparse.Namespace, model: str, command: str, engines: str, sha
                 "--min-window-s", str(args.min_window_s), "--out", str(args.out), "--device", args.device,
                 "--compile-cache", args.compile_cache]
         argv += ["--no-compile"] if args.no_compile else []
-        argv += ["--apart"] if not args.pack else []
-        argv += ["--attention", args.attention] if args.attention else []
-        argv += ["--gemv"] if args.gemv else []
-        argv += ["--blas", args.blas] if args.blas else []
-        argv += ["--compile-prefill"] if args.compile_prefill else []
-        argv += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
-        argv += [a for pair in args.inductor for a in ("--inductor", pair)]
+        argv += variant_argv(args)
         procs.append(subprocess.Popen(argv, env=env))
     codes = [p.wait() for p in procs]
     return next((c for c in codes if c != 0), 0)

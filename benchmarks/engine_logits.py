@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from energybench.util.tables import markdown  # noqa: E402 (torch-free)
-from variants import add_variant_args, inductor_options, variant_name  # noqa: E402 (torch-free)
+from variants import add_variant_args, engine_options, inductor_options, variant_of  # noqa: E402 (torch-free)
 
 KEY = ("model", "shards", "dtype", "variant", "batch", "gpu")
 COLUMNS = ("model", "shards", "dtype", "variant", "batch", "positions", "rel_rms", "max_abs", "ref_rms", "argmax_agree",
@@ -110,8 +110,7 @@ def worker(args: argparse.Namespace) -> int:
     cfg = compose([f"model={args.model}", "dataset=synthetic"]).model
     limits = tolerances(args)
     options = inductor_options(args.inductor)
-    variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
-                           args.compile_prefill)
+    variant = variant_of(args, options)
     p, n, b = args.prompt_tokens, args.new_tokens, args.batch
     tokens = torch.randint(3, cfg.vocab_size, (b, p + n), generator=torch.Generator().manual_seed(5)).to(device)
     records = []
@@ -127,9 +126,7 @@ def worker(args: argparse.Namespace) -> int:
             ref = ref[:, p - 1: p + n - 1].float()  # logits that predict each new token: [b, n, vocab]
             with inductor_config.patch(options):  # compiled and captured here, as a point's engine is
                 engine = FastEngine(model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0),
-                                    pack=args.pack, attention=args.attention, gemv=args.gemv,
-                                    span_budget=args.span_budget, blas=args.blas,
-                                    compile_prefill=args.compile_prefill)
+                                    **engine_options(args))
             pre = torch.arange(p, device=device).expand(b, p)
             last = torch.full((b,), p - 1, device=device)
             fast = [engine.eager(tokens[:, :p], pre, n_slots=p, mask=causal[..., :p, :p], logits_at=last).float()]

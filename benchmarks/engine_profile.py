@@ -55,7 +55,8 @@ from energybench.results import metrics  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 from engine import marked  # noqa: E402 (benchmarks/engine.py: the docs_tables markers around a table)
-from variants import add_variant_args, inductor_options, start_of, variant_facts, variant_name  # noqa: E402
+from variants import (add_variant_args, engine_options, inductor_options, start_of, variant_facts,  # noqa: E402
+                      variant_of)
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
@@ -171,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         sync(device, env)
         startup_s = time.time() - T_PROCESS
         options = inductor_options(args.inductor)
-        variant = variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
-                           args.compile_prefill)
+        variant = variant_of(args, options)
         facts = compile_cache.key_facts(compile_cache.model_shape(cfg), device, dtype, env.world_size)
         facts = variant_facts(facts, variant)
         # the compiler's imports, begun before the weights: what is left of them counts as the engine's (as in a
@@ -180,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         import_wait_s = prewarm.wait()
         with compile_cache.use(args.compile_cache, facts) as cache, inductor_config.patch(options):
             t0 = time.perf_counter()  # as a point's engine_ready_s: after the compile cache is set up
-            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1), pack=args.pack,
-                                attention=args.attention, gemv=args.gemv, span_budget=args.span_budget,
-                                blas=args.blas, compile_prefill=args.compile_prefill)
+            engine = FastEngine(model, SAMPLING, torch.Generator(device=device).manual_seed(1),
+                                **engine_options(args))
             sync(device, env)
             ready_s = import_wait_s + time.perf_counter() - t0
             cache.measure(write_key=env.is_node_leader)

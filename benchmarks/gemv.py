@@ -151,6 +151,17 @@ def energy_of(graph, window_s: float, device) -> tuple[float, float, int]:
     return meter.read_j() - e0, time.perf_counter() - t0, n
 
 
+def pass_record(fn, pass_bytes: int, repeats: int, window_s: float, device, frac) -> dict:
+    """A kind=model record's measurements of one pass `fn`: its median ms as a CUDA graph, its GB/s of weights and
+    fraction of the datasheet (frac), and power and energy per pass over >= window_s of replays."""
+    ms, graph = time_graph(fn, repeats)
+    energy_j, seconds, replays = energy_of(graph, window_s, device)
+    del graph
+    gb_s = pass_bytes / (ms * 1e-3) / 1e9
+    return {"ms": ms, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s), "power_w": energy_j / seconds,
+            "energy_per_pass_j": energy_j / replays, "pass_bytes": pass_bytes}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -255,16 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                 impls["triton_folded"] = folded_pass(weights, outs, lambda n_, k_, f: best[(n_, k_, f)][1],
                                                      len(per_layer))
             for impl, fn in impls.items():
-                ms, graph = time_graph(fn, args.repeats)
-                energy_j, seconds, replays = energy_of(graph, args.window_s, device)
-                del graph
-                gb_s = pass_bytes / (ms * 1e-3) / 1e9
+                got = pass_record(fn, pass_bytes, args.repeats, args.window_s, device, frac)
                 records.append({"kind": "model", "layout": layout, "impl": impl, "shape": f"{len(weights)} matrices",
-                                "ms": ms, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s),
-                                "power_w": energy_j / seconds, "energy_per_pass_j": energy_j / replays,
-                                "pass_bytes": pass_bytes, **base})
-                print(f"{name}:{shards} {layout} {impl}: {ms:.3f} ms, {gb_s:.0f} GB/s, {energy_j / seconds:.0f} W",
-                      flush=True)
+                                **got, **base})
+                print(f"{name}:{shards} {layout} {impl}: {got['ms']:.3f} ms, {got['gb_per_s']:.0f} GB/s, "
+                      f"{got['power_w']:.0f} W", flush=True)
             weights = outs = None
             torch.cuda.empty_cache()
 

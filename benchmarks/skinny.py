@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from clock import now_utc  # noqa: E402
-from gemv import L2_MARGIN_BYTES, energy_of, grid_of, layer_shapes, time_graph  # noqa: E402
+from gemv import L2_MARGIN_BYTES, grid_of, layer_shapes, pass_record, time_graph  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
@@ -161,16 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             impls, pass_bytes, n_mats = model_passes(cfg, shards, rows, lambda n_, k_: best[(rows, n_, k_)][1],
                                                      device)
             for impl, fn in impls.items():
-                ms, graph = time_graph(fn, args.repeats)
-                energy_j, seconds, replays = energy_of(graph, args.window_s, device)
-                del graph
-                gb_s = pass_bytes / (ms * 1e-3) / 1e9
-                records.append({"kind": "model", "rows": rows, "impl": impl, "shape": f"{n_mats} matrices",
-                                "ms": ms, "gb_per_s": gb_s, "frac_of_datasheet": frac(gb_s),
-                                "power_w": energy_j / seconds, "energy_per_pass_j": energy_j / replays,
-                                "pass_bytes": pass_bytes, **base})
-                print(f"{name}:{shards} M={rows} {impl}: {ms:.3f} ms, {gb_s:.0f} GB/s, {energy_j / seconds:.0f} W",
-                      flush=True)
+                got = pass_record(fn, pass_bytes, args.repeats, args.window_s, device, frac)
+                records.append({"kind": "model", "rows": rows, "impl": impl, "shape": f"{n_mats} matrices", **got,
+                                **base})
+                print(f"{name}:{shards} M={rows} {impl}: {got['ms']:.3f} ms, {got['gb_per_s']:.0f} GB/s, "
+                      f"{got['power_w']:.0f} W", flush=True)
             impls = None
             torch.cuda.empty_cache()
 

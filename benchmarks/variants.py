@@ -42,6 +42,29 @@ def variant_name(pack: bool, options: dict[str, object], attention: str | None =
     return "+".join(parts) or "default"
 
 
+def variant_of(args, options: dict[str, object]) -> str:
+    """variant_name of the fast engine experiments parsed by add_variant_args (and --inductor's options)."""
+    return variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
+                        args.compile_prefill)
+
+
+def engine_options(args) -> dict[str, object]:
+    """FastEngine's keyword arguments for the experiments parsed by add_variant_args."""
+    return {"pack": args.pack, "attention": args.attention, "gemv": args.gemv, "span_budget": args.span_budget,
+            "blas": args.blas, "compile_prefill": args.compile_prefill}
+
+
+def variant_argv(args) -> list[str]:
+    """The command line that add_variant_args parses back into `args`' experiments (for a worker process)."""
+    argv = ["--apart"] if not args.pack else []
+    argv += ["--attention", args.attention] if args.attention else []
+    argv += ["--gemv"] if args.gemv else []
+    argv += ["--blas", args.blas] if args.blas else []
+    argv += ["--compile-prefill"] if args.compile_prefill else []
+    argv += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
+    return argv + [a for pair in args.inductor for a in ("--inductor", pair)]
+
+
 def start_of(hits: int, misses: int, used: bool = True) -> str:
     """How a compiling engine started, from its compile cache's counters: cold (compiled everything), warm (loaded
     everything), partly warm, or no compile (the cache was not used, or nothing compiled). engine_profile.py's

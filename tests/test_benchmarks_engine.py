@@ -105,3 +105,22 @@ def test_transformers_over_several_devices_is_split_by_layers_and_generates() ->
         [f"model.layers.{i}" for i in range(cfg.n_layers)]
     tokens, wasted, _ = _hf(model, [[1, 5, 6, 7], [1, 8, 9, 10]], 6)(6)
     assert tokens + wasted == 12 and tokens > 0
+
+
+def test_the_fast_engine_experiments_round_trip_through_a_workers_command_line() -> None:
+    """What engine.py passes its worker processes (variants.variant_argv) parses back into the same experiments, the
+    variant name says each one, and FastEngine gets them as keyword arguments (variants.engine_options)."""
+    import argparse
+
+    from variants import add_variant_args, engine_options, variant_argv, variant_of
+
+    ap = argparse.ArgumentParser()
+    add_variant_args(ap)
+    args = ap.parse_args(["--gemv", "--blas", "cublaslt", "--compile-prefill", "--attention", "mask",
+                          "--span-budget", "0.25", "--inductor", "max_autotune=False", "--apart"])
+    assert vars(ap.parse_args(variant_argv(args))) == vars(args)
+    assert variant_of(args, {"max_autotune": False}) == \
+        "apart+gemv+attention=mask+span_budget=0.25+blas=cublaslt+compile_prefill+max_autotune=False"
+    assert engine_options(args) == {"pack": False, "attention": "mask", "gemv": True, "span_budget": 0.25,
+                                    "blas": "cublaslt", "compile_prefill": True}
+    assert variant_of(ap.parse_args([]), {}) == "default" and variant_argv(ap.parse_args([])) == []
