@@ -23,7 +23,7 @@ from energybench.engine.fast import FastEngine
 from energybench.model.build import build_model
 from energybench.results import metrics
 from clock import now_utc
-from variants import engine_options, inductor_options, variant_facts, variant_of
+from variants import engine_choices, engine_options, inductor_options, variant_facts, variant_of
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 WARMUP_TOKENS = 8
@@ -104,10 +104,7 @@ def _run(args: argparse.Namespace, t_process: float) -> int:
                     ready_s, import_wait_s = ready_s + import_wait_s, 0.0
                 cache.measure(write_key=env.is_node_leader)
                 ready = {"engine_ready_s": ready_s, "compile_cache_hits": cache.hits,
-                         "compile_cache_misses": cache.misses, "attention": getattr(engine, "attention", None),
-                         "top_p_kernel": getattr(engine, "top_p_kernel", None), "pdl": getattr(engine, "pdl", None),
-                         "blas": getattr(engine, "blas", None),
-                         "compile_prefill": getattr(engine, "compile_prefill", None),
+                         "compile_cache_misses": cache.misses, **engine_choices(engine),
                          **getattr(engine, "build_s", {})}
                 for batch in batches:
                     prompts = bench.prompts(batch, cfg.vocab_size)

@@ -55,8 +55,8 @@ from energybench.results import metrics  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 from engine import marked  # noqa: E402 (benchmarks/engine.py: the docs_tables markers around a table)
-from variants import (add_variant_args, engine_options, inductor_options, start_of, variant_facts,  # noqa: E402
-                      variant_of)
+from variants import (add_variant_args, engine_choices, engine_options, inductor_options, start_of,  # noqa: E402
+                      variant_facts, variant_of)
 
 SAMPLING = Sampling(temperature=0.8, top_p=0.95)
 KEY = ("model", "shards", "batch", "gpu", "start", "variant")
@@ -193,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = measure_batch(args, engine, cfg, b, device, env)
                 parts = engine.build_s if engine.use_graphs else {k: None for k in engine.build_s}
                 records.append({"model": args.model, "shards": env.world_size, "batch": b, "variant": variant,
-                                "attention": engine.attention, "top_p_kernel": engine.top_p_kernel,
-                                "pdl": engine.pdl, "blas": engine.blas, "compile_prefill": engine.compile_prefill,
-                                "start": start, **parts,
+                                **engine_choices(engine), "start": start, **parts,
                                 "import_wait_s": import_wait_s,
                                 "startup_s": startup_s, "engine_ready_s": ready_s, **cache.columns(), **row})
             engine.close()

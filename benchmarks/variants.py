@@ -65,6 +65,15 @@ def variant_argv(args) -> list[str]:
     return argv + [a for pair in args.inductor for a in ("--inductor", pair)]
 
 
+def engine_choices(engine: object) -> dict[str, object]:
+    """A benchmark record's columns of what the engine chose when it was built: run.parquet's (point.engine_columns),
+    its decode attention as `attention`, as the records have always named it."""
+    from energybench.point import engine_columns  # here: this module stays torch-free for engine.py's parent
+
+    columns = engine_columns(engine)
+    return {"attention": columns.pop("decode_attention"), **columns}
+
+
 def start_of(hits: int, misses: int, used: bool = True) -> str:
     """How a compiling engine started, from its compile cache's counters: cold (compiled everything), warm (loaded
     everything), partly warm, or no compile (the cache was not used, or nothing compiled). engine_profile.py's

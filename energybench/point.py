@@ -187,6 +187,12 @@ def load_engine(cfg: PointConfig, env: DistEnv, device: torch.device, dtype: tor
     return engine, compiled, engine_ready_s
 
 
+# run.parquet column, the fast engine's attribute, its type (a site's engine may have an attribute of that name that
+# means something else: only a value of the type is recorded)
+ENGINE_CHOICES = (("decode_attention", "attention", str), ("top_p_kernel", "top_p_kernel", bool), ("pdl", "pdl", bool),
+                  ("blas", "blas", str), ("compile_prefill", "compile_prefill", bool))
+
+
 def engine_columns(engine: object) -> dict:
     """run.parquet's columns of what a fast engine chose when it was built: `decode_attention` (`lens` or `mask`:
     engine/fast.py attention_mode), `top_p_kernel` (its draw through engine/top_p_kernel.py, or Meta's sort),
@@ -194,13 +200,8 @@ def engine_columns(engine: object) -> dict:
     its decode graphs were captured with, where it chose one: fast_tuned's "cublaslt" on a GPU; null: PyTorch's
     setting) and `compile_prefill` (its prefill through compiled layers, or eager). None for an engine without these
     choices (`reference`, a site's)."""
-    attention = getattr(engine, "attention", None)
-    top_p_kernel, pdl = getattr(engine, "top_p_kernel", None), getattr(engine, "pdl", None)
-    blas, compile_prefill = getattr(engine, "blas", None), getattr(engine, "compile_prefill", None)
-    return {"decode_attention": attention if isinstance(attention, str) else None,
-            "top_p_kernel": top_p_kernel if isinstance(top_p_kernel, bool) else None,
-            "pdl": pdl if isinstance(pdl, bool) else None, "blas": blas if isinstance(blas, str) else None,
-            "compile_prefill": compile_prefill if isinstance(compile_prefill, bool) else None}
+    return {column: value if isinstance(value := getattr(engine, attribute, None), kind) else None
+            for column, attribute, kind in ENGINE_CHOICES}
 
 
 def engine_compiles(engine: str, device: torch.device) -> bool:

@@ -32,6 +32,10 @@ def test_engine_py_records_each_engine_and_variant(tmp_path: Path) -> None:
     # fast_tuned packs the model's projections in place: it runs after the engines that do not
     assert [r["engine"] for r in records] == ["reference"] * 2 + ["fast"] * 2 + ["fast_tuned"] * 2
     assert {r["variant"] for r in records} == {"default"}
+    for r in records:  # what each engine chose, as run.parquet records it (point.engine_columns): nothing for Meta's
+        fast = r["engine"] != "reference"
+        assert (r["attention"], r["top_p_kernel"], r["pdl"]) == (("mask", False, False) if fast else (None,) * 3)
+        assert r["blas"] is None and r["compile_prefill"] == (False if fast else None)
     assert all(r["roofline_frac"] is None and r["git_commit"] and r["command"].startswith("python benchmarks/engine.py")
                for r in records)  # no card on CPU: no roofline
     assert "| fast_tuned | default | 1 |" in (tmp_path / "engine.md").read_text()

@@ -262,9 +262,7 @@ def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() ->
     def compiled_entries() -> int:
         return len(_debug_get_cache_entry_list(TransformerBlock.forward.__code__))
 
-    with one_process():
-        m = build_model(TINY, CPU, torch.float32, seed=7)
-        m.setup_caches(4, 48)
+    with cpu_model(max_batch=4, max_seq=48) as m:
         eager = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=False, compile_prefill=True)
         assert not eager.compile_prefill and eager.prefiller is eager.eager  # nothing compiles: nothing to build
         engine = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=True, graphs=False,
