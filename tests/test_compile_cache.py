@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPE = {"name": "tiny-test", "dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 1000}
 
 # A fresh process that builds the tiny model, compiles the fast engine's decode layers (on CPU: compile=True,
-# no CUDA graphs) inside compile_cache.use and generates a few tokens; prints the cache use as JSON.
+# no CUDA graphs; argv[4] "gemv": fast_tuned's one-row layer through the Triton kernel, under Triton's interpreter,
+# and its compiled prefill) inside compile_cache.use and generates a few tokens; prints the cache use as JSON.
 CHILD = """
 import json, sys, time
 import torch
@@ -35,18 +36,23 @@ facts = compile_cache.key_facts(json.loads(sys.argv[2]), CPU, torch.float32, 1)
 with one_process(), compile_cache.use(sys.argv[1], facts) as cache:
     model = build_model(TINY, CPU, torch.float32, seed=1)
     model.setup_caches(2, 64)
-    engine = FastEngine(model, Sampling(0.0, 1.0), torch.Generator().manual_seed(1), compile=True, graphs=False)
+    tuned = sys.argv[4] == "gemv"
+    engine = FastEngine(model, Sampling(0.0, 1.0), torch.Generator().manual_seed(1), compile=True, graphs=False,
+                        gemv=tuned, compile_prefill=tuned)
     engine.generate(prompts_of([5, 7], TINY.vocab_size, 1), [4, 4], NoHooks())
+    engine.generate(prompts_of([6], TINY.vocab_size, 2), [4], NoHooks())  # batch 1: the one-row layer with gemv
     cache.measure()
     print(json.dumps({**cache.columns(), "directory": str(cache.directory)}))
 """
 
 
-def run_child(setting: str, tmp_path: Path, shape: dict = SHAPE) -> dict:
+def run_child(setting: str, tmp_path: Path, shape: dict = SHAPE, gemv: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    proc = subprocess.run([sys.executable, "-c", CHILD, setting, json.dumps(shape), str(REPO / "tests")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    if gemv:
+        env["TRITON_INTERPRET"] = "1"
+    proc = subprocess.run([sys.executable, "-c", CHILD, setting, json.dumps(shape), str(REPO / "tests"),
+                           "gemv" if gemv else "plain"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -65,6 +71,16 @@ def test_a_second_fresh_process_loads_what_the_first_compiled(tmp_path: Path) ->
     other = run_child(str(shared), tmp_path, {**SHAPE, "dim": 128})  # another model: its own folder, cold
     assert other["compile_cache_misses"] > 0 and Path(other["compile_cache_dir"]).parent == shared
     assert other["compile_cache_dir"] != cold["compile_cache_dir"]
+
+
+def test_fast_tuneds_layers_and_prefill_load_whole_from_the_cache_in_a_second_process(tmp_path: Path) -> None:
+    """The one-row layer through the Triton kernel and the compiled prefill: a second process compiles nothing (the
+    norm's eps was once a symbolic float that made Dynamo throw its first trace away, a miss on every warm start)."""
+    shared = tmp_path / "shared-cache"
+    cold = run_child(str(shared), tmp_path, gemv=True)
+    assert cold["compile_cache_misses"] > 0
+    warm = run_child(str(shared), tmp_path, gemv=True)
+    assert warm["compile_cache_misses"] == 0 and warm["compile_cache_hits"] > 0
 
 
 def test_off_keeps_nothing_and_auto_is_the_users_cache(tmp_path: Path) -> None:

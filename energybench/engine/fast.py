@@ -7,7 +7,7 @@ import bisect
 import contextlib
 import logging
 import time
-from typing import ContextManager, Iterator
+from typing import Iterator
 
 import torch
 import torch.fx.experimental._config as fx_config
@@ -55,10 +55,21 @@ def batch_spans(spans: list[int], batch: int, budget: float, weight_bytes: int, 
     return sorted(kept)
 
 
-def _dynamic_shapes() -> ContextManager:
+@contextlib.contextmanager
+def _dynamic_shapes(constant_floats: bool = False) -> Iterator[None]:
     """Compile batch size and span as symbols, without tying them to equal static sizes (duck shaping):
-    one compiled layer serves every (batch > 1, span < cache length) step."""
-    return fx_config.patch(use_duck_shape=False)
+    one compiled layer serves every (batch > 1, span < cache length) step. constant_floats (the engines with the
+    gemv kernel): the model's float attributes (RMSNorm's eps) are constants of the compiled code, not symbolic
+    floats. A symbolic eps cannot reach the gemv custom op, so Dynamo threw its first trace of the one-row layer away
+    and traced again with eps fixed, in every process, and the thrown-away trace's lookup was a compile-cache miss
+    on every warm start (docs/engine.md). The engines without it keep eps an input, as their records measured."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(fx_config.patch(use_duck_shape=False))
+        if constant_floats:
+            import torch._dynamo.config as dynamo_config  # here: torch imports Dynamo lazily
+
+            stack.enter_context(dynamo_config.patch(specialize_float=True))
+        yield
 
 
 @contextlib.contextmanager
@@ -238,7 +249,7 @@ class FastEngine:
         overwrites."""
         self.tok.zero_()
         self.pos.zero_()
-        with _dynamic_shapes(), blas_library(self.blas):
+        with _dynamic_shapes(self.gemv), blas_library(self.blas):
             for b in self.batches:  # ascending: compiles for batch 1, then once for every larger batch
                 for s in self.spans_of[b]:
                     self._capture(b, s)
@@ -322,7 +333,7 @@ class FastEngine:
 
     def _step(self, b: int, s: int) -> torch.Tensor:
         if not self.use_graphs:
-            with _dynamic_shapes():
+            with _dynamic_shapes(self.gemv):
                 self._logits = self._decode(b, s)
                 return self._logits
         graph, logits = self.graphs[(b, s)]
@@ -412,7 +423,7 @@ class FastEngine:
         # every width: on an H200 7B's prefill of 64 prompts of 100 tokens takes 151 ms against eager's 209, the
         # norms, rotary and SwiGLU fused (docs/benchmarks/engine.md, commit 10be8d6).
         model = self.prefiller if width > 1 else self.eager
-        with _dynamic_shapes():
+        with _dynamic_shapes(self.gemv):
             return model(tokens, positions, n_slots=width, mask=mask, logits_at=last)
 
     def _compact(self, rows: _Rows, span: int) -> tuple[int, int]:
