@@ -15,6 +15,9 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
                   splits of split_plan(), shown as `block_t/warps/splits`)
   split_tile      the same kernel at every tile of a grid (block_t 16-128, 1/2/4 warps, 1-32 splits): which one
                   is fastest per batch, behind split_plan()'s rule (--no-sweep skips it)
+  split_together  the split kernel loading each tile's K and V at once (TOGETHER: the V load no longer waits for
+                  the tile's scores), with split_plan(together=True)'s tiles: `fast_tuned`'s attention
+  split_together_tile  that kernel over the same grid, behind split_plan(together=True)'s rule
 (FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
 torch 2.11's `_flash_attention_forward` takes no block table.)
 `first_call_ms`: the first call at a new (batch, span) shape, synchronized: what a kernel spends once per shape
@@ -83,8 +86,8 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
     def flash_varlen(q, k, v, lens):
         return attend_flash(q, k, v, lens)
 
-    def split(q, k, v, lens, splits=0, block_t=0, warps=0):
-        return attend_split(q, k, v, lens, splits, block_t, warps)
+    def split(q, k, v, lens, splits=0, block_t=0, warps=0, together=False):
+        return attend_split(q, k, v, lens, splits, block_t, warps, together)
 
     def efficient(q, k, v, lens):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -93,20 +96,23 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
             return mask(q, k, v, lens)
 
     return {("mask", ""): mask, ("efficient", ""): efficient, ("flash_varlen", ""): flash_varlen,
-            ("split", "plan"): split,
-            **{("split_tile", f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w)
+            ("split", "plan"): split, ("split_together", "plan"): functools.partial(split, together=True),
+            **{(name, f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w, together=together)
+               for name, together in (("split_tile", False), ("split_together_tile", True))
                for b, w, n in (SWEEP if sweep else []) if n * b <= slots}}
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """The rows of every kernel but split_tile, and of split_tile the fastest tile per (batch, lengths)."""
+    """The rows of every kernel but the tile grids (split_tile, split_together_tile), and of each grid the fastest
+    tile per (batch, lengths)."""
     best: dict[tuple, dict] = {}
     for r in records:
-        if r["kernel"] == "split_tile" and r["ms_per_layer"] is not None:
-            key = (r["batch"], r["lengths"])
+        if r["kernel"].endswith("_tile") and r["ms_per_layer"] is not None:
+            key = (r["kernel"], r["batch"], r["lengths"])
             if key not in best or r["ms_per_layer"] < best[key]["ms_per_layer"]:
                 best[key] = r
-    return [r for r in records if r["kernel"] != "split_tile" or best.get((r["batch"], r["lengths"])) is r]
+    return [r for r in records
+            if not r["kernel"].endswith("_tile") or best.get((r["kernel"], r["batch"], r["lengths"])) is r]
 
 
 def lengths_of(kind: str, batch: int, length: int, slots: int):
@@ -143,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             exact_bytes = int(lens.sum()) * args.heads * args.head_dim * 2 * 2 * args.layers
             reference = None  # the first kernel's output (mask's) at this batch and these lengths
             for (name, tile), fn in kernels(args.slots, span, args.sweep).items():
-                if name == "split":
-                    splits, plan = split_plan(batch * args.heads, args.slots)
+                if tile == "plan":
+                    splits, plan = split_plan(batch * args.heads, args.slots, together=name == "split_together")
                     tile = f"{plan.block_t}/{plan.num_warps}/{splits}"
                 row, out, graph_ms = measure(fn, q, caches, lens, args.repeats, reference)
                 reference = out if reference is None else reference
@@ -196,7 +202,7 @@ def write_markdown(records: list[dict], path: Path) -> None:
     lines = ["# Decode attention kernels", "",
              "Written by `benchmarks/decode_attention.py` (its docstring says what each kernel is); see docs/engine.md.",
              "Per layer, one query per (row, head) over a [batch, slots, heads, head_dim] cache. The rows of",
-             "`split_tile` here are the fastest tile of each batch; the record has every one.",
+             "`split_tile` and `split_together_tile` here are each grid's fastest tile per batch; the record has every one.",
              "Record: [decode-attention.json](decode-attention.json).", "", "Runs (card, date, commit, command):", "",
              *[f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs], "",
              markdown(summary(records), COLUMNS)]

@@ -31,12 +31,14 @@ def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor)
     return torch.stack(rows)
 
 
+@pytest.mark.parametrize("together", [False, True])
 @pytest.mark.parametrize("splits", [1, 2, 4, 16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @interpret
-def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype) -> None:
+def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, together: bool) -> None:
     """Rows of 1 slot, a ragged length, exactly one tile and the whole cache; more splits than a short row has
-    tiles (empty splits); slots past each length poisoned with huge values, so a read past it shows."""
+    tiles (empty splits); slots past each length poisoned with huge values, so a read past it shows. Both load
+    orders (together: a tile's V loaded with its K)."""
     gen = torch.Generator().manual_seed(splits)
     bsz, slots, heads, dim = 4, 64, 2, 16
     k = torch.randn(bsz + 1, slots, heads, dim, generator=gen).to(dtype)  # one cache row more than the batch
@@ -45,7 +47,7 @@ def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype) 
     for row, n in enumerate(lens.tolist()):
         k[row, n:], v[row, n:] = 1e4, 1e4
     q = torch.randn(bsz, 1, heads, dim, generator=gen).to(dtype)
-    got = da.attend_split(q, k, v, lens, splits, 16, 4)
+    got = da.attend_split(q, k, v, lens, splits, 16, 4, together)
     assert got.shape == (bsz, 1, heads * dim) and got.dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
     assert (got.double() - exact(q, k, v, lens)).abs().max().item() <= tol
@@ -138,10 +140,12 @@ def test_the_benchmarks_table_keeps_every_kernel_and_the_fastest_tile_per_batch(
 
     records = [row("mask", 1, "", 0.013), row("split", 1, "16/2/16", 0.006), row("split_tile", 1, "16/2/16", 0.0064),
                row("split_tile", 1, "32/2/8", 0.0062), row("split_tile", 1, "64/1/4", None),
-               row("split_tile", 64, "64/2/1", 0.05), row("split_tile", 64, "32/2/2", 0.058)]
+               row("split_tile", 64, "64/2/1", 0.05), row("split_tile", 64, "32/2/2", 0.058),
+               row("split_together_tile", 64, "32/1/1", 0.044), row("split_together_tile", 64, "64/2/1", 0.052)]
     kept = bench.summary(records)
     assert [(r["kernel"], r["batch"], r["tile"]) for r in kept] == [
-        ("mask", 1, ""), ("split", 1, "16/2/16"), ("split_tile", 1, "32/2/8"), ("split_tile", 64, "64/2/1")]
+        ("mask", 1, ""), ("split", 1, "16/2/16"), ("split_tile", 1, "32/2/8"), ("split_tile", 64, "64/2/1"),
+        ("split_together_tile", 64, "32/1/1")]
     bench.write_markdown(records, tmp_path / "d.md")
     text = (tmp_path / "d.md").read_text()
     assert "- card, 2026-11-30, commit abc: `python x`" in text and "32/2/8" in text and "32/2/2" not in text

@@ -46,7 +46,7 @@ MAX_SPLITS = 16
 NUM_WARPS = 2
 
 
-def split_plan(rows_times_heads: int, slots: int) -> tuple[int, SplitTile]:
+def split_plan(rows_times_heads: int, slots: int, together: bool = False) -> tuple[int, SplitTile]:
     """(splits, tile) for a grid of `rows_times_heads` (row, head) pairs over a cache of `slots` slots per row: the
     largest power of two of splits (at most MAX_SPLITS) that keeps the grid within TARGET_PROGRAMS and gives each
     split at least one tile of the cache, with tiles of 64 slots at one split, 32 up to four, 16 beyond."""
@@ -109,27 +109,29 @@ def attend_flash(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 @torch.library.custom_op("energybench::decode_attention", mutates_args=())
 def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                 splits: int = 0, block_t: int = 0, num_warps: int = 0) -> torch.Tensor:
+                 splits: int = 0, block_t: int = 0, num_warps: int = 0, together: bool = False) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
     q [B, 1, H, D] (D a power of two); caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in
     [1, S] (a length past S reads S slots, a length of 0 gives zeros). splits and
-    the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). A torch
+    the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). together: each tile's K and V
+    loaded at once (the kernel's TOGETHER; split_plan(together=True)'s tiles), as `fast_tuned` runs it. A torch
     custom op, so torch.compile keeps it as one call and a CUDA graph captures it. Returns [B, 1, H * D]."""
     from energybench.model import decode_attention_kernel
 
     bsz, seqlen, heads, dim = q.shape
     assert seqlen == 1 and k_cache.shape[2:] == (heads, dim) and k_cache.stride(3) == 1 and v_cache.stride(3) == 1, (
         tuple(q.shape), tuple(k_cache.shape), k_cache.stride())
-    planned, tile = split_plan(bsz * heads, k_cache.shape[1])
+    planned, tile = split_plan(bsz * heads, k_cache.shape[1], together)
     tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps)
     out = torch.empty((bsz, heads, dim), dtype=q.dtype, device=q.device)
     decode_attention_kernel.launch(q.reshape(bsz, heads, dim).contiguous(), k_cache, v_cache,
-                                   kv_lens.contiguous(), out, splits or planned, *tile, pdl=gemv.pdl_on(q.device))
+                                   kv_lens.contiguous(), out, splits or planned, *tile, pdl=gemv.pdl_on(q.device),
+                                   together=together)
     return out.view(bsz, 1, heads * dim)
 
 
 @attend_split.register_fake
 def _attend_split_shape(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                        splits: int = 0, block_t: int = 0, num_warps: int = 0) -> torch.Tensor:
+                        splits: int = 0, block_t: int = 0, num_warps: int = 0, together: bool = False) -> torch.Tensor:
     bsz, _, heads, dim = q.shape
     return q.new_empty((bsz, 1, heads * dim))

@@ -27,7 +27,7 @@ def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_p
                               stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                               stride_ob, stride_oh, S,
                               H: tl.constexpr, SPLITS: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
-                              PDL: tl.constexpr):
+                              PDL: tl.constexpr, TOGETHER: tl.constexpr = False):
     if PDL:  # launched early (programmatic dependent launch): wait for the kernel that wrote q and the cache
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
@@ -48,11 +48,14 @@ def _decode_attention_partial(q_ptr, k_ptr, v_ptr, lens_ptr, out_ptr, m_ptr, l_p
         t = t0 + tl.arange(0, BLOCK_T)
         ok = t < end
         k = tl.load(k_row + t[:, None] * stride_kt + d[None, :], mask=ok[:, None], other=0.0)
+        if TOGETHER:  # the tile's V in flight with its K, not after the scores
+            v = tl.load(v_row + t[:, None] * stride_vt + d[None, :], mask=ok[:, None], other=0.0)
         scores = tl.where(ok, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))  # [BLOCK_T]
         m_new = tl.maximum(m, tl.max(scores, axis=0))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(scores - m_new)
-        v = tl.load(v_row + t[:, None] * stride_vt + d[None, :], mask=ok[:, None], other=0.0)
+        if not TOGETHER:
+            v = tl.load(v_row + t[:, None] * stride_vt + d[None, :], mask=ok[:, None], other=0.0)
         total = total * alpha + tl.sum(p, axis=0)
         acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
         m = m_new
@@ -87,12 +90,13 @@ def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_
 
 
 def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor, out: torch.Tensor,
-           splits: int, block_t: int, num_warps: int, pdl: bool = False) -> None:
+           splits: int, block_t: int, num_warps: int, pdl: bool = False, together: bool = False) -> None:
     """out [B, H, D] = attention of q [B, H, D] (one query per row and head) over k_cache / v_cache rows 0..B-1
     ([rows, slots, H, D], D contiguous), row b's slots [0, min(kv_lens[b], slots)) (no slot: zeros); softmax scale
     1/sqrt(D). splits: a power of two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2)
     values per (row, head). pdl: both kernels as programmatic dependent launches (model.gemv.pdl_on): each lets
-    the next kernel launch and waits for the one before it first thing."""
+    the next kernel launch and waits for the one before it first thing. together: each tile's V is loaded with its K
+    (both in flight at once) instead of after the tile's scores."""
     launch_pdl = {"launch_pdl": True} if pdl else {}
     bsz, heads, dim = q.shape
     assert dim & (dim - 1) == 0 and splits & (splits - 1) == 0 and block_t & (block_t - 1) == 0, (dim, splits, block_t)
@@ -105,7 +109,7 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
         q, k_cache, v_cache, kv_lens, out, m, total, acc, LOG2E / dim ** 0.5,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), k_cache.shape[1],
-        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, PDL=pdl, num_warps=num_warps,
+        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, PDL=pdl, TOGETHER=together, num_warps=num_warps,
         num_stages=1, **launch_pdl)  # its loop is a `while`: nothing to pipeline
     if scratch:
         _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1),
