@@ -16,8 +16,8 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
   split_tile      the same kernel at every tile of a grid (block_t 16-128, 1/2/4 warps, 1-32 splits): which one
                   is fastest per batch, behind split_plan()'s rule (--no-sweep skips it)
   split_together  the split kernel loading each tile's K and V at once (TOGETHER: the V load no longer waits for
-                  the tile's scores), with split_plan(together=True)'s tiles: `fast_tuned`'s attention
-  split_together_tile  that kernel over the same grid, behind split_plan(together=True)'s rule
+                  the tile's scores), with split_plan(kv_together=True)'s tiles: `fast_tuned`'s attention
+  split_together_tile  that kernel over the same grid, behind split_plan(kv_together=True)'s rule
 (FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
 torch 2.11's `_flash_attention_forward` takes no block table.)
 `first_call_ms`: the first call at a new (batch, span) shape, synchronized: what a kernel spends once per shape
@@ -86,8 +86,8 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
     def flash_varlen(q, k, v, lens):
         return attend_flash(q, k, v, lens)
 
-    def split(q, k, v, lens, splits=0, block_t=0, warps=0, together=False):
-        return attend_split(q, k, v, lens, splits, block_t, warps, together)
+    def split(q, k, v, lens, splits=0, block_t=0, warps=0, kv_together=False):
+        return attend_split(q, k, v, lens, splits, block_t, warps, kv_together)
 
     def efficient(q, k, v, lens):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -96,9 +96,9 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
             return mask(q, k, v, lens)
 
     return {("mask", ""): mask, ("efficient", ""): efficient, ("flash_varlen", ""): flash_varlen,
-            ("split", "plan"): split, ("split_together", "plan"): functools.partial(split, together=True),
-            **{(name, f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w, together=together)
-               for name, together in (("split_tile", False), ("split_together_tile", True))
+            ("split", "plan"): split, ("split_together", "plan"): functools.partial(split, kv_together=True),
+            **{(name, f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w, kv_together=kv_together)
+               for name, kv_together in (("split_tile", False), ("split_together_tile", True))
                for b, w, n in (SWEEP if sweep else []) if n * b <= slots}}
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             reference = None  # the first kernel's output (mask's) at this batch and these lengths
             for (name, tile), fn in kernels(args.slots, span, args.sweep).items():
                 if tile == "plan":
-                    splits, plan = split_plan(batch * args.heads, args.slots, together=name == "split_together")
+                    splits, plan = split_plan(batch * args.heads, args.slots, kv_together=name == "split_together")
                     tile = f"{plan.block_t}/{plan.num_warps}/{splits}"
                 row, out, graph_ms = measure(fn, q, caches, lens, args.repeats, reference)
                 reference = out if reference is None else reference

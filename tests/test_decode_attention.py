@@ -31,14 +31,14 @@ def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor)
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("together", [False, True])
+@pytest.mark.parametrize("kv_together", [False, True])
 @pytest.mark.parametrize("splits", [1, 2, 4, 16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @interpret
-def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, together: bool) -> None:
+def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, kv_together: bool) -> None:
     """Rows of 1 slot, a ragged length, exactly one tile and the whole cache; more splits than a short row has
     tiles (empty splits); slots past each length poisoned with huge values, so a read past it shows. Both load
-    orders (together: a tile's V loaded with its K)."""
+    orders (kv_together: a tile's V loaded with its K)."""
     gen = torch.Generator().manual_seed(splits)
     bsz, slots, heads, dim = 4, 64, 2, 16
     k = torch.randn(bsz + 1, slots, heads, dim, generator=gen).to(dtype)  # one cache row more than the batch
@@ -47,7 +47,7 @@ def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, 
     for row, n in enumerate(lens.tolist()):
         k[row, n:], v[row, n:] = 1e4, 1e4
     q = torch.randn(bsz, 1, heads, dim, generator=gen).to(dtype)
-    got = da.attend_split(q, k, v, lens, splits, 16, 4, together)
+    got = da.attend_split(q, k, v, lens, splits, 16, 4, kv_together)
     assert got.shape == (bsz, 1, heads * dim) and got.dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
     assert (got.double() - exact(q, k, v, lens)).abs().max().item() <= tol
@@ -100,16 +100,17 @@ def test_kernel_reads_no_further_than_the_cache_and_gives_zeros_for_no_slots() -
         assert (got[1:].double() - full).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("kv_together", [False, True])
 @interpret
-def test_the_fast_engine_with_the_split_kernel_gives_the_reference_tokens(monkeypatch) -> None:
+def test_the_fast_engine_with_the_split_kernel_gives_the_reference_tokens(monkeypatch, kv_together: bool) -> None:
     """attention=lens with every decode step's attention through the split kernel (on a GPU attend_lens calls it;
     here it is put in attend_lens's place): rows finishing at different steps, the batch shrinking, greedy tokens
-    equal to the reference's."""
+    equal to the reference's; kv_together (fast_tuned's form) reaches the kernel."""
     calls = []
 
-    def split(q, k_cache, v_cache, kv_lens, n_slots):
-        calls.append(q.shape[0])
-        return da.attend_split(q, k_cache, v_cache, kv_lens)
+    def split(q, k_cache, v_cache, kv_lens, n_slots, together=False):
+        calls.append((q.shape[0], together))
+        return da.attend_split(q, k_cache, v_cache, kv_lens, kv_together=together)
 
     monkeypatch.setattr(llama, "attend_lens", split)
     greedy = Sampling(temperature=0.0, top_p=0.95)
@@ -120,9 +121,10 @@ def test_the_fast_engine_with_the_split_kernel_gives_the_reference_tokens(monkey
         prompts = prompts_of(lengths, TINY.vocab_size, seed=5)
         want = make_engine("reference", model, greedy, torch.Generator().manual_seed(0)).generate(
             prompts, limits, NoHooks()).outputs
-        engine = FastEngine(model, greedy, torch.Generator().manual_seed(0), attention="lens")
+        engine = FastEngine(model, greedy, torch.Generator().manual_seed(0), attention="lens", kv_together=kv_together)
         assert engine.generate(prompts, limits, NoHooks()).outputs == want
-    assert len(calls) == TINY.n_layers * (max(limits) - 1) and set(calls) == {4, 2, 1}
+    assert len(calls) == TINY.n_layers * (max(limits) - 1) and set(calls) == {(4, kv_together), (2, kv_together),
+                                                                               (1, kv_together)}
 
 
 def test_the_benchmarks_table_keeps_every_kernel_and_the_fastest_tile_per_batch(tmp_path) -> None:

@@ -322,12 +322,14 @@ def test_fast_packs_and_fast_tuned_is_fast_with_the_same_tokens(model) -> None:
     tuned = make_engine("fast_tuned", model, GREEDY, torch.Generator().manual_seed(0))
     assert tuned.gemv == (os.environ.get("TRITON_INTERPRET") == "1")
     assert plain.blas is None and tuned.blas is None  # cuBLASLt is a choice of a CUDA card's graphs
+    assert not plain.kv_together and not tuned.kv_together  # the split kernel's form: a CUDA card's
     assert tuned.generate(prompts, [6, 6], NoHooks()).outputs == plain.generate(prompts, [6, 6], NoHooks()).outputs
 
 
 def test_the_fast_engines_blas_choice_is_checked(model) -> None:
     """blas= names a library of PyTorch's (cublas, cublaslt) and applies to a CUDA card's captured graphs: anything
-    else is refused with the value and the fix; blas_library(None) leaves PyTorch's setting alone."""
+    else is refused with the value and the fix, as is kv_together with the masked attention; blas_library(None)
+    leaves PyTorch's setting alone."""
     from energybench.engine.fast import FastEngine, blas_library
 
     with pytest.raises(ValueError, match=r"blas='mkl' is not a BLAS library.*use one of \('cublas', 'cublaslt'\)"):
@@ -335,6 +337,9 @@ def test_the_fast_engines_blas_choice_is_checked(model) -> None:
     with pytest.raises(ValueError, match=r"blas='cublaslt' chooses .* this engine runs on cpu without graphs: "
                                          r"use blas=None"):
         FastEngine(model, GREEDY, torch.Generator(), blas="cublaslt")
+    with pytest.raises(ValueError, match=r"kv_together=True is a form of the attention=lens kernel; this engine has "
+                                         r"attention='mask': use kv_together=False"):
+        FastEngine(model, GREEDY, torch.Generator(), attention="mask", kv_together=True)
     before = torch.backends.cuda.preferred_blas_library()
     with blas_library(None):
         assert torch.backends.cuda.preferred_blas_library() == before

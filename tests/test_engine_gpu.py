@@ -108,7 +108,7 @@ def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_ow
 def test_decode_attention_reads_each_rows_own_length(kernel: str, dtype: torch.dtype) -> None:
     """attention=lens on GPU: the split-KV Triton kernel (what the engine runs on an H200) and FlashAttention's
     variable-length kernel over the cache rows give what the masked kernel gives (the CPU path), for rows at
-    different lengths and every split count the engine picks; slots past a row's length, filled with huge values
+    different lengths and every split count the engine picks, in both load orders (kv_together); slots past a row's length, filled with huge values
     here, are never read."""
     from energybench.model import decode_attention as da
 
@@ -127,7 +127,10 @@ def test_decode_attention_reads_each_rows_own_length(kernel: str, dtype: torch.d
         outs = [da.attend_flash(q, k, v, lens)]
     else:
         assert da.attend_lens(q, k, v, lens, slots).equal(da.attend_split(q, k, v, lens))
-        outs = [da.attend_split(q, k, v, lens, splits) for splits in (1, 2, 4, 8, 16)]
+        assert da.attend_lens(q, k, v, lens, slots, True).equal(da.attend_split(q, k, v, lens, kv_together=True))
+        outs = [da.attend_split(q, k, v, lens, splits, kv_together=together)
+                for splits in (1, 2, 4, 8, 16) for together in (False, True)]
+        outs.append(da.attend_split(q, k, v, lens, kv_together=True))  # split_plan(kv_together=True)'s tiles
     for got in outs:
         assert got.shape == (b, 1, heads * dim) and got.dtype == dtype
         assert (got.float().cpu() - want).abs().max().item() < {torch.float16: 2e-2, torch.bfloat16: 6e-2}[dtype]
@@ -247,6 +250,7 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
         engine = make_engine("fast_tuned", model, Sampling(0.0, 0.95), torch.Generator(device=device).manual_seed(0))
         try:
             assert engine.gemv and engine.decoder.gemv and model.packed
+            assert engine.kv_together and engine.decoder.kv_together  # its attention loads K and V at once
             assert engine.blas == "cublaslt"  # its graphs of batch > 1 were captured through cuBLASLt ...
             assert torch.backends.cuda.preferred_blas_library() == before  # ... and PyTorch's setting is as it was
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

@@ -136,7 +136,8 @@ class FastEngine:
     def __init__(self, model: Transformer, sampling: Sampling, generator: torch.Generator,
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
                  attention: str | None = None, gemv: bool = False, span_budget: float | None = None,
-                 top_p_kernel: bool | None = None, blas: str | None = None, compile_prefill: bool = False) -> None:
+                 top_p_kernel: bool | None = None, blas: str | None = None, compile_prefill: bool = False,
+                 kv_together: bool = False) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
         (`model.pack_projections()`, in place; same values; False leaves the model as it is: five matmuls on a
         model nobody packed). attention: see the class. gemv: the decode step's batch-1 matmuls through
@@ -148,7 +149,10 @@ class FastEngine:
         "cublaslt"; None: PyTorch's setting, cuBLAS unless changed); prefill runs on PyTorch's setting.
         compile_prefill: prefill through compiled layers too (where the engine compiles), built for every prompt
         width at once (dynamic shapes) and compiled while the engine is built (_compile_prefill); prompts of one
-        token stay eager. Off: prefill runs the eager layers (see _prefill_logits)."""
+        token stay eager. Off: prefill runs the eager layers (see _prefill_logits). kv_together (attention=lens):
+        the decode steps' split-KV attention kernel loads each tile's K and V at once, with its own tiles
+        (model/decode_attention.py split_plan; `fast_tuned` on a GPU); off a GPU attention=lens runs no kernel and
+        the choice changes nothing."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -169,6 +173,10 @@ class FastEngine:
                              f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: "
                              f"use gemv=False")
         self.gemv = gemv
+        if kv_together and self.attention != "lens":
+            raise ValueError(f"kv_together=True is a form of the attention=lens kernel; this engine has "
+                             f"attention={self.attention!r}: use kv_together=False")
+        self.kv_together = kv_together
         if blas not in (None, *BLAS_LIBRARIES):
             raise ValueError(f"blas={blas!r} is not a BLAS library the engine knows; use one of {BLAS_LIBRARIES} "
                              f"or None (PyTorch's setting)")
@@ -202,7 +210,9 @@ class FastEngine:
         self.pos = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
         self.eager = model.variant(fused=True)  # prefill, and decode without compile
-        self.decoder = model.variant(fused=True, gemv=True) if gemv else self.eager
+        self.decoder = self.eager  # decode without compile
+        if gemv or kv_together:
+            self.decoder = model.variant(fused=True, gemv=gemv, kv_together=kv_together)
         self.prefiller = self.eager  # prompts' forward
         self.compile_prefill = compile_prefill and compiling
         if compiling:
@@ -211,7 +221,7 @@ class FastEngine:
             # entries until recompile_limit (8) made the 4th point's layers run eagerly: decode step 9.4 ->
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
-            self.decoder = model.variant(fused=True, compile=True, gemv=gemv)
+            self.decoder = model.variant(fused=True, compile=True, gemv=gemv, kv_together=kv_together)
             if self.compile_prefill:  # its own compiled wrappers: prefill's guards apart from decode's
                 self.prefiller = model.variant(fused=True, compile=True)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # logits [b, vocab]
@@ -528,9 +538,10 @@ TUNED_BLAS = "cublaslt"
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
-    """FastEngine(gemv=True) where model.gemv.usable, with blas=TUNED_BLAS and compile_prefill on a CUDA card; else
-    the plain fast engine."""
+    """FastEngine(gemv=True) where model.gemv.usable, with blas=TUNED_BLAS, compile_prefill and (where the split-KV
+    kernel runs) kv_together on a CUDA card; else the plain fast engine."""
     device, dtype = model.output.weight.device, model.output.weight.dtype
     gemv = gemv_kernel.usable(device, dtype)
     cuda = gemv and device.type == "cuda"
-    return FastEngine(model, sampling, generator, gemv=gemv, blas=TUNED_BLAS if cuda else None, compile_prefill=cuda)
+    return FastEngine(model, sampling, generator, gemv=gemv, blas=TUNED_BLAS if cuda else None, compile_prefill=cuda,
+                      kv_together=cuda and split_usable(device, dtype, model.cfg.head_dim))

@@ -46,10 +46,25 @@ MAX_SPLITS = 16
 NUM_WARPS = 2
 
 
-def split_plan(rows_times_heads: int, slots: int, together: bool = False) -> tuple[int, SplitTile]:
+# The kernel with each tile's K and V loaded at once (kv_together, `fast_tuned`) over the same tile grid (commit c0e1775,
+# docs/benchmarks/decode-attention.json, rows at 164 slots, equal and spread lengths): batch 1 fastest at 2 splits
+# of 128-slot tiles with 4 warps (0.0052 ms a layer, against 0.0064 for the plan above), batch 16 at 2 splits of 64
+# with 2 warps (0.0159 against 0.0217), batch 64 at one split of 64 with 2 warps (0.0478, the plan above's tile;
+# 0.0475 at 16/1/2 within noise).
+TOGETHER_TILES = ((64, 2, SplitTile(128, 4)), (1024, 2, SplitTile(64, 2)))  # (rows x heads at most, splits, tile)
+
+
+def split_plan(rows_times_heads: int, slots: int, kv_together: bool = False) -> tuple[int, SplitTile]:
     """(splits, tile) for a grid of `rows_times_heads` (row, head) pairs over a cache of `slots` slots per row: the
     largest power of two of splits (at most MAX_SPLITS) that keeps the grid within TARGET_PROGRAMS and gives each
-    split at least one tile of the cache, with tiles of 64 slots at one split, 32 up to four, 16 beyond."""
+    split at least one tile of the cache, with tiles of 64 slots at one split, 32 up to four, 16 beyond.
+    kv_together (the kernel loading K and V at once): TOGETHER_TILES' splits and tile for grids up to their size
+    (batch 1-2 and 3-32 of 32 heads); past them, and where the cache is too short for those tiles, the rule above
+    (past them: one split of 64-slot tiles)."""
+    if kv_together:
+        found = next((row for row in TOGETHER_TILES if rows_times_heads <= row[0]), None)
+        if found is not None and found[1] * found[2].block_t <= slots:
+            return found[1], found[2]
     splits = 1
     while (splits < MAX_SPLITS and rows_times_heads * splits * 2 <= TARGET_PROGRAMS
            and splits * 2 * block_t_for(splits * 2) <= slots):
@@ -78,14 +93,15 @@ def split_usable(device: torch.device, dtype: torch.dtype, head_dim: int) -> boo
 
 
 def attend_lens(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                n_slots: int) -> torch.Tensor:
+                n_slots: int, kv_together: bool = False) -> torch.Tensor:
     """One query per row: q [B, 1, H, D]; k_cache, v_cache [max_batch, S, H, D] (rows 0..B-1 are the batch's);
-    kv_lens [B] int32, row b attends to its slots [0, kv_lens[b]) (at most n_slots). Returns [B, 1, H * D]."""
+    kv_lens [B] int32, row b attends to its slots [0, kv_lens[b]) (at most n_slots). Returns [B, 1, H * D].
+    kv_together: where the split kernel runs, its form loading each tile's K and V at once (attend_split)."""
     bsz, seqlen, heads, dim = q.shape
     assert seqlen == 1, "attend_lens is for decode steps (one new position per row)"
     if q.is_cuda:  # the engine takes this path only where split_usable() or flash_usable() (FastEngine checks it)
         if split_usable(q.device, q.dtype, dim):
-            return attend_split(q, k_cache, v_cache, kv_lens)
+            return attend_split(q, k_cache, v_cache, kv_lens, kv_together=kv_together)
         return attend_flash(q, k_cache, v_cache, kv_lens)
     visible = torch.arange(n_slots, device=q.device).view(1, 1, 1, n_slots) < kv_lens.view(bsz, 1, 1, 1)
     mask = torch.zeros(visible.shape, dtype=q.dtype, device=q.device).masked_fill_(~visible, float("-inf"))
@@ -109,29 +125,29 @@ def attend_flash(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 @torch.library.custom_op("energybench::decode_attention", mutates_args=())
 def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                 splits: int = 0, block_t: int = 0, num_warps: int = 0, together: bool = False) -> torch.Tensor:
+                 splits: int = 0, block_t: int = 0, num_warps: int = 0, kv_together: bool = False) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
     q [B, 1, H, D] (D a power of two); caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in
     [1, S] (a length past S reads S slots, a length of 0 gives zeros). splits and
-    the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). together: each tile's K and V
-    loaded at once (the kernel's TOGETHER; split_plan(together=True)'s tiles), as `fast_tuned` runs it. A torch
+    the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). kv_together: each tile's K and V
+    loaded at once (the kernel's TOGETHER; split_plan(kv_together=True)'s tiles), as `fast_tuned` runs it. A torch
     custom op, so torch.compile keeps it as one call and a CUDA graph captures it. Returns [B, 1, H * D]."""
     from energybench.model import decode_attention_kernel
 
     bsz, seqlen, heads, dim = q.shape
     assert seqlen == 1 and k_cache.shape[2:] == (heads, dim) and k_cache.stride(3) == 1 and v_cache.stride(3) == 1, (
         tuple(q.shape), tuple(k_cache.shape), k_cache.stride())
-    planned, tile = split_plan(bsz * heads, k_cache.shape[1], together)
+    planned, tile = split_plan(bsz * heads, k_cache.shape[1], kv_together)
     tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps)
     out = torch.empty((bsz, heads, dim), dtype=q.dtype, device=q.device)
     decode_attention_kernel.launch(q.reshape(bsz, heads, dim).contiguous(), k_cache, v_cache,
                                    kv_lens.contiguous(), out, splits or planned, *tile, pdl=gemv.pdl_on(q.device),
-                                   together=together)
+                                   kv_together=kv_together)
     return out.view(bsz, 1, heads * dim)
 
 
 @attend_split.register_fake
 def _attend_split_shape(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                        splits: int = 0, block_t: int = 0, num_warps: int = 0, together: bool = False) -> torch.Tensor:
+                        splits: int = 0, block_t: int = 0, num_warps: int = 0, kv_together: bool = False) -> torch.Tensor:
     bsz, _, heads, dim = q.shape
     return q.new_empty((bsz, 1, heads * dim))

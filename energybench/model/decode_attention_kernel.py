@@ -90,12 +90,12 @@ def _decode_attention_combine(out_ptr, m_ptr, l_ptr, acc_ptr, stride_ob, stride_
 
 
 def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor, out: torch.Tensor,
-           splits: int, block_t: int, num_warps: int, pdl: bool = False, together: bool = False) -> None:
+           splits: int, block_t: int, num_warps: int, pdl: bool = False, kv_together: bool = False) -> None:
     """out [B, H, D] = attention of q [B, H, D] (one query per row and head) over k_cache / v_cache rows 0..B-1
     ([rows, slots, H, D], D contiguous), row b's slots [0, min(kv_lens[b], slots)) (no slot: zeros); softmax scale
     1/sqrt(D). splits: a power of two; 1 writes out directly, more go through an fp32 scratch of splits x (D + 2)
     values per (row, head). pdl: both kernels as programmatic dependent launches (model.gemv.pdl_on): each lets
-    the next kernel launch and waits for the one before it first thing. together: each tile's V is loaded with its K
+    the next kernel launch and waits for the one before it first thing. kv_together: each tile's V is loaded with its K
     (both in flight at once) instead of after the tile's scores."""
     launch_pdl = {"launch_pdl": True} if pdl else {}
     bsz, heads, dim = q.shape
@@ -109,7 +109,7 @@ def launch(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_len
         q, k_cache, v_cache, kv_lens, out, m, total, acc, LOG2E / dim ** 0.5,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), k_cache.shape[1],
-        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, PDL=pdl, TOGETHER=together, num_warps=num_warps,
+        H=heads, SPLITS=splits, D=dim, BLOCK_T=block_t, PDL=pdl, TOGETHER=kv_together, num_warps=num_warps,
         num_stages=1, **launch_pdl)  # its loop is a `while`: nothing to pipeline
     if scratch:
         _decode_attention_combine[(bsz, heads)](out, m, total, acc, out.stride(0), out.stride(1),

@@ -164,7 +164,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
-                kv_lens: torch.Tensor | None = None, gemv: bool = False) -> torch.Tensor:
+                kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False) -> torch.Tensor:
         """x: [B, S, dim]; positions: [B, S] cache slots written; attends to slots [0, n_slots) through
         the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible). fused=False is Meta's
         arithmetic; fused=True computes the same function with real-valued rotary embeddings (freqs_cis
@@ -172,7 +172,8 @@ class Attention(nn.Module):
         rows: [B] cache rows of the batch's sequences (None: rows 0..B-1, read in place).
         kv_lens: [B] int32 (fused decode, S = 1, rows None): row b attends to its slots [0, kv_lens[b]) instead
         of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots).
-        gemv (fused): one-row matmuls through model/gemv.py's kernel."""
+        gemv (fused): one-row matmuls through model/gemv.py's kernel. kv_together (with kv_lens): the decode attention
+        kernel that loads each tile's K and V at once (decode_attention.attend_split)."""
         bsz, seqlen, _ = x.shape
         proj = functools.partial(fused_linear, gemv=gemv) if fused else _call
         if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
@@ -182,7 +183,7 @@ class Attention(nn.Module):
             k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
             v = proj(self.wv, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
         if fused:
-            return proj(self.wo, self.attend(q, k, v, positions, n_slots, freqs_cis, mask, rows, kv_lens))
+            return proj(self.wo, self.attend(q, k, v, positions, n_slots, freqs_cis, mask, rows, kv_lens, kv_together))
         q, k = apply_rotary_emb(q, freqs_cis), apply_rotary_emb(k, freqs_cis)
         assert self.cache is not None, "call Transformer.setup_caches() before forward"
         keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
@@ -196,7 +197,7 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor, n_slots: int,
                freqs: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor | None = None,
-               kv_lens: torch.Tensor | None = None) -> torch.Tensor:
+               kv_lens: torch.Tensor | None = None, kv_together: bool = False) -> torch.Tensor:
         """The fused path between the projections: q, k, v [B, S, H, D] rotated (real form, freqs [B, S, D/2, 2]),
         k and v written to the cache, q attending to it in one kernel (see forward). Returns [B, S, H * D], the
         output projection's input."""
@@ -206,7 +207,7 @@ class Attention(nn.Module):
         if kv_lens is not None:
             assert rows is None, "kv_lens reads rows 0..B-1 in place"
             self.cache.update(positions, k, v, n_slots)
-            return attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots)
+            return attend_lens(q, self.cache.k, self.cache.v, kv_lens, n_slots, kv_together)
         keys, values = self.cache.update(positions, k, v, n_slots, rows)  # [B, H, T, D]
         out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask)  # [B, H, S, D]
         return out.transpose(1, 2).reshape(bsz, seqlen, -1)
@@ -262,15 +263,16 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
-                kv_lens: torch.Tensor | None = None, gemv: bool = False) -> torch.Tensor:
+                kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False) -> torch.Tensor:
         if gemv and x.numel() == x.shape[-1] and self.attention.wqkv is not None and self.feed_forward.w13 is not None:
-            return self._one_row(x, positions, n_slots, freqs_cis, mask, rows, kv_lens)
+            return self._one_row(x, positions, n_slots, freqs_cis, mask, rows, kv_lens, kv_together)
         h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens,
-                               gemv)
+                               gemv, kv_together)
         return h + self.feed_forward(self.ffn_norm(h), fused, gemv)
 
     def _one_row(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs: torch.Tensor,
-                 mask: torch.Tensor | None, rows: torch.Tensor | None, kv_lens: torch.Tensor | None) -> torch.Tensor:
+                 mask: torch.Tensor | None, rows: torch.Tensor | None, kv_lens: torch.Tensor | None,
+                 kv_together: bool = False) -> torch.Tensor:
         """The fused layer for one row with packed projections, every matmul through model/gemv.py's kernel with
         the elementwise work folded in: the norms into wqkv's and w13's products, SwiGLU into w2's, the residual
         adds into wo's and w2's. What is left between the matmuls is rotary, the cache write and attention."""
@@ -278,8 +280,8 @@ class TransformerBlock(nn.Module):
         norm1, norm2 = self.attention_norm, self.ffn_norm
         qkv = gemv_op(x, attn.wqkv, norm1.weight, norm1.eps)
         q, k, v = qkv.view(1, 1, 3, attn.n_local_heads, attn.head_dim).unbind(2)
-        h = _row_parallel_gemv(attn.attend(q, k, v, positions, n_slots, freqs, mask, rows, kv_lens), attn.wo.weight,
-                               x)
+        h = _row_parallel_gemv(attn.attend(q, k, v, positions, n_slots, freqs, mask, rows, kv_lens, kv_together),
+                               attn.wo.weight, x)
         gate_up = gemv_op(h, ffn.w13, norm2.weight, norm2.eps)
         return _row_parallel_gemv(gate_up, ffn.w2.weight, h, swiglu=True)
 
@@ -306,17 +308,21 @@ class Transformer(nn.Module):
         self.register_buffer("freqs_real", None, persistent=False)  # the same as (cos, sin) [2 * max_seq_len, D/2, 2]
         self.fused = False  # the variant: see variant()
         self.gemv = False  # the fused variant's one-row matmuls through model/gemv.py's kernel
+        self.kv_together = False  # the fused variant's decode attention loading K and V at once (attend_split)
         self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
 
-    def variant(self, fused: bool, compile: bool = False, gemv: bool = False) -> Transformer:
+    def variant(self, fused: bool, compile: bool = False, gemv: bool = False, kv_together: bool = False) -> Transformer:
         """This model computed as `fused` says, its layers torch.compiled when `compile`; shares weights and
         KV cache with `self` (a shallow view: nothing is copied). fused=True computes the same function as
         Meta's arithmetic with real-valued rotary embeddings and scaled_dot_product_attention; with `gemv`
-        (fused only; where model.gemv.usable) its one-row matmuls run the Triton kernel of model/gemv.py."""
-        assert fused or not gemv, "gemv is a choice of the fused variant"
+        (fused only; where model.gemv.usable) its one-row matmuls run the Triton kernel of model/gemv.py; with
+        `kv_together` (fused only) its decode attention over kv_lens loads each tile's K and V at once
+        (decode_attention.attend_split)."""
+        assert fused or not (gemv or kv_together), "gemv and kv_together are choices of the fused variant"
         view = copy.copy(self)  # own __dict__, the same parameter, buffer and module dicts
         view.fused = fused
         view.gemv = gemv
+        view.kv_together = kv_together
         view.run_layers = [torch.compile(layer, dynamic=True) for layer in self.layers] if compile else None
         return view
 
@@ -377,7 +383,7 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         for layer in self.layers if self.run_layers is None else self.run_layers:
-            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv)
+            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv, self.kv_together)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:
