@@ -151,3 +151,15 @@ def test_the_benchmarks_table_keeps_every_kernel_and_the_fastest_tile_per_batch(
     bench.write_markdown(records, tmp_path / "d.md")
     text = (tmp_path / "d.md").read_text()
     assert "- card, 2026-11-30, commit abc: `python x`" in text and "32/2/8" in text and "32/2/2" not in text
+
+
+def test_the_plan_of_the_kernel_loading_k_and_v_at_once() -> None:
+    """kv_together (fast_tuned): batch 3-32 of 32 heads two splits of 64-slot tiles, batch 1-2 and 33 up the plain
+    plan's tiles (batch 1's own fastest tile was slower inside a step: the comment above TOGETHER_TILES), and a cache
+    too short for two 64-slot tiles the plain plan too."""
+    heads = 32
+    for b in (1, 2, 33, 64, 128):
+        assert da.split_plan(b * heads, 256, kv_together=True) == da.split_plan(b * heads, 256), b
+    for b in (3, 16, 32):
+        assert da.split_plan(b * heads, 256, kv_together=True) == (2, da.SplitTile(64, 2)), b
+    assert da.split_plan(16 * heads, 64, kv_together=True) == da.split_plan(16 * heads, 64)

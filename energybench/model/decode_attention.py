@@ -47,21 +47,24 @@ NUM_WARPS = 2
 
 
 # The kernel with each tile's K and V loaded at once (kv_together, `fast_tuned`) over the same tile grid (commit c0e1775,
-# docs/benchmarks/decode-attention.json, rows at 164 slots, equal and spread lengths): batch 1 fastest at 2 splits
-# of 128-slot tiles with 4 warps (0.0052 ms a layer, against 0.0064 for the plan above), batch 16 at 2 splits of 64
-# with 2 warps (0.0159 against 0.0217), batch 64 at one split of 64 with 2 warps (0.0478, the plan above's tile;
-# 0.0475 at 16/1/2 within noise).
-TOGETHER_TILES = ((64, 2, SplitTile(128, 4)), (1024, 2, SplitTile(64, 2)))  # (rows x heads at most, splits, tile)
+# docs/benchmarks/decode-attention.json, rows at 164 slots, equal and spread lengths): batch 16 fastest at 2 splits of
+# 64-slot tiles with 2 warps (0.0159 ms a layer against 0.0217 for the plan above; in 7B's step at commit 7d07235 its
+# attention took 0.69 ms against 1.01), batch 64 at one split of 64 with 2 warps (0.0478, the plan above's tile;
+# 0.0475 at 16/1/2 within noise). Batch 1 was fastest alone at 2 splits of 128-slot tiles with 4 warps (0.0052 against
+# 0.0064), but in 7B's step (7d07235) its attention took 0.372 ms against 0.321 with the rule's 16 splits of 16, the
+# step 3.691 against 3.681 ms: grids of at most SMALL_GRID (batch 1-2 of 32 heads) keep the rule's tiles.
+SMALL_GRID = 64
+TOGETHER_TILES = ((1024, 2, SplitTile(64, 2)),)  # (rows x heads at most, splits, tile) past SMALL_GRID
 
 
 def split_plan(rows_times_heads: int, slots: int, kv_together: bool = False) -> tuple[int, SplitTile]:
     """(splits, tile) for a grid of `rows_times_heads` (row, head) pairs over a cache of `slots` slots per row: the
     largest power of two of splits (at most MAX_SPLITS) that keeps the grid within TARGET_PROGRAMS and gives each
     split at least one tile of the cache, with tiles of 64 slots at one split, 32 up to four, 16 beyond.
-    kv_together (the kernel loading K and V at once): TOGETHER_TILES' splits and tile for grids up to their size
-    (batch 1-2 and 3-32 of 32 heads); past them, and where the cache is too short for those tiles, the rule above
-    (past them: one split of 64-slot tiles)."""
-    if kv_together:
+    kv_together (the kernel loading K and V at once): past SMALL_GRID, TOGETHER_TILES' splits and tile for grids up
+    to their size (batch 3-32 of 32 heads); elsewhere, and where the cache is too short for those tiles, the rule
+    above (past them: one split of 64-slot tiles)."""
+    if kv_together and rows_times_heads > SMALL_GRID:
         found = next((row for row in TOGETHER_TILES if rows_times_heads <= row[0]), None)
         if found is not None and found[1] * found[2].block_t <= slots:
             return found[1], found[2]
