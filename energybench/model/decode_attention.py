@@ -37,10 +37,10 @@ class SplitTile(NamedTuple):
 # How attend_split lays out its grid: benchmarks/decode_attention.py's tile grid on one H200 (LLaMA-7B's 32 heads of
 # 128, rows at 164 slots). In a first run (commit 9a7d260, docs/benchmarks/decode-attention-before.json: 2/4/8 warps,
 # blocks of 16-64 slots) 2 warps always won, and the fastest splits brought the grid to 2,048 programs wherever the
-# cache had the slots. The current run (commit c0b200c, docs/benchmarks/decode-attention.json), per layer: batch 64
-# (1 split, 64-slot blocks) 0.049 ms against cuDNN's masked 0.073; batch 16 (4 splits of 32) 0.022 against 0.030;
-# batch 1 (16 splits of 16) 0.0065 against 0.0129. It found 32/1/2 at batch 64 (0.0481) and 1 split of 128-slot
-# blocks at batch 16 (0.0149) faster still: not taken (docs/engine.md).
+# cache had the slots. The current run (commit 9d5bb70, docs/benchmarks/decode-attention.json; c0b200c's gave the same
+# within 0.0003 ms), per layer: batch 64 (1 split, 64-slot blocks) 0.049 ms against cuDNN's masked 0.073; batch 16 (4
+# splits of 32) 0.022 against 0.030; batch 1 (16 splits of 16) 0.0064 against 0.0129. It found 32/1/2 at batch 64
+# (0.0481) and 1 split of 128-slot blocks at batch 16 (0.015) faster still: not taken (docs/engine.md).
 TARGET_PROGRAMS = 2048
 MAX_SPLITS = 16
 NUM_WARPS = 2
