@@ -202,7 +202,8 @@ def write_markdown(records: list[dict], path: Path) -> None:
     lines = ["# Decode attention kernels", "",
              "Written by `benchmarks/decode_attention.py` (its docstring says what each kernel is); see docs/engine.md.",
              "Per layer, one query per (row, head) over a [batch, slots, heads, head_dim] cache. The rows of",
-             "`split_tile` and `split_together_tile` here are each grid's fastest tile per batch; the record has every one.",
+             "`split_tile` and `split_together_tile` here are each grid's fastest tile per batch; the record has",
+             "every one.",
              "Record: [decode-attention.json](decode-attention.json).", "", "Runs (card, date, commit, command):", "",
              *[f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs], "",
              markdown(summary(records), COLUMNS)]

@@ -108,8 +108,8 @@ def test_continuous_batching_on_gpu_replays_graphs_and_gives_each_request_its_ow
 def test_decode_attention_reads_each_rows_own_length(kernel: str, dtype: torch.dtype) -> None:
     """attention=lens on GPU: the split-KV Triton kernel (what the engine runs on an H200) and FlashAttention's
     variable-length kernel over the cache rows give what the masked kernel gives (the CPU path), for rows at
-    different lengths and every split count the engine picks, in both load orders (kv_together); slots past a row's length, filled with huge values
-    here, are never read."""
+    different lengths and every split count the engine picks, in both load orders (kv_together); slots past a row's
+    length, filled with huge values here, are never read."""
     from energybench.model import decode_attention as da
 
     device = torch.device("cuda", 0)

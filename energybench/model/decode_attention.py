@@ -46,13 +46,13 @@ MAX_SPLITS = 16
 NUM_WARPS = 2
 
 
-# The kernel with each tile's K and V loaded at once (kv_together, `fast_tuned`) over the same tile grid (commit c0e1775,
-# docs/benchmarks/decode-attention.json, rows at 164 slots, equal and spread lengths): batch 16 fastest at 2 splits of
-# 64-slot tiles with 2 warps (0.0159 ms a layer against 0.0217 for the plan above; in 7B's step at commit 7d07235 its
-# attention took 0.69 ms against 1.01), batch 64 at one split of 64 with 2 warps (0.0478, the plan above's tile;
+# The kernel with each tile's K and V loaded at once (kv_together, `fast_tuned`) over the same tile grid (commits
+# c0e1775 and 9d5bb70, docs/benchmarks/decode-attention.json; rows at 164 slots, equal and spread lengths): batch 16
+# fastest at 2 splits of 64-slot tiles with 2 warps (0.0159 ms a layer against 0.0217 for the plan above; in 7B's step
+# its attention took 0.69 ms against 1.01), batch 64 at one split of 64 with 2 warps (0.0478, the plan above's tile;
 # 0.0475 at 16/1/2 within noise). Batch 1 was fastest alone at 2 splits of 128-slot tiles with 4 warps (0.0052 against
-# 0.0064), but in 7B's step (7d07235) its attention took 0.372 ms against 0.321 with the rule's 16 splits of 16, the
-# step 3.691 against 3.681 ms: grids of at most SMALL_GRID (batch 1-2 of 32 heads) keep the rule's tiles.
+# 0.0064), but in 7B's step (profile at 7d07235) its attention took 0.372 ms against 0.321 with the rule's 16 splits
+# of 16 (10be8d6): grids of at most SMALL_GRID (batch 1-2 of 32 heads) keep the rule's tiles.
 SMALL_GRID = 64
 TOGETHER_TILES = ((1024, 2, SplitTile(64, 2)),)  # (rows x heads at most, splits, tile) past SMALL_GRID
 
@@ -128,7 +128,8 @@ def attend_flash(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 @torch.library.custom_op("energybench::decode_attention", mutates_args=())
 def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                 splits: int = 0, block_t: int = 0, num_warps: int = 0, kv_together: bool = False) -> torch.Tensor:
+                 splits: int = 0, block_t: int = 0, num_warps: int = 0,
+                 kv_together: bool = False) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
     q [B, 1, H, D] (D a power of two); caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in
     [1, S] (a length past S reads S slots, a length of 0 gives zeros). splits and
@@ -151,6 +152,7 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 
 @attend_split.register_fake
 def _attend_split_shape(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
-                        splits: int = 0, block_t: int = 0, num_warps: int = 0, kv_together: bool = False) -> torch.Tensor:
+                        splits: int = 0, block_t: int = 0, num_warps: int = 0,
+                 kv_together: bool = False) -> torch.Tensor:
     bsz, _, heads, dim = q.shape
     return q.new_empty((bsz, 1, heads * dim))
