@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -51,6 +52,41 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--window-s", type=float, default=3.0, help="energy window of a kind=model row")
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args(argv)
+
+
+def model_specs(spec: str) -> list[tuple[str, int, object]]:
+    """--models' entries, NAME or NAME:SHARDS (one rank's slice), as (name, shards, the preset's model config)."""
+    from energybench.confload import compose
+
+    found = []
+    for item in spec.split(","):
+        name, _, shards = item.partition(":")
+        found.append((name, int(shards or 1), compose([f"model={name}", "dataset=synthetic"]).model))
+    return found
+
+
+def run_facts(script: str, argv: list[str] | None, gpu: str) -> tuple[dict, Callable[[float], float | None]]:
+    """What every record of a run of benchmarks/`script` on card `gpu` names (card, date, torch, provenance,
+    command), and GB/s -> the fraction of the card's datasheet bandwidth (None for a card device/cards does not
+    know)."""
+    import torch
+
+    from energybench import provenance
+    from energybench.device.cards import card_for
+
+    card = card_for(gpu)
+    command = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(), "command": command}
+
+    def frac(gb_s: float) -> float | None:
+        return gb_s / card.mem_bandwidth_gb_s if card else None
+    return common, frac
+
+
+def run_line(common: dict) -> str:
+    """The markdown's line naming the run of `common` (run_facts): card, date, commit, torch and command."""
+    return (f"Run: {common['gpu']}, {common['date'][:10]}, commit {(common.get('git_commit') or 'not recorded')[:7]}, "
+            f"torch {common['torch']}: `{common['command']}`.\n\n")
 
 
 def grid_of(spec: str) -> list[tuple[int, int, int, int]]:
@@ -165,24 +201,14 @@ def pass_record(fn, pass_bytes: int, repeats: int, window_s: float, device, frac
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from energybench import provenance
-    from energybench.confload import compose
-    from energybench.device.cards import card_for
     from energybench.model import gemv as gemv_mod
     from energybench.model import gemv_kernel
 
     args = parse(argv)
     device = torch.device("cuda", 0)
-    gpu = torch.cuda.get_device_name(device)
-    card = card_for(gpu)
-    datasheet_gb_s = card.mem_bandwidth_gb_s if card else None
-    command = "python benchmarks/gemv.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(), "command": command}
+    common, frac = run_facts("gemv.py", argv, torch.cuda.get_device_name(device))
     grid = grid_of(args.grid)
     records: list[dict] = []
-
-    def frac(gb_s: float) -> float | None:
-        return gb_s / datasheet_gb_s if datasheet_gb_s else None
 
     def triton_fn(cfg, folded):
         def run(x, w, out):
@@ -190,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     best: dict[tuple[int, int, str], tuple[float, tuple]] = {}
-    for spec in args.models.split(","):
-        name, _, shards_s = spec.partition(":")
-        shards = int(shards_s or 1)
-        cfg = compose([f"model={name}", "dataset=synthetic"]).model
+    for name, shards, cfg in model_specs(args.models):
         base = {"model": name, "shards": shards, **common}
         shapes = {(n_, k_, "") for layout in ("apart", "packed") for _, n_, k_ in layer_shapes(cfg, shards, layout)}
         shapes |= {(n_, k_, FOLDS[role]) for role, n_, k_ in layer_shapes(cfg, shards, "packed")}
@@ -286,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(records, indent=1) + "\n", args.out / "gemv.json")
-        run = (f"Run: {gpu}, {common['date'][:10]}, commit {(common.get('git_commit') or 'not recorded')[:7]}, "
-               f"torch {torch.__version__}: `{command}`.\n\n")
+        run = run_line(common)
         write_text("# Batch-1 decode matmuls: cuBLAS and the Triton GEMV\n\nWritten by `benchmarks/gemv.py`; "
                    "record (every tile tried): [gemv.json](gemv.json). Shape rows: cuBLAS and the best tile.\n\n"
                    + run + table + "\n", args.out / "gemv.md")

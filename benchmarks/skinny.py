@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from clock import now_utc  # noqa: E402
-from gemv import L2_MARGIN_BYTES, grid_of, layer_shapes, pass_record, time_graph  # noqa: E402
+from gemv import (L2_MARGIN_BYTES, grid_of, layer_shapes, model_specs, pass_record, run_facts,  # noqa: E402
+                  run_line, time_graph)
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
@@ -130,27 +130,14 @@ def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from energybench import provenance
-    from energybench.confload import compose
-    from energybench.device.cards import card_for
-
     args = parse(argv)
     device = torch.device("cuda", 0)
-    gpu = torch.cuda.get_device_name(device)
-    card = card_for(gpu)
-    command = "python benchmarks/skinny.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(), "command": command}
+    common, frac = run_facts("skinny.py", argv, torch.cuda.get_device_name(device))
     grid = grid_of(args.grid)
     records: list[dict] = []
     best: dict[tuple[int, int, int], tuple[float, tuple]] = {}
 
-    def frac(gb_s: float) -> float | None:
-        return gb_s / card.mem_bandwidth_gb_s if card else None
-
-    for spec in args.models.split(","):
-        name, _, shards_s = spec.partition(":")
-        shards = int(shards_s or 1)
-        cfg = compose([f"model={name}", "dataset=synthetic"]).model
+    for name, shards, cfg in model_specs(args.models):
         base = {"model": name, "shards": shards, **common}
         shapes = sorted({(n, k) for _, n, k in layer_shapes(cfg, shards, "packed")}
                         | {(cfg.vocab_size // shards, cfg.dim)})
@@ -177,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_text(json.dumps(records, indent=1) + "\n", args.out / "skinny.json")
-        run = (f"Run: {gpu}, {common['date'][:10]}, commit {(common.get('git_commit') or 'not recorded')[:7]}, "
-               f"torch {torch.__version__}: `{command}`.\n\n")
+        run = run_line(common)
         write_text("# Decode matmuls at batch 2-64: cuBLAS, cuBLASLt and a Triton GEMM\n\nWritten by "
                    "`benchmarks/skinny.py`; record (every tile tried): [skinny.json](skinny.json). Shape rows: both "
                    "libraries and the best Triton tile.\n\n" + run + table + "\n", args.out / "skinny.md")

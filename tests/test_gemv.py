@@ -205,3 +205,27 @@ def test_the_benchmarks_tile_grid_is_read_or_refused_in_one_line() -> None:
     assert grid_of("4,8/512/4/1,3") == [(4, 512, 4, 1), (4, 512, 4, 3), (8, 512, 4, 1), (8, 512, 4, 3)]
     with pytest.raises(SystemExit, match=r"--grid '8/512': give four lists"):
         grid_of("8/512")
+
+
+def test_the_matmul_benchmarks_read_their_models_and_name_their_run() -> None:
+    """benchmarks/gemv.py's helpers, shared with skinny.py: --models' NAME[:SHARDS] entries as presets; every record's
+    card, date, versions and command; the fraction of the card's datasheet bandwidth (none for an unknown card); the
+    markdown's run line."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gemv import model_specs, run_facts, run_line
+
+    from energybench.device.cards import card_for
+
+    specs = model_specs("7b,65b:2")
+    assert [(name, shards, cfg.n_layers) for name, shards, cfg in specs] == [("7b", 1, 32), ("65b", 2, 80)]
+    common, frac = run_facts("skinny.py", ["--rows", "64"], "NVIDIA H200")
+    assert common["gpu"] == "NVIDIA H200" and common["command"] == "python benchmarks/skinny.py --rows 64"
+    assert common["torch"] == torch.__version__ and "git_commit" in common and common["date"]
+    assert frac(card_for("NVIDIA H200").mem_bandwidth_gb_s / 2) == pytest.approx(0.5)
+    assert run_facts("gemv.py", [], "Some Card")[1](1000.0) is None
+    line = run_line({**common, "git_commit": "abcdef123"})
+    assert line.startswith("Run: NVIDIA H200, ") and "commit abcdef1, torch " in line
+    assert line.rstrip().endswith("`python benchmarks/skinny.py --rows 64`.")
