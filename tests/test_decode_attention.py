@@ -155,7 +155,7 @@ def test_the_benchmarks_table_keeps_every_kernel_and_the_fastest_tile_per_batch(
 
 def test_the_plan_of_the_kernel_loading_k_and_v_at_once() -> None:
     """kv_together (fast_tuned): batch 3-32 of 32 heads two splits of 64-slot tiles, batch 1-2 and 33 up the plain
-    plan's tiles (batch 1's own fastest tile was slower inside a step: the comment above TOGETHER_TILES), and a cache
+    plan's tiles (batch 1's own fastest tile was slower inside a step: the comment above TOGETHER_GRID), and a cache
     too short for two 64-slot tiles the plain plan too."""
     heads = 32
     for b in (1, 2, 33, 64, 128):

@@ -54,20 +54,20 @@ NUM_WARPS = 2
 # 0.0064), but in 7B's step (profile at 7d07235) its attention took 0.372 ms against 0.321 with the rule's 16 splits
 # of 16 (10be8d6): grids of at most SMALL_GRID (batch 1-2 of 32 heads) keep the rule's tiles.
 SMALL_GRID = 64
-TOGETHER_TILES = ((1024, 2, SplitTile(64, 2)),)  # (rows x heads at most, splits, tile) past SMALL_GRID
+TOGETHER_GRID = 1024  # grids past SMALL_GRID up to this many (row, head) pairs take TOGETHER_SPLITS of TOGETHER_TILE
+TOGETHER_SPLITS, TOGETHER_TILE = 2, SplitTile(64, 2)
 
 
 def split_plan(rows_times_heads: int, slots: int, kv_together: bool = False) -> tuple[int, SplitTile]:
     """(splits, tile) for a grid of `rows_times_heads` (row, head) pairs over a cache of `slots` slots per row: the
     largest power of two of splits (at most MAX_SPLITS) that keeps the grid within TARGET_PROGRAMS and gives each
     split at least one tile of the cache, with tiles of 64 slots at one split, 32 up to four, 16 beyond.
-    kv_together (the kernel loading K and V at once): past SMALL_GRID, TOGETHER_TILES' splits and tile for grids up
-    to their size (batch 3-32 of 32 heads); elsewhere, and where the cache is too short for those tiles, the rule
-    above (past them: one split of 64-slot tiles)."""
-    if kv_together and rows_times_heads > SMALL_GRID:
-        found = next((row for row in TOGETHER_TILES if rows_times_heads <= row[0]), None)
-        if found is not None and found[1] * found[2].block_t <= slots:
-            return found[1], found[2]
+    kv_together (the kernel loading K and V at once): grids past SMALL_GRID up to TOGETHER_GRID (batch 3-32 of 32
+    heads) take TOGETHER_SPLITS splits of TOGETHER_TILE; other grids, and a cache too short for those tiles, the rule
+    above (past TOGETHER_GRID: one split of 64-slot tiles)."""
+    if (kv_together and SMALL_GRID < rows_times_heads <= TOGETHER_GRID
+            and TOGETHER_SPLITS * TOGETHER_TILE.block_t <= slots):
+        return TOGETHER_SPLITS, TOGETHER_TILE
     splits = 1
     while (splits < MAX_SPLITS and rows_times_heads * splits * 2 <= TARGET_PROGRAMS
            and splits * 2 * block_t_for(splits * 2) <= slots):
