@@ -211,7 +211,7 @@ class Bench:
             "startup_s": self.startup_s, **ready, "gpu": self.gpu, "roofline_tokens_per_s": roof,
             "roofline_frac": batch * 1e3 / step_ms / roof if roof and step_ms else None,
             "gpus": self.gpus, "date": now_utc(), "torch": torch.__version__,
-            **provenance.record(), "command": os.environ.get("EB_COMMAND", ""), **extra,
+            **provenance.benchmark_record(), "command": os.environ.get("EB_COMMAND", ""), **extra,
         }
         print(json.dumps(record), flush=True)
         with (self.args.out / "records.jsonl").open("a") as f:

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "mean_length": float(lens.float().mean()), "span": span, "tile": tile, **row,
                                 "slots": args.slots, "heads": args.heads, "head_dim": args.head_dim,
                                 "layers": args.layers, "gpu": gpu, "date": now_utc(), "torch": torch.__version__,
-                                **provenance.record(), "command": command})
+                                **provenance.benchmark_record(), "command": command})
     print(markdown(summary(records), COLUMNS))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

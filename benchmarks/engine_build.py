@@ -158,7 +158,8 @@ def worker(args: argparse.Namespace, argv: list[str]) -> int:
     gpu = torch.cuda.get_device_name(device)
     common = {"model": args.model, "attention": engine.attention, "span_budget": args.span_budget,
               "start": args.worker, "engine_ready_s": ready_s,
-              **engine.build_s, "gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(),
+              **engine.build_s, "gpu": gpu, "date": now_utc(), "torch": torch.__version__,
+              **provenance.benchmark_record(),
               "command": os.environ.get("EB_COMMAND", "")}
     print(f"{args.model} {engine.attention} {args.worker}: ready in {ready_s:.1f} s ({len(rows)} steps)", flush=True)
     args.out.write_text(json.dumps([{**common, **r} for r in rows]))

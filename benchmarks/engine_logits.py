@@ -150,7 +150,7 @@ def worker(args: argparse.Namespace) -> int:
                 "prompt_tokens": p, "rel_rms": rel_rms, "max_abs": diff.abs().max().item(), "ref_rms": ref_rms,
                 "argmax_agree": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
                 "tolerance": limits[dtype_name], "ok": rel_rms <= limits[dtype_name], "gpu": gpu,
-                "date": now_utc(), "torch": torch.__version__, **provenance.record(),
+                "date": now_utc(), "torch": torch.__version__, **provenance.benchmark_record(),
                 "command": os.environ.get("EB_COMMAND", ""),
             })
             del model, engine

@@ -49,7 +49,7 @@ from energybench.confload import compose  # noqa: E402
 from energybench.device.cards import card_for  # noqa: E402
 from energybench.distributed import DistEnv, model_parallel  # noqa: E402
 from energybench.engine import NoHooks, Sampling, compile_cache, prewarm  # noqa: E402
-from energybench.engine.fast import FastEngine  # noqa: E402
+from energybench.engine.fast import FastEngine, pack_prompts  # noqa: E402
 from energybench.model.build import build_model  # noqa: E402
 from energybench.results import metrics  # noqa: E402
 from energybench.util.files import write_text  # noqa: E402
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                                              r.pop("context_tokens")) if card else None
         r.update({"roofline_tokens_per_s": roof, "roofline_frac": r["tokens_per_s"] / roof if roof else None,
                   "gpu": gpu, "gpus": env.world_size if device.type == "cuda" else 0, "date": now_utc(),
-                  "torch": torch.__version__, **provenance.record(), "command": command})
+                  "torch": torch.__version__, **provenance.benchmark_record(), "command": command})
     write(args.out, records)
     print(table(records))
     return 0
@@ -247,11 +247,37 @@ def measure_batch(args: argparse.Namespace, engine: FastEngine, cfg, b: int, dev
     kernels = profile_forward(lambda: engine.step(bucket, span), min(args.repeats, 20), device)
     if env.rank == 0:
         print(f"batch {b}: top kernels " + "; ".join(f"{n[:60]} {ms:.3f} ms" for n, ms in kernels[:6]), flush=True)
+    prefill = prefill_profile(engine, prompts, timer, device)
+    if env.rank == 0:
+        print(f"batch {b}: prefill {prefill['prefill_ms']:.2f} ms, top kernels "
+              + "; ".join(f"{n[:60]} {ms:.3f} ms" for n, ms in prefill["prefill_top_kernels"][:4]), flush=True)
     return {"step_ms": step_ms, "forward_ms": forward_ms, **split_profile(kernels, forward_ms),
             "sampling_ms": sampling_ms, "host_ms": step_ms - forward_ms - sampling_ms,
             "tokens_per_s": stats.tokens / stats.decode_s if stats.decode_s else None,
             "decode_tokens": stats.tokens, "context_tokens": args.prompt_tokens + args.new_tokens / 2,
-            "top_kernels": [[n, ms] for n, ms in kernels[:12]]}
+            "top_kernels": [[n, ms] for n, ms in kernels[:12]], "prefill_call_ms": 1e3 * stats.prefill_s, **prefill}
+
+
+PREFILL_REPEATS = 5
+
+
+def prefill_profile(engine: FastEngine, prompts: list[list[int]], timer: Timer, device: torch.device) -> dict:
+    """The prefill of `prompts` alone (its forward to the last tokens' logits, no draw), as generate runs it:
+    `prefill_ms` (CUDA events over PREFILL_REPEATS forwards) split as a decode forward is (prefill_matmul_ms,
+    prefill_attention_ms, ..., prefill_gaps_ms), and its top kernels. It writes the prompts' cache slots, which the
+    next generate call overwrites."""
+    tokens = pack_prompts(prompts, max(len(p) for p in prompts)).to(device)
+    lens = [len(p) for p in prompts]
+
+    def forward() -> None:
+        engine.prefill_logits(tokens, lens)
+
+    prefill_ms = timer.per_call_ms(forward, PREFILL_REPEATS)
+    kernels = profile_forward(forward, PREFILL_REPEATS, device)
+    split = split_profile(kernels, prefill_ms)
+    split["gaps_ms"] = split.pop("forward_gaps_ms")
+    return {"prefill_ms": prefill_ms, **{f"prefill_{k}": v for k, v in split.items()},
+            "prefill_top_kernels": [[n, ms] for n, ms in kernels[:12]]}
 
 
 def write(out: Path, new: list[dict]) -> None:

@@ -76,7 +76,8 @@ def run_facts(script: str, argv: list[str] | None, gpu: str) -> tuple[dict, Call
 
     card = card_for(gpu)
     command = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
-    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(), "command": command}
+    common = {"gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.benchmark_record(),
+              "command": command}
 
     def frac(gb_s: float) -> float | None:
         return gb_s / card.mem_bandwidth_gb_s if card else None

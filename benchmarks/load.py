@@ -153,7 +153,8 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    meta = {**provenance.record(), "date": dt.date.today().isoformat(), "machine": platform.node(), "cpus": os.cpu_count(),
+    meta = {**provenance.benchmark_record(), "date": dt.date.today().isoformat(), "machine": platform.node(),
+            "cpus": os.cpu_count(),
             "load_avg_1min": load_before, "python": platform.python_version(),
             "pyarrow": pa.__version__, "command": "PYTHONPATH=. python benchmarks/load.py " + " ".join(
                 f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"

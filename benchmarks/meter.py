@@ -199,7 +199,7 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     started = time.monotonic()
-    record = {"date": dt.date.today().isoformat(), **provenance.record(),
+    record = {"date": dt.date.today().isoformat(), **provenance.benchmark_record(),
               "command": " ".join(["python", *sys.argv]),
               "sampler": "a separate process per node (energybench.energy.sampler_process)",
               "host": platform.node(), "point": merged(POINT, [f"shards={args.shards}"], args.overrides),

@@ -101,7 +101,8 @@ def main() -> int:
         print(f"| {r['mode']} | {r['tokens']:,} | {r['wall_s']:.2f} | {r['tokens_per_s']:,.0f} | "
               f"{r['decode_steps']:,} | {occ} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {**provenance.record(), "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+    record = {**provenance.benchmark_record(),
+              "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
               "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     (args.out / "online.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0

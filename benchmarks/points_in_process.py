@@ -45,7 +45,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         raise SystemExit("points_in_process.py needs a CUDA GPU (the fast engine compiles only there)")
     rows: list[dict] = []
-    record = {"date": dt.date.today().isoformat(), **provenance.record(), "command": " ".join(["python", *sys.argv]),
+    record = {"date": dt.date.today().isoformat(), **provenance.benchmark_record(),
+              "command": " ".join(["python", *sys.argv]),
               "gpu_name": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "point": [*POINT, *args.overrides], "points": rows}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 records.append({"method": name, "batch": batch, "vocab": args.vocab, "logits_std": std,
                                 "warps": warps or None, "ms": ms, "agree": None if name == "sort" else agree,
                                 "temperature": paper.temperature, "top_p": paper.top_p, "repeats": args.repeats,
-                                "gpu": gpu, "date": now_utc(), "torch": torch.__version__, **provenance.record(),
+                                "gpu": gpu, "date": now_utc(), "torch": torch.__version__,
+                                **provenance.benchmark_record(),
                                 "command": command})
     print(markdown(records, COLUMNS))
     if args.out is not None:

@@ -104,3 +104,22 @@ def driver_version() -> str | None:
 def record() -> dict:
     """Every provenance field (FIELDS) of this process, for a run row or a benchmark record."""
     return {**code(), **software(), "command": command()}
+
+
+def cards() -> dict:
+    """{"gpu_uuids": [...]}: the UUIDs (NVML's 'GPU-<hex>' form) of the CUDA devices this process sees, in CUDA's
+    order; [] without CUDA. Which physical cards made a record: cards of one model differ in power by a few % (run
+    rows name theirs per GPU in gpu_uuid)."""
+    try:
+        import torch
+    except ImportError:
+        return {"gpu_uuids": []}
+    if not torch.cuda.is_available():
+        return {"gpu_uuids": []}
+    uuids = [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
+    return {"gpu_uuids": [u if u.startswith("GPU-") else f"GPU-{u}" for u in uuids]}
+
+
+def benchmark_record() -> dict:
+    """record() and cards(): the provenance of a benchmark record."""
+    return {**record(), **cards()}

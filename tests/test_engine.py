@@ -256,7 +256,7 @@ def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() ->
     the eager prefill's. One-token prompts stay eager."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    from energybench.engine.fast import FastEngine, _pack
+    from energybench.engine.fast import FastEngine, pack_prompts
     from energybench.model.llama import TransformerBlock
 
     def compiled_entries() -> int:
@@ -273,9 +273,9 @@ def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() ->
         for seed, lengths in enumerate(([5, 9], [12, 3, 7, 2], [30], [1, 1], [2, 17, 4])):
             prompts = prompts_of(lengths, TINY.vocab_size, seed=seed)
             with torch.inference_mode():  # as generate() calls it
-                tokens = _pack(prompts, max(lengths))
-                got = engine._prefill_logits(tokens, lengths)
-                want = eager._prefill_logits(tokens, lengths)
+                tokens = pack_prompts(prompts, max(lengths))
+                got = engine.prefill_logits(tokens, lengths)
+                want = eager.prefill_logits(tokens, lengths)
             assert got.shape == (len(lengths), TINY.vocab_size)
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), lengths
         assert compiled_entries() == built  # every batch and width ran the code compiled at build

@@ -61,6 +61,9 @@ def test_a_cpu_run_writes_records_whose_parts_add_up(tmp_path: Path) -> None:
         # model on a shared machine swing with any stall; CI once saw attention at 4x the matmuls)
         assert r["matmul_ms"] > 0 and r["attention_ms"] > 0 and r["forward_gaps_ms"] >= 0
         assert r["tokens_per_s"] > 0 and r["roofline_frac"] is None  # no card for "cpu"
+        # the prefill alone: timed, its operators sorted like a decode forward's, the call's own prefill beside it
+        assert r["prefill_ms"] > 0 and r["prefill_call_ms"] > 0 and r["prefill_matmul_ms"] > 0
+        assert r["prefill_gaps_ms"] >= 0 and r["prefill_top_kernels"]
         assert r["command"].startswith("python benchmarks/engine_profile.py") and "git_commit" in r
     assert "| tiny | 1 | 2 | default | mask | no compile |" in (tmp_path / "engine-profile.md").read_text()
     bad = subprocess.run(argv + ["--inductor", "no_such_option=1"], capture_output=True, text=True, timeout=600)

@@ -79,3 +79,20 @@ def test_record_has_every_field_and_software_versions():
 
 def test_driver_version_comes_from_nvml(fake_nvml):
     assert provenance.driver_version() == "580.00.00-fake"
+
+
+def test_a_benchmark_record_names_the_cards_it_saw(monkeypatch):
+    import torch
+
+    assert provenance.cards() == {"gpu_uuids": []}  # this machine: no CUDA
+
+    class Props:  # torch.cuda.get_device_properties(i).uuid: hex without NVML's prefix
+        def __init__(self, i: int) -> None:
+            self.uuid = f"8932f937-0000-0000-0000-00000000000{i}"
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", Props)
+    rec = provenance.benchmark_record()
+    assert rec["gpu_uuids"] == ["GPU-8932f937-0000-0000-0000-000000000000", "GPU-8932f937-0000-0000-0000-000000000001"]
+    assert set(provenance.FIELDS) <= set(rec)

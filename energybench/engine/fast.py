@@ -149,7 +149,7 @@ class FastEngine:
         "cublaslt"; None: PyTorch's setting, cuBLAS unless changed); prefill runs on PyTorch's setting.
         compile_prefill: prefill through compiled layers too (where the engine compiles), built for every prompt
         width at once (dynamic shapes) and compiled while the engine is built (_compile_prefill); prompts of one
-        token stay eager. Off: prefill runs the eager layers (see _prefill_logits). kv_together (attention=lens):
+        token stay eager. Off: prefill runs the eager layers (see prefill_logits). kv_together (attention=lens):
         the decode steps' split-KV attention kernel loads each tile's K and V at once, with its own tiles
         (model/decode_attention.py split_plan; `fast_tuned` on a GPU); off a GPU attention=lens runs no kernel and
         the choice changes nothing."""
@@ -274,7 +274,7 @@ class FastEngine:
         the next prefill overwrites; draws nothing."""
         t0 = time.perf_counter()
         for b in sorted({1, min(2, self.max_batch), self.max_batch}):
-            self._prefill_logits(torch.zeros((b, 2), dtype=torch.long, device=self.device), [2] * b)
+            self.prefill_logits(torch.zeros((b, 2), dtype=torch.long, device=self.device), [2] * b)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.build_s["prefill_compile_s"] = time.perf_counter() - t0
@@ -359,7 +359,7 @@ class FastEngine:
         assert 0 < bsz <= self.max_batch, (bsz, self.max_batch)
         assert max_len < self.room, (max_len, self.room)
         limits = [max(1, min(lim, self.room - n)) for n, lim in zip(lens, limits)]
-        tokens = _pack(prompts, max_len).to(dev)  # host work before the window, as the reference engine does
+        tokens = pack_prompts(prompts, max_len).to(dev)  # host work before the window, as the reference engine does
         clock = StepClock(dev)
         counts = _LaggedCount(dev)  # its pinned buffers, set up outside the measured windows
         hooks.phase_start("prefill")
@@ -416,9 +416,9 @@ class FastEngine:
     def _prefill(self, tokens: torch.Tensor, lens: list[int]) -> torch.Tensor:
         """One forward over every prompt (`tokens` [B, width], right-padded); returns each sequence's
         first generated token [B]."""
-        return self.sample(self._prefill_logits(tokens, lens))
+        return self.sample(self.prefill_logits(tokens, lens))
 
-    def _prefill_logits(self, tokens: torch.Tensor, lens: list[int]) -> torch.Tensor:
+    def prefill_logits(self, tokens: torch.Tensor, lens: list[int]) -> torch.Tensor:
         """Logits [B, vocab] at each prompt's last token (`tokens` [B, width], right-padded, lens its lengths)."""
         bsz, width = tokens.shape
         positions = torch.arange(width, device=self.device).expand(bsz, width)
@@ -465,7 +465,7 @@ class FastEngine:
         self.decoder = self.eager
 
 
-def _pack(prompts: list[list[int]], width: int) -> torch.Tensor:
+def pack_prompts(prompts: list[list[int]], width: int) -> torch.Tensor:
     """Prompts as one right-padded [B, width] tensor of token ids, on the host."""
     tokens = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, ids in enumerate(prompts):
