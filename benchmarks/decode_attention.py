@@ -18,6 +18,8 @@ their own (so L2 holds none of it), the 32 calls captured as one CUDA graph and 
   split_together  the split kernel loading each tile's K and V at once (TOGETHER: the V load no longer waits for
                   the tile's scores), with split_plan(kv_together=True)'s tiles: `fast_tuned`'s attention
   split_together_tile  that kernel over the same grid, behind split_plan(kv_together=True)'s rule
+  split_staged_tile  that kernel with its walk over the tiles software-pipelined (2 or 3 tiles' loads in flight:
+                  the tile's num_stages, shown as `block_t/warps/splits/stages`), over a smaller grid
 (FlashAttention's paged form, whose split-KV "flash-decoding" kernel suits one query per row, is not reachable:
 torch 2.11's `_flash_attention_forward` takes no block table.)
 `first_call_ms`: the first call at a new (batch, span) shape, synchronized: what a kernel spends once per shape
@@ -49,6 +51,8 @@ COLUMNS = ("kernel", "batch", "lengths", "mean_length", "span", "tile", "ms_per_
            "max_abs_vs_mask", "error", "gpu")
 SWEEP = [(block_t, warps, splits) for block_t in (16, 32, 64, 128) for warps in (1, 2, 4)
          for splits in (1, 2, 4, 8, 16, 32)]
+STAGED = [(block_t, warps, splits, stages) for block_t in (16, 32, 64) for warps in (1, 2, 4)
+          for splits in (1, 2, 4, 16) for stages in (2, 3)]  # split_staged_tile: kv_together, pipelined
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,8 +90,8 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
     def flash_varlen(q, k, v, lens):
         return attend_flash(q, k, v, lens)
 
-    def split(q, k, v, lens, splits=0, block_t=0, warps=0, kv_together=False):
-        return attend_split(q, k, v, lens, splits, block_t, warps, kv_together)
+    def split(q, k, v, lens, splits=0, block_t=0, warps=0, kv_together=False, stages=-1):
+        return attend_split(q, k, v, lens, splits, block_t, warps, kv_together, stages)
 
     def efficient(q, k, v, lens):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -99,7 +103,10 @@ def kernels(slots: int, span: int, sweep: bool) -> dict:
             ("split", "plan"): split, ("split_together", "plan"): functools.partial(split, kv_together=True),
             **{(name, f"{b}/{w}/{n}"): functools.partial(split, splits=n, block_t=b, warps=w, kv_together=kv_together)
                for name, kv_together in (("split_tile", False), ("split_together_tile", True))
-               for b, w, n in (SWEEP if sweep else []) if n * b <= slots}}
+               for b, w, n in (SWEEP if sweep else []) if n * b <= slots},
+            **{("split_staged_tile", f"{b}/{w}/{n}/{st}"): functools.partial(split, splits=n, block_t=b, warps=w,
+                                                                          kv_together=True, stages=st)
+               for b, w, n, st in (STAGED if sweep else []) if n * b <= slots}}
 
 
 def summary(records: list[dict]) -> list[dict]:

@@ -31,14 +31,15 @@ def exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor)
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("kv_together", [False, True])
+@pytest.mark.parametrize(("kv_together", "stages"), [(False, 0), (True, 0), (True, 2)])
 @pytest.mark.parametrize("splits", [1, 2, 4, 16])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @interpret
-def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, kv_together: bool) -> None:
+def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, kv_together: bool,
+                                               stages: int) -> None:
     """Rows of 1 slot, a ragged length, exactly one tile and the whole cache; more splits than a short row has
     tiles (empty splits); slots past each length poisoned with huge values, so a read past it shows. Both load
-    orders (kv_together: a tile's V loaded with its K)."""
+    orders (kv_together: a tile's V loaded with its K), and the pipelined walk over the tiles (stages 2)."""
     gen = torch.Generator().manual_seed(splits)
     bsz, slots, heads, dim = 4, 64, 2, 16
     k = torch.randn(bsz + 1, slots, heads, dim, generator=gen).to(dtype)  # one cache row more than the batch
@@ -47,7 +48,7 @@ def test_kernel_attends_to_each_rows_own_slots(splits: int, dtype: torch.dtype, 
     for row, n in enumerate(lens.tolist()):
         k[row, n:], v[row, n:] = 1e4, 1e4
     q = torch.randn(bsz, 1, heads, dim, generator=gen).to(dtype)
-    got = da.attend_split(q, k, v, lens, splits, 16, 4, kv_together)
+    got = da.attend_split(q, k, v, lens, splits, 16, 4, kv_together, stages)
     assert got.shape == (bsz, 1, heads * dim) and got.dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype]
     assert (got.double() - exact(q, k, v, lens)).abs().max().item() <= tol

@@ -32,6 +32,7 @@ FLASH_DTYPES = (torch.float16, torch.bfloat16)
 class SplitTile(NamedTuple):
     block_t: int  # cache slots per loop iteration of a program
     num_warps: int
+    num_stages: int = 0  # 0: tiles walked one at a time; 2+: the walk software-pipelined, that many loads in flight
 
 
 # How attend_split lays out its grid: benchmarks/decode_attention.py's tile grid on one H200 (LLaMA-7B's 32 heads of
@@ -129,12 +130,13 @@ def attend_flash(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 @torch.library.custom_op("energybench::decode_attention", mutates_args=())
 def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
                  splits: int = 0, block_t: int = 0, num_warps: int = 0,
-                 kv_together: bool = False) -> torch.Tensor:
+                 kv_together: bool = False, num_stages: int = -1) -> torch.Tensor:
     """attend_lens through the split-KV Triton kernel (model/decode_attention_kernel.py; where split_usable).
     q [B, 1, H, D] (D a power of two); caches [max_batch, S, H, D] with D contiguous; kv_lens [B] int32, each in
     [1, S] (a length past S reads S slots, a length of 0 gives zeros). splits and
     the tile: 0 takes split_plan()'s (benchmarks/decode_attention.py passes its own). kv_together: each tile's K and V
-    loaded at once (the kernel's TOGETHER; split_plan(kv_together=True)'s tiles), as `fast_tuned` runs it. A torch
+    loaded at once (the kernel's TOGETHER; split_plan(kv_together=True)'s tiles), as `fast_tuned` runs it.
+    num_stages: the tile's software pipelining (SplitTile.num_stages; -1 takes the plan's). A torch
     custom op, so torch.compile keeps it as one call and a CUDA graph captures it. Returns [B, 1, H * D]."""
     from energybench.model import decode_attention_kernel
 
@@ -142,7 +144,8 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     assert seqlen == 1 and k_cache.shape[2:] == (heads, dim) and k_cache.stride(3) == 1 and v_cache.stride(3) == 1, (
         tuple(q.shape), tuple(k_cache.shape), k_cache.stride())
     planned, tile = split_plan(bsz * heads, k_cache.shape[1], kv_together)
-    tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps)
+    tile = SplitTile(block_t or tile.block_t, num_warps or tile.num_warps,
+                     tile.num_stages if num_stages < 0 else num_stages)
     out = torch.empty((bsz, heads, dim), dtype=q.dtype, device=q.device)
     decode_attention_kernel.launch(q.reshape(bsz, heads, dim).contiguous(), k_cache, v_cache,
                                    kv_lens.contiguous(), out, splits or planned, *tile, pdl=gemv.pdl_on(q.device),
@@ -153,6 +156,6 @@ def attend_split(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
 @attend_split.register_fake
 def _attend_split_shape(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv_lens: torch.Tensor,
                         splits: int = 0, block_t: int = 0, num_warps: int = 0,
-                 kv_together: bool = False) -> torch.Tensor:
+                        kv_together: bool = False, num_stages: int = -1) -> torch.Tensor:
     bsz, _, heads, dim = q.shape
     return q.new_empty((bsz, 1, heads * dim))
