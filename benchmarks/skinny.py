@@ -13,7 +13,10 @@ M of --rows it times, over copies of that weight that together far exceed the L2
                `gb_per_s` is weight bytes over time
   kind=model   one decode step's matmuls at M rows in layer order (every layer's own weights, the output projection
                last) for each of the three (Triton: this run's best tile per shape); the graph replayed for
-               >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`
+               >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`. On Hopper also
+               `triton_pdl_best`: the same tiles as programmatic dependent launches, each kernel's first tile of W
+               loaded before it waits for the one before (the products here are independent, so this is the
+               most that overlap can give a chain of products in a step)
 Records (commit, card, versions, command): <out>/skinny.json, a table to stdout and <out>/skinny.md.
 """
 
@@ -102,11 +105,13 @@ def shape_rows(records: list[dict], best: dict, base: dict, rows: int, n: int, k
     torch.cuda.empty_cache()
 
 
-def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, int]:
-    """({impl: fn} running one decode step's matmuls at `rows` rows, their bytes, their count)."""
+def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, int, list]:
+    """({impl: fn} running one decode step's matmuls at `rows` rows, their bytes, their count, the (x, w, out) of
+    each product)."""
     import torch
 
     import skinny_kernel
+    from energybench.model import gemv_kernel
 
     shapes = [(n, k) for _ in range(cfg.n_layers) for _, n, k in layer_shapes(cfg, shards, "packed")]
     shapes.append((cfg.vocab_size // shards, cfg.dim))
@@ -122,9 +127,22 @@ def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, 
         for x, w, o in calls:
             skinny_kernel.launch(x, w, o, *pick(*w.shape))
 
+    def triton_pdl_best():
+        for x, w, o in calls:
+            skinny_kernel.launch(x, w, o, *pick(*w.shape), pdl=True)
+
     impls = {"cublas": library("cublas")(products), "cublaslt": library("cublaslt")(products),
              "triton_best": triton_best}
-    return impls, sum(w.numel() * 2 for _, w, _ in calls), len(calls)
+    if gemv_kernel.pdl_supported(device):
+        impls["triton_pdl_best"] = triton_pdl_best
+    return impls, sum(w.numel() * 2 for _, w, _ in calls), len(calls), calls
+
+
+def pass_error(fn, calls) -> float:
+    """Largest error, relative to the largest exact value, of any product after one run of the pass `fn`."""
+    fn()
+    return max(((o.float() - x.float() @ w.float().T).abs().max() / (x.float() @ w.float().T).abs().max()).item()
+               for x, w, o in calls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,15 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             for n, k in shapes:
                 shape_rows(records, best, base, rows, n, k, grid, args.repeats, device, frac)
                 print(f"{name}:{shards} M={rows} {n}x{k}: best tile {best[(rows, n, k)][1]}", flush=True)
-            impls, pass_bytes, n_mats = model_passes(cfg, shards, rows, lambda n_, k_: best[(rows, n_, k_)][1],
-                                                     device)
+            impls, pass_bytes, n_mats, calls = model_passes(cfg, shards, rows,
+                                                            lambda n_, k_: best[(rows, n_, k_)][1], device)
             for impl, fn in impls.items():
+                err = pass_error(fn, calls) if impl.startswith("triton") else None
                 got = pass_record(fn, pass_bytes, args.repeats, args.window_s, device, frac)
                 records.append({"kind": "model", "rows": rows, "impl": impl, "shape": f"{n_mats} matrices", **got,
-                                **base})
+                                "max_rel_err": err, **base})
                 print(f"{name}:{shards} M={rows} {impl}: {got['ms']:.3f} ms, {got['gb_per_s']:.0f} GB/s, "
                       f"{got['power_w']:.0f} W", flush=True)
-            impls = None
+            impls = calls = None
             torch.cuda.empty_cache()
 
     shown = [r for r in records if r["kind"] != "shape" or r["impl"] != "triton"
