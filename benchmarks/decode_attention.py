@@ -204,14 +204,16 @@ def measure(fn, q, caches: list, lens, repeats: int, reference) -> tuple[dict, o
 
 
 def write_markdown(records: list[dict], path: Path) -> None:
-    """decode-attention.md: the runs (card, date, commit, command) and the summary table."""
+    """decode-attention.md (or `path`, beside its .json): the runs (card, date, commit, command) and the summary
+    table."""
     runs = sorted({(r["gpu"], r["date"][:10], r.get("git_commit") or "not recorded", r["command"]) for r in records})
     lines = ["# Decode attention kernels", "",
              "Written by `benchmarks/decode_attention.py` (its docstring says what each kernel is); see docs/engine.md.",
              "Per layer, one query per (row, head) over a [batch, slots, heads, head_dim] cache. The rows of",
-             "`split_tile` and `split_together_tile` here are each grid's fastest tile per batch; the record has",
-             "every one.",
-             "Record: [decode-attention.json](decode-attention.json).", "", "Runs (card, date, commit, command):", "",
+             "`split_tile`, `split_together_tile` and `split_staged_tile` here are each grid's fastest tile per",
+             "batch; the record has every one.",
+             f"Record: [{path.with_suffix('.json').name}]({path.with_suffix('.json').name}).", "",
+             "Runs (card, date, commit, command):", "",
              *[f"- {gpu}, {date}, commit {commit}: `{cmd}`" for gpu, date, commit, cmd in runs], "",
              markdown(summary(records), COLUMNS)]
     write_text("\n".join(lines) + "\n", path)

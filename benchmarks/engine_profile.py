@@ -16,7 +16,9 @@ and the span that context takes (records older than this: at the last step's pos
   host_ms       step_ms - forward_ms - sampling_ms: the engine's bookkeeping between steps (host work the GPU
                 waits for, and the per-step synchronisation)
 and torch.profiler's kernels of --repeats forwards split `forward_ms` into matmul, attention, all-reduce and
-other kernels, plus `forward_gaps_ms` (the forward's time with no kernel running). `roofline_frac` is tokens/s
+other kernels, plus `forward_gaps_ms` (the forward's time with no kernel running). The batch's prefill alone (its
+forward to the last tokens' logits, as generate runs it): `prefill_ms` split the same way (`prefill_matmul_ms`, ...,
+`prefill_gaps_ms`), beside `prefill_call_ms`, the generate call's own prefill step. `roofline_frac` is tokens/s
 over results.metrics.roofline_tokens_per_s at the call's mean context. On CPU (a plumbing check: --device cpu
 --model tiny) the forward is eager and the profile splits operator self-times instead of kernels.
 Experiments (recorded as the row's `variant`, and in the compile cache's key): --apart (five matmuls for
@@ -64,7 +66,8 @@ COLUMNS = ("model", "shards", "batch", "variant", "attention", "start", "engine_
            "first_graph_s", "capture_s",
            "compile_cache_misses", "step_ms", "forward_ms",
            "matmul_ms", "attention_ms", "allreduce_ms", "other_kernels_ms", "forward_gaps_ms", "sampling_ms",
-           "host_ms", "tokens_per_s", "roofline_frac", "gpu")
+           "host_ms", "tokens_per_s", "roofline_frac", "prefill_ms", "prefill_matmul_ms", "prefill_attention_ms",
+           "prefill_other_kernels_ms", "gpu")
 # kernel (GPU) or operator (CPU) name fragments, lower case, first match wins
 CATEGORIES = (
     ("allreduce", ("nccl", "all_reduce", "allreduce", "allgather", "all_gather", "c10d::", "modelparallelregion")),
