@@ -31,7 +31,7 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
 
 def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False,
                  span_budget: float | None = None, blas: str | None = None, compile_prefill: bool = False,
-                 kv_together: bool = False) -> str:
+                 kv_together: bool = False, skinny: bool = False) -> str:
     """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
     line is part of it; the attention the engine ran is the row's `attention` column either way)."""
     parts = (["apart"] if not pack else []) + (["gemv"] if gemv else [])
@@ -40,6 +40,7 @@ def variant_name(pack: bool, options: dict[str, object], attention: str | None =
     parts += [f"blas={blas}"] if blas else []
     parts += ["compile_prefill"] if compile_prefill else []
     parts += ["kv_together"] if kv_together else []
+    parts += ["skinny"] if skinny else []
     parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
@@ -47,13 +48,14 @@ def variant_name(pack: bool, options: dict[str, object], attention: str | None =
 def variant_of(args, options: dict[str, object]) -> str:
     """variant_name of the fast engine experiments parsed by add_variant_args (and --inductor's options)."""
     return variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
-                        args.compile_prefill, args.kv_together)
+                        args.compile_prefill, args.kv_together, args.skinny)
 
 
 def engine_options(args) -> dict[str, object]:
     """FastEngine's keyword arguments for the experiments parsed by add_variant_args."""
     return {"pack": args.pack, "attention": args.attention, "gemv": args.gemv, "span_budget": args.span_budget,
-            "blas": args.blas, "compile_prefill": args.compile_prefill, "kv_together": args.kv_together}
+            "blas": args.blas, "compile_prefill": args.compile_prefill, "kv_together": args.kv_together,
+            "skinny": args.skinny}
 
 
 def variant_argv(args) -> list[str]:
@@ -64,6 +66,7 @@ def variant_argv(args) -> list[str]:
     argv += ["--blas", args.blas] if args.blas else []
     argv += ["--compile-prefill"] if args.compile_prefill else []
     argv += ["--kv-together"] if args.kv_together else []
+    argv += ["--skinny"] if args.skinny else []
     argv += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
     return argv + [a for pair in args.inductor for a in ("--inductor", pair)]
 
@@ -108,6 +111,9 @@ def add_variant_args(ap) -> None:
     ap.add_argument("--kv-together", action="store_true",
                     help="the decode attention kernel loading each tile's K and V at once, with its own tiles "
                          "(FastEngine kv_together=True; needs attention lens)")
+    ap.add_argument("--skinny", action="store_true",
+                    help="batch 2-16 matmuls through energybench's Triton GEMM (FastEngine skinny=True; "
+                         "model/skinny.py)")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
                     help="the fast engine's decode attention (FastEngine attention=; default: lens on a GPU with "
                          "Triton, mask elsewhere)")

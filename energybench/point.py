@@ -191,7 +191,7 @@ def load_engine(cfg: PointConfig, env: DistEnv, device: torch.device, dtype: tor
 # means something else: only a value of the type is recorded)
 ENGINE_CHOICES = (("decode_attention", "attention", str), ("top_p_kernel", "top_p_kernel", bool), ("pdl", "pdl", bool),
                   ("blas", "blas", str), ("compile_prefill", "compile_prefill", bool),
-                  ("kv_together", "kv_together", bool))
+                  ("kv_together", "kv_together", bool), ("skinny", "skinny", bool))
 
 
 def engine_columns(engine: object) -> dict:
@@ -199,8 +199,9 @@ def engine_columns(engine: object) -> dict:
     engine/fast.py attention_mode), `top_p_kernel` (its draw through engine/top_p_kernel.py, or Meta's sort),
     `pdl` (its Triton kernels as programmatic dependent launches: model.gemv.pdl_on), `blas` (the BLAS library
     its decode graphs were captured with, where it chose one: fast_tuned's "cublaslt" on a GPU; null: PyTorch's
-    setting), `compile_prefill` (its prefill through compiled layers, or eager) and `kv_together` (its decode
-    attention kernel loading K and V at once: fast_tuned's on a GPU). None for an engine without these
+    setting), `compile_prefill` (its prefill through compiled layers, or eager), `kv_together` (its decode
+    attention kernel loading K and V at once: fast_tuned's on a GPU) and `skinny` (its matmuls of 2-16 rows through
+    model/skinny.py's Triton GEMM: fast_tuned's on a compute capability 9.0+ card). None for an engine without these
     choices (`reference`, a site's)."""
     return {column: value if isinstance(value := getattr(engine, attribute, None), kind) else None
             for column, attribute, kind in ENGINE_CHOICES}

@@ -323,6 +323,7 @@ def test_fast_packs_and_fast_tuned_is_fast_with_the_same_tokens(model) -> None:
     assert tuned.gemv == (os.environ.get("TRITON_INTERPRET") == "1")
     assert plain.blas is None and tuned.blas is None  # cuBLASLt is a choice of a CUDA card's graphs
     assert not plain.kv_together and not tuned.kv_together  # the split kernel's form: a CUDA card's
+    assert not plain.skinny and not tuned.skinny  # the batch 2-16 GEMM: a Hopper card's
     assert tuned.generate(prompts, [6, 6], NoHooks()).outputs == plain.generate(prompts, [6, 6], NoHooks()).outputs
 
 

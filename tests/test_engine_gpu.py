@@ -251,6 +251,7 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
         try:
             assert engine.gemv and engine.decoder.gemv and model.packed
             assert engine.kv_together and engine.decoder.kv_together  # its attention loads K and V at once
+            assert engine.skinny and engine.decoder.skinny  # batch 2-16 matmuls through the Triton GEMM (Hopper)
             assert engine.blas == "cublaslt"  # its graphs of batch > 1 were captured through cuBLASLt ...
             assert torch.backends.cuda.preferred_blas_library() == before  # ... and PyTorch's setting is as it was
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -260,6 +261,13 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
                            if "_gemv" in e.name and e.device_type == torch.autograd.DeviceType.CUDA)
             # four per layer (norms, SwiGLU and residuals folded in) and the output projection's
             assert launches == 4 * TINY.n_layers + 1, launches
+            for batch, per_layer in ((4, 4), (8, 4)):  # buckets of 2-16 rows: the Triton GEMM, four a layer
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    engine.step(batch, engine.span_for(batch, 1))
+                    torch.cuda.synchronize(device)
+                gemms = sum(1 for e in prof.events()
+                            if "_skinny" in e.name and e.device_type == torch.autograd.DeviceType.CUDA)
+                assert gemms == per_layer * TINY.n_layers, (batch, gemms)
             out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
             assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
         finally:

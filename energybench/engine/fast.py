@@ -16,6 +16,7 @@ from energybench.engine import prewarm
 from energybench.engine.base import EOS_ID, BatchStats, PhaseHooks, StepClock, count_generated
 from energybench.engine.sampling import Sampling, kernel_usable, sample
 from energybench.model import gemv as gemv_kernel
+from energybench.model import skinny as skinny_gemm
 from energybench.model.decode_attention import flash_usable, split_usable
 from energybench.model.llama import CACHE_ALIGN, Transformer
 
@@ -137,7 +138,7 @@ class FastEngine:
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
                  attention: str | None = None, gemv: bool = False, span_budget: float | None = None,
                  top_p_kernel: bool | None = None, blas: str | None = None, compile_prefill: bool = False,
-                 kv_together: bool = False) -> None:
+                 kv_together: bool = False, skinny: bool = False) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
         (`model.pack_projections()`, in place; same values; False leaves the model as it is: five matmuls on a
         model nobody packed). attention: see the class. gemv: the decode step's batch-1 matmuls through
@@ -152,7 +153,8 @@ class FastEngine:
         token stay eager. Off: prefill runs the eager layers (see prefill_logits). kv_together (attention=lens):
         the decode steps' split-KV attention kernel loads each tile's K and V at once, with its own tiles
         (model/decode_attention.py split_plan; `fast_tuned` on a GPU); off a GPU attention=lens runs no kernel and
-        the choice changes nothing."""
+        the choice changes nothing. skinny: the decode steps' matmuls of 2 to 16 rows through energybench's Triton
+        GEMM (model/skinny.py) instead of cuBLAS (`fast_tuned` on a compute capability 9.0+ card, fp16)."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -173,6 +175,10 @@ class FastEngine:
                              f"(or TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: "
                              f"use gemv=False")
         self.gemv = gemv
+        if skinny and not skinny_gemm.usable(self.device, self.dtype):
+            raise ValueError(f"skinny=True needs Triton and a CUDA card of compute capability 9.0+ in fp16 (or "
+                             f"TRITON_INTERPRET=1 on a CPU); this is {self.device} with {self.dtype}: use skinny=False")
+        self.skinny = skinny
         if kv_together and self.attention != "lens":
             raise ValueError(f"kv_together=True is a form of the attention=lens kernel; this engine has "
                              f"attention={self.attention!r}: use kv_together=False")
@@ -211,8 +217,8 @@ class FastEngine:
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
         self.eager = model.variant(fused=True)  # prefill, and decode without compile
         self.decoder = self.eager  # decode without compile
-        if gemv or kv_together:
-            self.decoder = model.variant(fused=True, gemv=gemv, kv_together=kv_together)
+        if gemv or kv_together or skinny:
+            self.decoder = model.variant(fused=True, gemv=gemv, kv_together=kv_together, skinny=skinny)
         self.prefiller = self.eager  # prompts' forward
         self.compile_prefill = compile_prefill and compiling
         if compiling:
@@ -221,7 +227,7 @@ class FastEngine:
             # entries until recompile_limit (8) made the 4th point's layers run eagerly: decode step 9.4 ->
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
-            self.decoder = model.variant(fused=True, compile=True, gemv=gemv, kv_together=kv_together)
+            self.decoder = model.variant(fused=True, compile=True, gemv=gemv, kv_together=kv_together, skinny=skinny)
             if self.compile_prefill:  # its own compiled wrappers: prefill's guards apart from decode's
                 self.prefiller = model.variant(fused=True, compile=True)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # logits [b, vocab]
@@ -538,10 +544,11 @@ TUNED_BLAS = "cublaslt"
 
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
-    """FastEngine(gemv=True) where model.gemv.usable, with blas=TUNED_BLAS, compile_prefill and (where the split-KV
-    kernel runs) kv_together on a CUDA card; else the plain fast engine."""
+    """FastEngine(gemv=True) where model.gemv.usable, with blas=TUNED_BLAS, compile_prefill, (where the split-KV
+    kernel runs) kv_together and (where model.skinny.usable) skinny on a CUDA card; else the plain fast engine."""
     device, dtype = model.output.weight.device, model.output.weight.dtype
     gemv = gemv_kernel.usable(device, dtype)
     cuda = gemv and device.type == "cuda"
     return FastEngine(model, sampling, generator, gemv=gemv, blas=TUNED_BLAS if cuda else None, compile_prefill=cuda,
-                      kv_together=cuda and split_usable(device, dtype, model.cfg.head_dim))
+                      kv_together=cuda and split_usable(device, dtype, model.cfg.head_dim),
+                      skinny=cuda and skinny_gemm.usable(device, dtype))

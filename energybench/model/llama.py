@@ -16,6 +16,7 @@ from torch import nn
 
 from energybench.config import ModelConfig
 from energybench.model.decode_attention import attend_lens
+from energybench.model import skinny as skinny_gemm
 from energybench.model.gemv import gemv as gemv_op
 
 
@@ -31,17 +32,21 @@ def _call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x)
 
 
-def matmul(x: torch.Tensor, weight: torch.Tensor, gemv: bool = False) -> torch.Tensor:
-    """x @ weight.T; with `gemv`, an x of one row goes to the Triton kernel of model/gemv.py (batch-1 decode)."""
+def matmul(x: torch.Tensor, weight: torch.Tensor, gemv: bool = False, skinny: bool = False) -> torch.Tensor:
+    """x @ weight.T; with `gemv`, an x of one row goes to the Triton kernel of model/gemv.py (batch-1 decode); with
+    `skinny`, an x of 2 to skinny.MAX_ROWS rows to the Triton GEMM of model/skinny.py (batch 2-16 decode)."""
     if gemv and x.numel() == x.shape[-1]:
         return gemv_op(x, weight)
+    if skinny and skinny_gemm.takes(x):
+        return skinny_gemm.skinny(x, weight)
     return F.linear(x, weight)
 
 
-def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tensor, gemv: bool = False) -> torch.Tensor:
+def fused_linear(layer: ColumnParallelLinear | RowParallelLinear, x: torch.Tensor, gemv: bool = False,
+                 skinny: bool = False) -> torch.Tensor:
     """What `layer(x)` computes in inference (no gather_output), without fairscale's autograd wrappers,
     which torch.compile cannot trace: the local matmul, then the sum over ranks for row-parallel layers."""
-    y = matmul(x, layer.weight, gemv)
+    y = matmul(x, layer.weight, gemv, skinny)
     if isinstance(layer, RowParallelLinear) and (group := _sharded_group()) is not None:
         dist.all_reduce(y, group=group)  # torch.compile traces it as a functional collective
     return y
@@ -164,7 +169,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
-                kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False) -> torch.Tensor:
+                kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False,
+                skinny: bool = False) -> torch.Tensor:
         """x: [B, S, dim]; positions: [B, S] cache slots written; attends to slots [0, n_slots) through
         the additive mask [B or 1, 1, S, n_slots] (None: every slot is visible). fused=False is Meta's
         arithmetic; fused=True computes the same function with real-valued rotary embeddings (freqs_cis
@@ -173,11 +179,13 @@ class Attention(nn.Module):
         kv_lens: [B] int32 (fused decode, S = 1, rows None): row b attends to its slots [0, kv_lens[b]) instead
         of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots).
         gemv (fused): one-row matmuls through model/gemv.py's kernel. kv_together (with kv_lens): the decode attention
-        kernel that loads each tile's K and V at once (decode_attention.attend_split)."""
+        kernel that loads each tile's K and V at once (decode_attention.attend_split). skinny (fused): matmuls of 2 to
+        skinny.MAX_ROWS rows through model/skinny.py's kernel."""
         bsz, seqlen, _ = x.shape
-        proj = functools.partial(fused_linear, gemv=gemv) if fused else _call
+        proj = functools.partial(fused_linear, gemv=gemv, skinny=skinny) if fused else _call
         if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
-            q, k, v = matmul(x, self.wqkv, gemv).view(bsz, seqlen, 3, self.n_local_heads, self.head_dim).unbind(2)
+            qkv = matmul(x, self.wqkv, gemv, skinny)
+            q, k, v = qkv.view(bsz, seqlen, 3, self.n_local_heads, self.head_dim).unbind(2)
         else:
             q = proj(self.wq, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
             k = proj(self.wk, x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
@@ -233,10 +241,10 @@ class FeedForward(nn.Module):
             self.w13 = _pack_rows(self.w1, self.w3)
         return self
 
-    def forward(self, x: torch.Tensor, fused: bool = False, gemv: bool = False) -> torch.Tensor:
-        proj = functools.partial(fused_linear, gemv=gemv) if fused else _call
+    def forward(self, x: torch.Tensor, fused: bool = False, gemv: bool = False, skinny: bool = False) -> torch.Tensor:
+        proj = functools.partial(fused_linear, gemv=gemv, skinny=skinny) if fused else _call
         if fused and self.w13 is not None:
-            gate, up = matmul(x, self.w13, gemv).chunk(2, dim=-1)
+            gate, up = matmul(x, self.w13, gemv, skinny).chunk(2, dim=-1)
             return proj(self.w2, F.silu(gate) * up)
         return proj(self.w2, F.silu(proj(self.w1, x)) * proj(self.w3, x))
 
@@ -263,12 +271,13 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
-                kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False) -> torch.Tensor:
+                kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False,
+                skinny: bool = False) -> torch.Tensor:
         if gemv and x.numel() == x.shape[-1] and self.attention.wqkv is not None and self.feed_forward.w13 is not None:
             return self._one_row(x, positions, n_slots, freqs_cis, mask, rows, kv_lens, kv_together)
         h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens,
-                               gemv, kv_together)
-        return h + self.feed_forward(self.ffn_norm(h), fused, gemv)
+                               gemv, kv_together, skinny)
+        return h + self.feed_forward(self.ffn_norm(h), fused, gemv, skinny)
 
     def _one_row(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs: torch.Tensor,
                  mask: torch.Tensor | None, rows: torch.Tensor | None, kv_lens: torch.Tensor | None,
@@ -309,20 +318,24 @@ class Transformer(nn.Module):
         self.fused = False  # the variant: see variant()
         self.gemv = False  # the fused variant's one-row matmuls through model/gemv.py's kernel
         self.kv_together = False  # the fused variant's decode attention loading K and V at once (attend_split)
+        self.skinny = False  # the fused variant's matmuls of 2-16 rows through model/skinny.py's kernel
         self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
 
-    def variant(self, fused: bool, compile: bool = False, gemv: bool = False, kv_together: bool = False) -> Transformer:
+    def variant(self, fused: bool, compile: bool = False, gemv: bool = False, kv_together: bool = False,
+                skinny: bool = False) -> Transformer:
         """This model computed as `fused` says, its layers torch.compiled when `compile`; shares weights and
         KV cache with `self` (a shallow view: nothing is copied). fused=True computes the same function as
         Meta's arithmetic with real-valued rotary embeddings and scaled_dot_product_attention; with `gemv`
         (fused only; where model.gemv.usable) its one-row matmuls run the Triton kernel of model/gemv.py; with
         `kv_together` (fused only) its decode attention over kv_lens loads each tile's K and V at once
-        (decode_attention.attend_split)."""
-        assert fused or not (gemv or kv_together), "gemv and kv_together are choices of the fused variant"
+        (decode_attention.attend_split); with `skinny` (fused only; where model.skinny.usable) its matmuls of 2 to
+        skinny.MAX_ROWS rows run the Triton GEMM of model/skinny.py."""
+        assert fused or not (gemv or kv_together or skinny), "gemv, kv_together, skinny: choices of the fused variant"
         view = copy.copy(self)  # own __dict__, the same parameter, buffer and module dicts
         view.fused = fused
         view.gemv = gemv
         view.kv_together = kv_together
+        view.skinny = skinny
         view.run_layers = [torch.compile(layer, dynamic=True) for layer in self.layers] if compile else None
         return view
 
@@ -383,7 +396,8 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         for layer in self.layers if self.run_layers is None else self.run_layers:
-            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv, self.kv_together)
+            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv, self.kv_together,
+                      self.skinny)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:

@@ -1,7 +1,10 @@
-"""A Triton GEMM for a decode step's few rows (Y = X W^T, X [M, K] with M <= 64, W [N, K]), for benchmarks/skinny.py
-to weigh against cuBLAS and cuBLASLt: each program streams BLOCK_N rows of W once through the tensor cores, both
-operands loaded by the Hopper tensor memory accelerator (TMA: triton.tools.tensor_descriptor; X's rows past M read
-as zeros). Not used by the engines (docs/engine.md says where it won and where it lost)."""
+"""The Triton GEMM behind `model.skinny`: Y = X W^T for a decode step's few rows (X [M, K] with M <= 64, W [N, K]):
+each program streams BLOCK_N rows of W once through the tensor cores, both operands loaded by the Hopper tensor memory
+accelerator (TMA: triton.tools.tensor_descriptor; X's rows past M read as zeros). benchmarks/skinny.py weighs it
+against cuBLAS and cuBLASLt per shape and tile (docs/engine.md says where it wins and where it loses).
+
+Imported only where Triton is (model.skinny decides); on a CPU, TRITON_INTERPRET=1 runs it for the tests.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,93 @@
+"""The batch 2-16 Triton GEMM (model/skinny.py): its kernel under Triton's interpreter on the CPU, which matmuls take
+it, and the fast engine with it giving the reference's tokens. Its GPU run is in test_engine_gpu.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the Triton kernel needs the triton package (the [test] extra installs it)")
+
+from energybench.engine import NoHooks, Sampling, make_engine  # noqa: E402
+from energybench.model import llama  # noqa: E402
+from energybench.model import skinny  # noqa: E402
+from energybench.model.build import build_model  # noqa: E402
+from tiny import CPU, TINY, one_process, prompts_of  # noqa: E402
+
+GREEDY = Sampling(temperature=0.0, top_p=0.95)
+interpret = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                               reason="Triton's interpreter is off (a GPU host: test_engine_gpu.py runs the kernel)")
+
+
+@pytest.mark.parametrize("rows", [2, 5, 16, 64])
+@pytest.mark.parametrize("n, k, tile", [
+    (64, 256, skinny.TileConfig(32, 64, 4, 3)),    # every tile full
+    (37, 96, skinny.TileConfig(32, 64, 4, 3)),     # ragged rows of W and a ragged last block of K
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@interpret
+def test_kernel_computes_the_product(monkeypatch, rows, n, k, tile, dtype) -> None:
+    monkeypatch.setitem(skinny.CONFIGS, (n, k), tile)
+    gen = torch.Generator().manual_seed(rows + n)
+    x = torch.randn(rows, 1, k, generator=gen).to(dtype)
+    w = (torch.randn(n, k, generator=gen) * k ** -0.5).to(dtype)
+    y = skinny.skinny(x, w)
+    assert y.shape == (rows, 1, n) and y.dtype == dtype
+    exact = x.double().view(rows, k) @ w.double().T
+    tol = {torch.float32: 1e-5, torch.float16: 3e-3}[dtype]
+    assert (y.double().view(rows, n) - exact).abs().max().item() <= tol
+
+
+def test_which_matmuls_take_it_and_where_it_runs(monkeypatch) -> None:
+    fp16 = torch.float16
+    assert [skinny.takes(torch.zeros(b, 1, 64, dtype=fp16)) for b in (1, 2, 16, 17, 64)] == [False, True, True,
+                                                                                          False, False]
+    assert not skinny.takes(torch.zeros(4, 1, 100, dtype=fp16))  # 200-byte rows: not the TMA's 16-byte stride
+    assert skinny.config_for(4096, 11008) == skinny.CONFIGS[(4096, 11008)]
+    assert skinny.config_for(5, 7) == skinny.DEFAULT
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert skinny.usable(CPU, torch.float32) and skinny.usable(CPU, fp16)
+    assert not skinny.usable(CPU, torch.bfloat16)  # neither measured nor checked in bf16
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not skinny.usable(CPU, fp16)
+
+
+@interpret
+def test_fast_engine_with_skinny_gives_the_reference_tokens_and_calls_it_for_2_to_16_rows(monkeypatch) -> None:
+    from energybench.engine.fast import FastEngine
+
+    rows_seen = []
+    real = skinny.skinny
+
+    def counting(x, weight):
+        rows_seen.append(x.numel() // x.shape[-1])
+        return real(x, weight)
+
+    monkeypatch.setattr(skinny, "skinny", counting)
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=7)
+        model.setup_caches(4, 64)
+        lengths, limits = [5, 9, 3], [4, 12, 7]
+        prompts = prompts_of(lengths, TINY.vocab_size, seed=4)
+        expected = make_engine("reference", model, GREEDY, torch.Generator().manual_seed(0)).generate(
+            prompts, limits, NoHooks()).outputs
+        engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
+        assert engine.skinny and engine.decoder.skinny and not engine.eager.skinny  # decode steps only
+        assert engine.generate(prompts, limits, NoHooks()).outputs == expected
+    # the steps of batch buckets 4 and 2 (4 matmuls a layer); batch 1 and the prefill's rows stay with F.linear
+    assert rows_seen and set(rows_seen) == {2, 4} and len(rows_seen) % (4 * TINY.n_layers) == 0
+
+
+def test_skinny_where_it_cannot_run_is_refused_in_one_line(monkeypatch) -> None:
+    from energybench.engine.fast import FastEngine
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=7)
+        model.setup_caches(2, 64)
+        with pytest.raises(ValueError, match=r"skinny=True needs Triton and a CUDA card of compute capability 9\.0\+ "
+                                             r"in fp16 .* use skinny=False"):
+            FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
+    assert llama.skinny_gemm is skinny  # the model's matmuls reach the kernel through this module
