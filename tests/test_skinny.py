@@ -12,7 +12,7 @@ pytest.importorskip("triton", reason="the Triton kernel needs the triton package
 
 from energybench.engine import NoHooks, Sampling, make_engine  # noqa: E402
 from energybench.model import llama  # noqa: E402
-from energybench.model import skinny  # noqa: E402
+from energybench.model import skinny, skinny_kernel  # noqa: E402
 from energybench.model.build import build_model  # noqa: E402
 from tiny import CPU, TINY, one_process, prompts_of  # noqa: E402
 
@@ -21,7 +21,7 @@ interpret = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                reason="Triton's interpreter is off (a GPU host: test_engine_gpu.py runs the kernel)")
 
 
-@pytest.mark.parametrize("rows", [2, 5, 16, 64])
+@pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 64])  # past skinny.MAX_ROWS: torch.mm
 @pytest.mark.parametrize("n, k, tile", [
     (64, 256, skinny.TileConfig(32, 64, 4, 3)),    # every tile full
     (37, 96, skinny.TileConfig(32, 64, 4, 3)),     # ragged rows of W and a ragged last block of K
@@ -40,11 +40,10 @@ def test_kernel_computes_the_product(monkeypatch, rows, n, k, tile, dtype) -> No
     assert (y.double().view(rows, n) - exact).abs().max().item() <= tol
 
 
-def test_which_matmuls_take_it_and_where_it_runs(monkeypatch) -> None:
+def test_which_widths_fit_it_and_where_it_runs(monkeypatch) -> None:
     fp16 = torch.float16
-    assert [skinny.takes(torch.zeros(b, 1, 64, dtype=fp16)) for b in (1, 2, 16, 17, 64)] == [False, True, True,
-                                                                                          False, False]
-    assert not skinny.takes(torch.zeros(4, 1, 100, dtype=fp16))  # 200-byte rows: not the TMA's 16-byte stride
+    assert skinny.fits(torch.zeros(4, 1, 64, dtype=fp16)) and skinny.fits(torch.zeros(4, 1, 100))
+    assert not skinny.fits(torch.zeros(4, 1, 100, dtype=fp16))  # 200-byte rows: not the TMA's 16-byte stride
     assert skinny.config_for(4096, 11008) == skinny.CONFIGS[(4096, 11008)]
     assert skinny.config_for(5, 7) == skinny.DEFAULT
     monkeypatch.setenv("TRITON_INTERPRET", "1")
@@ -55,17 +54,18 @@ def test_which_matmuls_take_it_and_where_it_runs(monkeypatch) -> None:
 
 
 @interpret
-def test_fast_engine_with_skinny_gives_the_reference_tokens_and_calls_it_for_2_to_16_rows(monkeypatch) -> None:
+def test_fast_engine_with_skinny_gives_the_reference_tokens_and_runs_the_kernel_up_to_max_rows(monkeypatch) -> None:
     from energybench.engine.fast import FastEngine
 
     rows_seen = []
-    real = skinny.skinny
+    real = skinny_kernel.launch
 
-    def counting(x, weight):
-        rows_seen.append(x.numel() // x.shape[-1])
-        return real(x, weight)
+    def counting(x, weight, out, *tile):
+        rows_seen.append(x.shape[0])
+        return real(x, weight, out, *tile)
 
-    monkeypatch.setattr(skinny, "skinny", counting)
+    monkeypatch.setattr(skinny_kernel, "launch", counting)
+    monkeypatch.setattr(skinny, "MAX_ROWS", 2)  # batch 4 past it: torch.mm inside the op
     with one_process():
         model = build_model(TINY, CPU, torch.float32, seed=7)
         model.setup_caches(4, 64)
@@ -76,8 +76,9 @@ def test_fast_engine_with_skinny_gives_the_reference_tokens_and_calls_it_for_2_t
         engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
         assert engine.skinny and engine.decoder.skinny and not engine.eager.skinny  # decode steps only
         assert engine.generate(prompts, limits, NoHooks()).outputs == expected
-    # the steps of batch buckets 4 and 2 (4 matmuls a layer); batch 1 and the prefill's rows stay with F.linear
-    assert rows_seen and set(rows_seen) == {2, 4} and len(rows_seen) % (4 * TINY.n_layers) == 0
+    # the steps of batch buckets 2 and 1 (4 matmuls a layer; without gemv=True batch 1 takes it too) launch the
+    # kernel; bucket 4 (past MAX_ROWS) does not, nor does the prefill (the engine's prefill runs the plain fused model)
+    assert set(rows_seen) == {1, 2} and len(rows_seen) % (4 * TINY.n_layers) == 0
 
 
 def test_skinny_where_it_cannot_run_is_refused_in_one_line(monkeypatch) -> None:

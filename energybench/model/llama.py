@@ -34,10 +34,10 @@ def _call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def matmul(x: torch.Tensor, weight: torch.Tensor, gemv: bool = False, skinny: bool = False) -> torch.Tensor:
     """x @ weight.T; with `gemv`, an x of one row goes to the Triton kernel of model/gemv.py (batch-1 decode); with
-    `skinny`, an x of 2 to skinny.MAX_ROWS rows to the Triton GEMM of model/skinny.py (batch 2-16 decode)."""
+    `skinny`, the others to model/skinny.py's op (its Triton GEMM for 2 to skinny.MAX_ROWS rows, batch 2-16 decode)."""
     if gemv and x.numel() == x.shape[-1]:
         return gemv_op(x, weight)
-    if skinny and skinny_gemm.takes(x):
+    if skinny and skinny_gemm.fits(x):
         return skinny_gemm.skinny(x, weight)
     return F.linear(x, weight)
 
