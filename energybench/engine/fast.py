@@ -534,12 +534,14 @@ class _Rows:
 
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
-# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer), and its larger decode batches' matmuls
-# captured through cuBLASLt (blas="cublaslt" on a CUDA card), and its prefill compiled (compile_prefill). On an H200
-# (commit 10be8d6, docs/benchmarks/engine.md) batch-1 tokens are 16-24 % faster than `fast`'s and 7-11 % dearer: the
-# kernel draws more power than cuBLAS (gemv-before.md); batch-64 tokens 7-9 % faster and 7-8 % cheaper: cuBLASLt's
-# kernel for w2's shape (4096 x 11008) takes 26 us where cuBLAS's split-K kernel and its reduction take 30 (7B;
-# docs/benchmarks/skinny.md), and the compiled prefill fuses what eager runs apart. Its own engine (and point ids).
+# norms, SwiGLU and residual adds folded into it (model.llama's one-row layer); its batch 2-16 matmuls through
+# energybench's Triton GEMM (model/skinny.py, compute capability 9.0+, fp16); its larger decode batches' matmuls
+# captured through cuBLASLt (blas="cublaslt" on a CUDA card); its prefill compiled (compile_prefill); its decode
+# attention loading K and V at once (kv_together). On an H200 (docs/engine.md, docs/benchmarks/engine.md, commit
+# 2625b1b against `fast` at 10be8d6) batch-1 tokens are 18-25 % faster than `fast`'s, batch-16 steps 9 %, batch-64
+# tokens 11 % faster and 11 % cheaper: cuBLASLt's kernel for w2's shape (4096 x 11008) takes 26 us where cuBLAS's
+# split-K kernel and its reduction take 30 (7B; docs/benchmarks/skinny.md), and the compiled prefill fuses what eager
+# runs apart. Its own engine (and point ids).
 TUNED_BLAS = "cublaslt"
 
 
