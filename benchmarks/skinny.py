@@ -9,7 +9,7 @@ M of --rows it times, over copies of that weight that together far exceed the L2
 (median of --repeats replays):
   kind=shape   `cublas` (torch.mm as PyTorch runs it by default), `cublaslt` (the same call with
                torch.backends.cuda.preferred_blas_library("cublaslt"), as fast_tuned captures its decode graphs:
-               engine/fast.py blas_library) and every tile of --grid of energybench/model/skinny_kernel.py's Triton GEMM;
+               engine/fast.py blas_library) and every tile of --grid of model/skinny_kernel.py's Triton GEMM;
                `gb_per_s` is weight bytes over time
   kind=model   one decode step's matmuls at M rows in layer order (every layer's own weights, the output projection
                last) for each of the three (Triton: this run's best tile per shape); the graph replayed for
@@ -110,8 +110,7 @@ def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, 
     each product)."""
     import torch
 
-    from energybench.model import skinny_kernel
-    from energybench.model import gemv_kernel
+    from energybench.model import gemv_kernel, skinny_kernel
 
     shapes = [(n, k) for _ in range(cfg.n_layers) for _, n, k in layer_shapes(cfg, shards, "packed")]
     shapes.append((cfg.vocab_size // shards, cfg.dim))

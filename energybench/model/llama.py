@@ -15,8 +15,8 @@ from fairscale.nn.model_parallel.mappings import gather_from_model_parallel_regi
 from torch import nn
 
 from energybench.config import ModelConfig
-from energybench.model.decode_attention import attend_lens
 from energybench.model import skinny as skinny_gemm
+from energybench.model.decode_attention import attend_lens
 from energybench.model.gemv import gemv as gemv_op
 
 
@@ -179,8 +179,8 @@ class Attention(nn.Module):
         kv_lens: [B] int32 (fused decode, S = 1, rows None): row b attends to its slots [0, kv_lens[b]) instead
         of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots).
         gemv (fused): one-row matmuls through model/gemv.py's kernel. kv_together (with kv_lens): the decode attention
-        kernel that loads each tile's K and V at once (decode_attention.attend_split). skinny (fused): matmuls of 2 to
-        skinny.MAX_ROWS rows through model/skinny.py's kernel."""
+        kernel that loads each tile's K and V at once (decode_attention.attend_split). skinny (fused): matmuls of more than one
+        row (of any row with gemv off) through model/skinny.py's op: its Triton GEMM up to skinny.MAX_ROWS rows."""
         bsz, seqlen, _ = x.shape
         proj = functools.partial(fused_linear, gemv=gemv, skinny=skinny) if fused else _call
         if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
@@ -318,7 +318,7 @@ class Transformer(nn.Module):
         self.fused = False  # the variant: see variant()
         self.gemv = False  # the fused variant's one-row matmuls through model/gemv.py's kernel
         self.kv_together = False  # the fused variant's decode attention loading K and V at once (attend_split)
-        self.skinny = False  # the fused variant's matmuls of 2-16 rows through model/skinny.py's kernel
+        self.skinny = False  # the fused variant's matmuls through model/skinny.py's op (its Triton GEMM: 2-16 rows)
         self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
 
     def variant(self, fused: bool, compile: bool = False, gemv: bool = False, kv_together: bool = False,
