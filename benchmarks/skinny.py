@@ -9,20 +9,25 @@ M of --rows it times, over copies of that weight that together far exceed the L2
 (median of --repeats replays):
   kind=shape   `cublas` (torch.mm as PyTorch runs it by default), `cublaslt` (the same call with
                torch.backends.cuda.preferred_blas_library("cublaslt"), as fast_tuned captures its decode graphs:
-               engine/fast.py blas_library) and every tile of --grid of model/skinny_kernel.py's Triton GEMM;
+               engine/fast.py blas_library) and every tile of --grid of model/skinny_kernel.py's Triton GEMM (a fifth
+               list of split-K counts: the columns over that many programs per block of W's rows);
                `gb_per_s` is weight bytes over time
   kind=model   one decode step's matmuls at M rows in layer order (every layer's own weights, the output projection
-               last) for each of the three (Triton: this run's best tile per shape); the graph replayed for
-               >= --window-s under the NVML total-energy counter: `power_w`, `energy_per_pass_j`. On Hopper also
+               last) through cuBLAS, cuBLASLt and the Triton GEMM (`triton_best`: this run's best tile per shape);
+               each pass's graph replayed for >= --window-s under the NVML total-energy counter: `power_w`,
+               `energy_per_pass_j`. On Hopper also
                `triton_pdl_best`: the same tiles as programmatic dependent launches, each kernel's first tile of W
                loaded before it waits for the one before (the products here are independent, so this is the
-               most that overlap can give a chain of products in a step)
+               most that overlap can give a chain of products in a step); and `op`: model/skinny.py's op as
+               fast_tuned's decode steps run it (its own tiles: CONFIGS up to MAX_ROWS, WIDE_CONFIGS to WIDE_ROWS,
+               torch.mm through cuBLASLt for the other shapes; its tiles' errors are in the shape rows)
 Records (commit, card, versions, command): <out>/skinny.json, a table to stdout and <out>/skinny.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -31,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gemv import (L2_MARGIN_BYTES, grid_of, layer_shapes, model_specs, pass_record, run_facts,  # noqa: E402
-                  run_line, time_graph)
+from gemv import (L2_MARGIN_BYTES, layer_shapes, model_specs, pass_record, run_facts, run_line,  # noqa: E402
+                  time_graph)
 from energybench.util.files import write_text  # noqa: E402
 from energybench.util.tables import markdown  # noqa: E402
 
@@ -45,11 +50,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--models", default="7b", help="model presets, NAME or NAME:SHARDS (one rank's slice)")
     ap.add_argument("--rows", default="16,64", help="batch sizes M (2-64)")
     ap.add_argument("--grid", default="32,64,128/64,128,256/2,4/3,5",
-                    help="Triton tiles tried: BLOCK_Ns/BLOCK_Ks/NUM_WARPSs/NUM_STAGESs")
+                    help="Triton tiles tried: BLOCK_Ns/BLOCK_Ks/NUM_WARPSs/NUM_STAGESs[/SPLIT_Ks] (split-K: 1 if "
+                         "not given)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--window-s", type=float, default=2.0, help="energy window of a kind=model row")
     ap.add_argument("--out", type=Path, default=None)
     return ap.parse_args(argv)
+
+
+def grid_of(spec: str) -> list[tuple[int, ...]]:
+    """--grid's tiles: every combination of its four or five comma lists (a fifth, split-K, defaults to 1)."""
+    parts = [[int(v) for v in p.split(",")] for p in spec.split("/")]
+    if len(parts) not in (4, 5):
+        raise SystemExit(f"--grid {spec!r}: give four or five lists, BLOCK_N/BLOCK_K/NUM_WARPS/NUM_STAGES[/SPLIT_K], "
+                         f"e.g. 32,64/128/4/3/1,4")
+    return list(itertools.product(*parts, *([[1]] if len(parts) == 4 else [])))
 
 
 def library(name: str):
@@ -110,7 +125,8 @@ def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, 
     each product)."""
     import torch
 
-    from energybench.model import gemv_kernel, skinny_kernel
+    from energybench.engine.fast import TUNED_BLAS
+    from energybench.model import gemv_kernel, skinny, skinny_kernel
 
     shapes = [(n, k) for _ in range(cfg.n_layers) for _, n, k in layer_shapes(cfg, shards, "packed")]
     shapes.append((cfg.vocab_size // shards, cfg.dim))
@@ -130,8 +146,14 @@ def model_passes(cfg, shards: int, rows: int, pick, device) -> tuple[dict, int, 
         for x, w, o in calls:
             skinny_kernel.launch(x, w, o, *pick(*w.shape), pdl=True)
 
+    kept: list = []
+
+    def op():  # what fast_tuned's decode steps run: model/skinny.py's own tiles, torch.mm where it has none (each
+        # product into a tensor of its own, as in the model; the last pass's kept)
+        kept[:] = [skinny.skinny(x, w) for x, w, _ in calls]
+
     impls = {"cublas": library("cublas")(products), "cublaslt": library("cublaslt")(products),
-             "triton_best": triton_best}
+             "triton_best": triton_best, "op": library(TUNED_BLAS)(op)}
     if gemv_kernel.pdl_supported(device):
         impls["triton_pdl_best"] = triton_pdl_best
     return impls, sum(w.numel() * 2 for _, w, _ in calls), len(calls), calls

@@ -343,3 +343,33 @@ def test_the_fast_engine_on_a_gpu_draws_through_the_top_p_kernel_and_replays_it(
                 engine.close()
         assert outputs[0] == outputs[1] != outputs[2]
         assert all(len(o) == n or o[-1] == EOS_ID for o, n in zip(outputs[0], LIMITS))
+
+
+def test_split_k_gemm_sums_its_partials_once_per_call_and_per_graph_replay() -> None:
+    """model/skinny_kernel.py's split-K form on the card, where its programs really run at once: the product of 7B's
+    narrow shapes at 64 rows within fp16 rounding of fp32's, the same bits call after call and replay after replay of a
+    CUDA graph (the partials summed in split order by whichever program came last; the counters back at zero)."""
+    from energybench.model import skinny_kernel
+
+    device = torch.device("cuda", 0)
+    if torch.cuda.get_device_capability(device) < (9, 0):
+        pytest.skip("the tensor memory accelerator's loads need compute capability 9.0+")
+    gen = torch.Generator(device=device).manual_seed(3)
+    for rows, n, k, tile in [(64, 4096, 4096, (32, 128, 4, 4, 2)), (64, 4096, 11008, (32, 128, 4, 4, 4)),
+                             (40, 4096, 11008, (16, 64, 4, 3, 8))]:
+        x = torch.randn(rows, k, device=device, dtype=torch.float16, generator=gen)
+        w = torch.randn(n, k, device=device, dtype=torch.float16, generator=gen) * k ** -0.5
+        out = torch.empty(rows, n, device=device, dtype=torch.float16)
+        skinny_kernel.launch(x, w, out, *tile)
+        want = x.float() @ w.float().T
+        assert (out.float() - want).abs().max().item() <= 2e-3 * want.abs().max().item(), (rows, n, k)
+        first = out.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            skinny_kernel.launch(x, w, out, *tile)
+        for _ in range(20):
+            out.zero_()
+            graph.replay()
+            torch.cuda.synchronize(device)
+            assert torch.equal(out, first), (rows, n, k)
+        assert not skinny_kernel.counters(device).any()

@@ -20,15 +20,18 @@ interpret = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                reason="Triton's interpreter is off (a GPU host: test_engine_gpu.py runs the kernel)")
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 64])  # past skinny.MAX_ROWS: torch.mm
+@pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 64, 65])  # 17-64: WIDE_CONFIGS' tile; past WIDE_ROWS: torch.mm
 @pytest.mark.parametrize("n, k, tile", [
-    (64, 256, skinny.TileConfig(32, 64, 4, 3)),    # every tile full
-    (37, 96, skinny.TileConfig(32, 64, 4, 3)),     # ragged rows of W and a ragged last block of K
+    (64, 256, skinny.TileConfig(32, 64, 4, 3)),     # every tile full
+    (37, 96, skinny.TileConfig(32, 64, 4, 3)),      # ragged rows of W and a ragged last block of K
+    (64, 256, skinny.TileConfig(32, 64, 4, 3, 3)),  # split-K: 4 blocks of K over 3 programs (the last has one)
+    (37, 96, skinny.TileConfig(16, 32, 4, 3, 4)),   # split-K: 3 blocks of K over 4 programs (the last has none)
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @interpret
 def test_kernel_computes_the_product(monkeypatch, rows, n, k, tile, dtype) -> None:
     monkeypatch.setitem(skinny.CONFIGS, (n, k), tile)
+    monkeypatch.setitem(skinny.WIDE_CONFIGS, (n, k), tile)
     gen = torch.Generator().manual_seed(rows + n)
     x = torch.randn(rows, 1, k, generator=gen).to(dtype)
     w = (torch.randn(n, k, generator=gen) * k ** -0.5).to(dtype)
@@ -37,6 +40,21 @@ def test_kernel_computes_the_product(monkeypatch, rows, n, k, tile, dtype) -> No
     exact = x.double().view(rows, k) @ w.double().T
     tol = {torch.float32: 1e-5, torch.float16: 3e-3}[dtype]
     assert (y.double().view(rows, n) - exact).abs().max().item() <= tol
+    if tile.split_k > 1 and rows <= skinny.WIDE_ROWS:  # the counters are back at zero, and a second call gives the
+        assert not skinny_kernel.counters(x.device).any()  # same bits (the partials summed in split order)
+        assert torch.equal(skinny.skinny(x, w), y)
+
+
+@interpret
+def test_the_op_takes_the_kernel_past_max_rows_only_for_wide_configs_shapes(monkeypatch) -> None:
+    launched = []
+    monkeypatch.setattr(skinny_kernel, "launch", lambda x, weight, out, *tile: launched.append((x.shape[0], tile)))
+    monkeypatch.setitem(skinny.WIDE_CONFIGS, (64, 32), skinny.TileConfig(32, 32, 4, 3, 2))
+    for rows in (8, 40):
+        for n in (64, 48):
+            skinny.skinny(torch.zeros(rows, 32, dtype=torch.float16), torch.zeros(n, 32, dtype=torch.float16))
+    assert launched == [(8, skinny.DEFAULT), (8, skinny.DEFAULT), (40, skinny.TileConfig(32, 32, 4, 3, 2))]
+    assert skinny.config_for(64, 32, skinny.WIDE_ROWS + 1) is None
 
 
 def test_which_widths_fit_it_and_where_it_runs(monkeypatch) -> None:
@@ -90,3 +108,16 @@ def test_skinny_where_it_cannot_run_is_refused_in_one_line(monkeypatch) -> None:
         with pytest.raises(ValueError, match=r"skinny=True needs Triton and a CUDA card of compute capability 9\.0\+ "
                                              r"in fp16 .* use skinny=False"):
             FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
+
+
+def test_the_benchmark_grid_takes_an_optional_fifth_list_of_split_k_counts() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from skinny import grid_of  # benchmarks/skinny.py
+
+    assert grid_of("32/128/4/3") == [(32, 128, 4, 3, 1)]
+    assert grid_of("16,32/64/4/3/1,4") == [(16, 64, 4, 3, 1), (16, 64, 4, 3, 4), (32, 64, 4, 3, 1), (32, 64, 4, 3, 4)]
+    with pytest.raises(SystemExit, match="four or five lists"):
+        grid_of("32/128/4")

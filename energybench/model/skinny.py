@@ -4,7 +4,8 @@ At batch 2-16 a decode step still reads every weight once, now for a few rows: t
 bytes. On an H200 cuBLAS and cuBLASLt read 7B's packed fp16 weights at 16 rows at 3.4 TB/s; the Triton GEMM of
 model/skinny_kernel.py (each program streaming a block of W's rows through the tensor cores, both operands loaded by
 the tensor memory accelerator) reads them at 3.8 TB/s, 4-14 % faster on every shape (docs/benchmarks/skinny.md). At
-64 rows it is not faster than cuBLASLt, so past MAX_ROWS the op hands the matmul to the library. `skinny(x, weight)`
+64 rows it is faster than cuBLASLt only on the widest shapes (WIDE_CONFIGS: 7B's w1/w3 and output projection); past
+MAX_ROWS the op hands the others to the library. `skinny(x, weight)`
 is a torch custom op (`energybench::skinny`): torch.compile keeps it as one call and a CUDA graph captures it. The fused
 model calls it where `usable` (a CUDA card of compute capability 9.0+, for the tensor memory accelerator; Triton;
 fp16) and its variant asks for it (`fast_tuned`).
@@ -14,10 +15,21 @@ from __future__ import annotations
 
 import torch
 
-from energybench.model import gemv
-from energybench.model.gemv import TileConfig  # the same four numbers: weight rows per program, columns, warps, stages
+from typing import NamedTuple
 
-MAX_ROWS = 16  # rows (batch) up to which the fused model's matmuls take this kernel
+from energybench.model import gemv
+
+
+class TileConfig(NamedTuple):
+    block_n: int  # weight rows per program
+    block_k: int  # columns read per loop iteration
+    num_warps: int
+    num_stages: int
+    split_k: int = 1  # programs per block of weight rows, each over its share of the columns (skinny_kernel.launch)
+
+
+MAX_ROWS = 16  # rows (batch) up to which the fused model's matmuls take this kernel for every weight shape
+WIDE_ROWS = 64  # past MAX_ROWS up to this many rows, the shapes of WIDE_CONFIGS take it; the others torch.mm
 
 DEFAULT = TileConfig(block_n=32, block_k=256, num_warps=2, num_stages=3)
 # (rows N, columns K) of a weight -> the tile benchmarks/skinny.py measured fastest for it at 16 rows: one H200, fp16,
@@ -31,8 +43,21 @@ CONFIGS: dict[tuple[int, int], TileConfig] = {
 }
 
 
-def config_for(n: int, k: int) -> TileConfig:
-    return CONFIGS.get((n, k), DEFAULT)
+# (rows N, columns K) -> the tile for MAX_ROWS < rows <= WIDE_ROWS, where benchmarks/skinny.py measured the Triton GEMM
+# faster than cuBLASLt at 64 rows by more than 2 % (one H200, fp16, an exploratory run at deff2f3 with the split-K grid;
+# docs/benchmarks/skinny.json holds the record): LLaMA 7B's w1/w3 (47.3 against 48.6 us) and output projection (66.6
+# against 70.3). Elsewhere cuBLASLt stayed ahead, split-K or not (4096 x 11008: 27.4 against 25.8): torch.mm.
+WIDE_CONFIGS: dict[tuple[int, int], TileConfig] = {
+    (22016, 4096): TileConfig(64, 64, 4, 4),
+    (32000, 4096): TileConfig(64, 64, 4, 3),
+}
+
+
+def config_for(n: int, k: int, rows: int = MAX_ROWS) -> TileConfig | None:
+    """The tile of a product of `rows` rows with a weight [n, k]; None: torch.mm's."""
+    if rows <= MAX_ROWS:
+        return CONFIGS.get((n, k), DEFAULT)
+    return WIDE_CONFIGS.get((n, k)) if rows <= WIDE_ROWS else None
 
 
 def usable(device: torch.device, dtype: torch.dtype) -> bool:
@@ -54,8 +79,8 @@ def fits(x: torch.Tensor) -> bool:
 @torch.library.custom_op("energybench::skinny", mutates_args=())
 def skinny(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [..., K] (where `fits`); weight [N, K], row-contiguous. Returns x @ weight.T, [..., N] in x's dtype: through
-    the Triton GEMM (summed in fp32) for up to MAX_ROWS rows, through torch.mm (PyTorch's BLAS library, as the
-    engine set it while capturing) for more. The choice is made here, at run time, so one compiled graph serves every
+    the Triton GEMM (summed in fp32) for up to MAX_ROWS rows and, for the shapes of WIDE_CONFIGS, up to WIDE_ROWS;
+    through torch.mm (PyTorch's BLAS library, as the engine set it while capturing) for the others. The choice is made here, at run time, so one compiled graph serves every
     batch size above one (a test of the rows in the model would split the compiled code at MAX_ROWS)."""
     from energybench.model import skinny_kernel
 
@@ -63,10 +88,11 @@ def skinny(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     n, k = weight.shape
     assert width == k and weight.stride(1) == 1, (tuple(x.shape), tuple(weight.shape), weight.stride())
     rows = x.numel() // k
-    if rows > MAX_ROWS:
+    tile = config_for(n, k, rows)
+    if tile is None:
         return torch.mm(x.reshape(rows, k), weight.t()).view(*lead, n)
     out = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    skinny_kernel.launch(x.reshape(rows, k).contiguous(), weight, out, *config_for(n, k))
+    skinny_kernel.launch(x.reshape(rows, k).contiguous(), weight, out, *tile)
     return out.view(*lead, n)
 
 
