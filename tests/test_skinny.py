@@ -48,7 +48,8 @@ def test_kernel_computes_the_product(monkeypatch, rows, n, k, tile, dtype) -> No
 @interpret
 def test_the_op_takes_the_kernel_past_max_rows_only_for_wide_configs_shapes(monkeypatch) -> None:
     launched = []
-    monkeypatch.setattr(skinny_kernel, "launch", lambda x, weight, out, *tile: launched.append((x.shape[0], tile)))
+    monkeypatch.setattr(skinny_kernel, "launch",
+                        lambda x, weight, out, *tile, swiglu=False: launched.append((x.shape[0], tile)))
     monkeypatch.setitem(skinny.WIDE_CONFIGS, (64, 32), skinny.TileConfig(32, 32, 4, 3, 2))
     for rows in (8, 40):
         for n in (64, 48):
@@ -77,9 +78,9 @@ def test_fast_engine_with_skinny_gives_the_reference_tokens_and_runs_the_kernel_
     rows_seen = []
     real = skinny_kernel.launch
 
-    def counting(x, weight, out, *tile):
+    def counting(x, weight, out, *tile, swiglu=False):
         rows_seen.append(x.shape[0])
-        return real(x, weight, out, *tile)
+        return real(x, weight, out, *tile, swiglu=swiglu)
 
     monkeypatch.setattr(skinny_kernel, "launch", counting)
     monkeypatch.setattr(skinny, "MAX_ROWS", 2)  # batch 4 past it: torch.mm inside the op
@@ -121,3 +122,58 @@ def test_the_benchmark_grid_takes_an_optional_fifth_list_of_split_k_counts() -> 
     assert grid_of("16,32/64/4/3/1,4") == [(16, 64, 4, 3, 1), (16, 64, 4, 3, 4), (32, 64, 4, 3, 1), (32, 64, 4, 3, 4)]
     with pytest.raises(SystemExit, match="four or five lists"):
         grid_of("32/128/4")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 64, 65])  # the kernel up to WIDE_ROWS; torch.mm and fp32 past it
+@pytest.mark.parametrize("half, k, tile", [
+    (64, 128, skinny.TileConfig(64, 64, 4, 3)),    # 32-row blocks of w1 and of w3: every tile full
+    (40, 96, skinny.TileConfig(32, 64, 4, 3)),     # 16-row blocks: the last block's rows run into w3's (masked)
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@interpret
+def test_swiglu_form_computes_silu_of_the_gate_times_up(monkeypatch, rows, half, k, tile, dtype) -> None:
+    monkeypatch.setitem(skinny.CONFIGS, (2 * half, k), tile)
+    monkeypatch.setitem(skinny.WIDE_CONFIGS, (2 * half, k), tile)
+    assert skinny.config_for(2 * half, k, rows, swiglu=True) == (
+        None if rows > skinny.WIDE_ROWS else tile._replace(block_n=tile.block_n // 2))
+    gen = torch.Generator().manual_seed(rows + half)
+    x = torch.randn(rows, 1, k, generator=gen).to(dtype)
+    w = (torch.randn(2 * half, k, generator=gen) * k ** -0.5).to(dtype)
+    y = skinny.skinny(x, w, swiglu=True)
+    assert y.shape == (rows, 1, half) and y.dtype == dtype
+    exact = x.double().view(rows, k) @ w.double().T
+    want = torch.nn.functional.silu(exact[:, :half]) * exact[:, half:]
+    tol = {torch.float32: 1e-5, torch.float16: 4e-3}[dtype]
+    assert (y.double().view(rows, half) - want).abs().max().item() <= tol * max(1.0, want.abs().max().item())
+
+
+@interpret
+def test_the_fused_model_takes_the_swiglu_form_only_for_shapes_it_covers(monkeypatch) -> None:
+    from energybench.engine.fast import FastEngine
+
+    forms = []
+    real = skinny_kernel.launch
+
+    def recording(x, weight, out, *tile, swiglu=False):
+        forms.append((tuple(weight.shape), swiglu))
+        return real(x, weight, out, *tile, swiglu=swiglu)
+
+    monkeypatch.setattr(skinny_kernel, "launch", recording)
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=7)
+        model.setup_caches(4, 64)
+        w13 = tuple(model.variant(fused=True).layers[0].feed_forward.w1.weight.shape)
+        lengths, limits = [5, 9, 3, 6], [4, 12, 7, 5]
+        prompts = prompts_of(lengths, TINY.vocab_size, seed=4)
+        expected = make_engine("reference", model, GREEDY, torch.Generator().manual_seed(0)).generate(
+            prompts, limits, NoHooks()).outputs
+        packed = (2 * w13[0], w13[1])
+        assert not skinny.swiglu_covers(*packed)  # not one of WIDE_CONFIGS' shapes: the product, then SwiGLU apart
+        engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
+        assert engine.generate(prompts, limits, NoHooks()).outputs == expected
+        assert (packed, False) in forms and not any(swiglu for _, swiglu in forms)
+        forms.clear()
+        monkeypatch.setitem(skinny.WIDE_CONFIGS, packed, skinny.TileConfig(32, 32, 4, 3))
+        engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
+        assert engine.generate(prompts, limits, NoHooks()).outputs == expected
+    assert (packed, True) in forms and (packed, False) not in forms  # w1 and w3's product always in SwiGLU form

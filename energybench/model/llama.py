@@ -244,6 +244,9 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor, fused: bool = False, gemv: bool = False, skinny: bool = False) -> torch.Tensor:
         proj = functools.partial(fused_linear, gemv=gemv, skinny=skinny) if fused else _call
         if fused and self.w13 is not None:
+            if (skinny and skinny_gemm.fits(x) and skinny_gemm.swiglu_covers(*self.w13.shape)
+                    and not (gemv and x.numel() == x.shape[-1])):  # SwiGLU in the Triton GEMM's epilogue
+                return proj(self.w2, skinny_gemm.skinny(x, self.w13, swiglu=True))
             gate, up = matmul(x, self.w13, gemv, skinny).chunk(2, dim=-1)
             return proj(self.w2, F.silu(gate) * up)
         return proj(self.w2, F.silu(proj(self.w1, x)) * proj(self.w3, x))

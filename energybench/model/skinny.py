@@ -53,11 +53,21 @@ WIDE_CONFIGS: dict[tuple[int, int], TileConfig] = {
 }
 
 
-def config_for(n: int, k: int, rows: int = MAX_ROWS) -> TileConfig | None:
-    """The tile of a product of `rows` rows with a weight [n, k]; None: torch.mm's."""
-    if rows <= MAX_ROWS:
-        return CONFIGS.get((n, k), DEFAULT)
-    return WIDE_CONFIGS.get((n, k)) if rows <= WIDE_ROWS else None
+def config_for(n: int, k: int, rows: int = MAX_ROWS, swiglu: bool = False) -> TileConfig | None:
+    """The tile of a product of `rows` rows with a weight [n, k]; None: torch.mm's. swiglu (the kernel's SwiGLU form
+    on a packed [w1; w3] of n rows): the product's tile with half its block of rows, so each program still streams
+    as many rows of W (half of them w1's, half w3's)."""
+    tile = CONFIGS.get((n, k), DEFAULT) if rows <= MAX_ROWS else WIDE_CONFIGS.get((n, k)) if rows <= WIDE_ROWS else None
+    if tile is None or not swiglu:
+        return tile
+    return tile._replace(block_n=max(16, tile.block_n // 2), split_k=1)
+
+
+def swiglu_covers(n: int, k: int) -> bool:
+    """Whether `skinny(..., swiglu=True)` runs the Triton kernel for a packed [w1; w3] of shape [n, k] at every row
+    count up to WIDE_ROWS (the model then takes it; elsewhere the product and an inductor-fused SwiGLU are
+    faster than the op's torch.mm and eager SwiGLU)."""
+    return (n, k) in WIDE_CONFIGS
 
 
 def usable(device: torch.device, dtype: torch.dtype) -> bool:
@@ -77,25 +87,31 @@ def fits(x: torch.Tensor) -> bool:
 
 
 @torch.library.custom_op("energybench::skinny", mutates_args=())
-def skinny(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def skinny(x: torch.Tensor, weight: torch.Tensor, swiglu: bool = False) -> torch.Tensor:
     """x [..., K] (where `fits`); weight [N, K], row-contiguous. Returns x @ weight.T, [..., N] in x's dtype: through
     the Triton GEMM (summed in fp32) for up to MAX_ROWS rows and, for the shapes of WIDE_CONFIGS, up to WIDE_ROWS;
-    through torch.mm (PyTorch's BLAS library, as the engine set it while capturing) for the others. The choice is made here, at run time, so one compiled graph serves every
-    batch size above one (a test of the rows in the model would split the compiled code at MAX_ROWS)."""
+    through torch.mm (PyTorch's BLAS library, as the engine set it while capturing) for the others. swiglu: weight
+    is a packed [w1; w3] and the result silu(x @ w1.T) * (x @ w3.T), [..., N / 2] (the kernel's SwiGLU form; past its
+    tiles, torch.mm and the same arithmetic in fp32). The choice is made here, at run time, so one compiled graph
+    serves every batch size above one (a test of the rows in the model would split the compiled code at MAX_ROWS)."""
     from energybench.model import skinny_kernel
 
     *lead, width = x.shape
     n, k = weight.shape
     assert width == k and weight.stride(1) == 1, (tuple(x.shape), tuple(weight.shape), weight.stride())
     rows = x.numel() // k
-    tile = config_for(n, k, rows)
+    tile = config_for(n, k, rows, swiglu)
     if tile is None:
-        return torch.mm(x.reshape(rows, k), weight.t()).view(*lead, n)
-    out = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    skinny_kernel.launch(x.reshape(rows, k).contiguous(), weight, out, *tile)
-    return out.view(*lead, n)
+        y = torch.mm(x.reshape(rows, k), weight.t())
+        if swiglu:
+            gate, up = y.float().chunk(2, dim=-1)
+            y = (torch.nn.functional.silu(gate) * up).to(x.dtype)
+        return y.view(*lead, y.shape[-1])
+    out = torch.empty((rows, n // 2 if swiglu else n), dtype=x.dtype, device=x.device)
+    skinny_kernel.launch(x.reshape(rows, k).contiguous(), weight, out, *tile, swiglu=swiglu)
+    return out.view(*lead, out.shape[-1])
 
 
 @skinny.register_fake
-def _skinny_shape(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+def _skinny_shape(x: torch.Tensor, weight: torch.Tensor, swiglu: bool = False) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0] // 2 if swiglu else weight.shape[0]))
