@@ -200,8 +200,9 @@ def engine_columns(engine: object) -> dict:
     `pdl` (its Triton kernels as programmatic dependent launches: model.gemv.pdl_on), `blas` (the BLAS library
     its decode graphs were captured with, where it chose one: fast_tuned's "cublaslt" on a GPU; null: PyTorch's
     setting), `compile_prefill` (its prefill through compiled layers, or eager), `kv_together` (its decode
-    attention kernel loading K and V at once: fast_tuned's on a GPU) and `skinny` (its matmuls of 2-16 rows through
-    model/skinny.py's Triton GEMM: fast_tuned's on a compute capability 9.0+ card). None for an engine without these
+    attention kernel loading K and V at once: fast_tuned's on a GPU) and `skinny` (its decode matmuls through
+    model/skinny.py's op: the Triton GEMM at 2-16 rows, and up to 64 for the shapes of skinny.WIDE_CONFIGS, w1/w3's
+    with SwiGLU in its epilogue; fast_tuned's on a compute capability 9.0+ card). None for an engine without these
     choices (`reference`, a site's)."""
     return {column: value if isinstance(value := getattr(engine, attribute, None), kind) else None
             for column, attribute, kind in ENGINE_CHOICES}

@@ -154,7 +154,9 @@ class FastEngine:
         the decode steps' split-KV attention kernel loads each tile's K and V at once, with its own tiles
         (model/decode_attention.py split_plan; `fast_tuned` on a GPU); off a GPU attention=lens runs no kernel and
         the choice changes nothing. skinny: the decode steps' matmuls of 2 to 16 rows through energybench's Triton
-        GEMM (model/skinny.py) instead of cuBLAS (`fast_tuned` on a compute capability 9.0+ card, fp16)."""
+        GEMM (model/skinny.py) instead of cuBLAS, and of up to 64 rows for the weight shapes it was measured faster
+        on (skinny.WIDE_CONFIGS), w1/w3's product with SwiGLU in its epilogue (`fast_tuned` on a compute capability
+        9.0+ card, fp16)."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -535,8 +537,9 @@ class _Rows:
 # `engine=fast_tuned`: the fast engine with its batch-1 matmuls through energybench's Triton kernel (model/gemv.py)
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
 # norms, SwiGLU and residual adds folded into it (model.llama's one-row layer); its batch 2-16 matmuls through
-# energybench's Triton GEMM (model/skinny.py, compute capability 9.0+, fp16); its larger decode batches' matmuls
-# captured through cuBLASLt (blas="cublaslt" on a CUDA card); its prefill compiled (compile_prefill); its decode
+# energybench's Triton GEMM (model/skinny.py, compute capability 9.0+, fp16), and up to 64 rows for the weight shapes
+# the GEMM was measured faster on (skinny.WIDE_CONFIGS: 7B's w1/w3, with SwiGLU in its epilogue, and output
+# projection); its other decode matmuls captured through cuBLASLt (blas="cublaslt" on a CUDA card); its prefill compiled (compile_prefill); its decode
 # attention loading K and V at once (kv_together). On an H200 (docs/engine.md, docs/benchmarks/engine.md, commit
 # 2625b1b against `fast` at 10be8d6) batch-1 tokens are 18-25 % faster than `fast`'s, batch-16 steps 9 %, batch-64
 # tokens 11 % faster and 11 % cheaper: cuBLASLt's kernel for w2's shape (4096 x 11008) takes 26 us where cuBLAS's
