@@ -34,7 +34,8 @@ def _call(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def matmul(x: torch.Tensor, weight: torch.Tensor, gemv: bool = False, skinny: bool = False) -> torch.Tensor:
     """x @ weight.T; with `gemv`, an x of one row goes to the Triton kernel of model/gemv.py (batch-1 decode); with
-    `skinny`, the others to model/skinny.py's op (its Triton GEMM for 2 to skinny.MAX_ROWS rows, batch 2-16 decode)."""
+    `skinny`, the others to model/skinny.py's op (its Triton GEMM for 2 to skinny.MAX_ROWS rows, batch 2-16 decode, and
+    up to skinny.WIDE_ROWS for the shapes of skinny.WIDE_CONFIGS)."""
     if gemv and x.numel() == x.shape[-1]:
         return gemv_op(x, weight)
     if skinny and skinny_gemm.fits(x):
@@ -180,7 +181,8 @@ class Attention(nn.Module):
         of through `mask` (decode_attention.attend_lens: on GPU a kernel that reads only those slots).
         gemv (fused): one-row matmuls through model/gemv.py's kernel. kv_together (with kv_lens): the decode attention
         kernel that loads each tile's K and V at once (decode_attention.attend_split). skinny (fused): matmuls of more than one
-        row (of any row with gemv off) through model/skinny.py's op: its Triton GEMM up to skinny.MAX_ROWS rows."""
+        row (of any row with gemv off) through model/skinny.py's op: its Triton GEMM up to skinny.MAX_ROWS rows (up to
+        skinny.WIDE_ROWS for skinny.WIDE_CONFIGS' shapes)."""
         bsz, seqlen, _ = x.shape
         proj = functools.partial(fused_linear, gemv=gemv, skinny=skinny) if fused else _call
         if fused and self.wqkv is not None:  # packed: one matmul for q, k and v
@@ -321,7 +323,8 @@ class Transformer(nn.Module):
         self.fused = False  # the variant: see variant()
         self.gemv = False  # the fused variant's one-row matmuls through model/gemv.py's kernel
         self.kv_together = False  # the fused variant's decode attention loading K and V at once (attend_split)
-        self.skinny = False  # the fused variant's matmuls through model/skinny.py's op (its Triton GEMM: 2-16 rows)
+        self.skinny = False  # the fused variant's matmuls through model/skinny.py's op (its Triton GEMM: 2-16 rows,
+        # 17-64 on WIDE_CONFIGS' shapes)
         self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
 
     def variant(self, fused: bool, compile: bool = False, gemv: bool = False, kv_together: bool = False,
@@ -332,7 +335,8 @@ class Transformer(nn.Module):
         (fused only; where model.gemv.usable) its one-row matmuls run the Triton kernel of model/gemv.py; with
         `kv_together` (fused only) its decode attention over kv_lens loads each tile's K and V at once
         (decode_attention.attend_split); with `skinny` (fused only; where model.skinny.usable) its matmuls of 2 to
-        skinny.MAX_ROWS rows run the Triton GEMM of model/skinny.py."""
+        skinny.MAX_ROWS rows (to skinny.WIDE_ROWS for the shapes of skinny.WIDE_CONFIGS, w1/w3's with SwiGLU in the
+        kernel's epilogue) run the Triton GEMM of model/skinny.py."""
         assert fused or not (gemv or kv_together or skinny), "gemv, kv_together, skinny: choices of the fused variant"
         view = copy.copy(self)  # own __dict__, the same parameter, buffer and module dicts
         view.fused = fused

@@ -3,9 +3,9 @@
 At batch 2-16 a decode step still reads every weight once, now for a few rows: the product is bound by the weights'
 bytes. On an H200 cuBLAS and cuBLASLt read 7B's packed fp16 weights at 16 rows at 3.4 TB/s; the Triton GEMM of
 model/skinny_kernel.py (each program streaming a block of W's rows through the tensor cores, both operands loaded by
-the tensor memory accelerator) reads them at 3.8 TB/s, 4-14 % faster on every shape (docs/benchmarks/skinny.md). At
-64 rows it is faster than cuBLASLt only on the widest shapes (WIDE_CONFIGS: 7B's w1/w3 and output projection); past
-MAX_ROWS the op hands the others to the library. `skinny(x, weight)`
+the tensor memory accelerator) reads them at 3.8 TB/s, 5-14 % faster on every shape (docs/benchmarks/skinny.md). At
+64 rows it is faster than cuBLASLt only on the wide shapes (WIDE_CONFIGS: 7B's w1/w3, with SwiGLU in its epilogue,
+and output projection); past MAX_ROWS the op hands the others to the library. `skinny(x, weight)`
 is a torch custom op (`energybench::skinny`): torch.compile keeps it as one call and a CUDA graph captures it. The fused
 model calls it where `usable` (a CUDA card of compute capability 9.0+, for the tensor memory accelerator; Triton;
 fp16) and its variant asks for it (`fast_tuned`).
@@ -33,7 +33,9 @@ WIDE_ROWS = 64  # past MAX_ROWS up to this many rows, the shapes of WIDE_CONFIGS
 
 DEFAULT = TileConfig(block_n=32, block_k=256, num_warps=2, num_stages=3)
 # (rows N, columns K) of a weight -> the tile benchmarks/skinny.py measured fastest for it at 16 rows: one H200, fp16,
-# commit 9434e42 (docs/benchmarks/skinny.json; LLaMA 7B's packed weights). Other shapes take DEFAULT.
+# commit 9434e42 (git show f8e3344:docs/benchmarks/skinny.json; LLaMA 7B's packed weights). e3e8a5d's run
+# (docs/benchmarks/skinny.json) found the same tiles but for the output projection's (32/128/2/3: 63.2 against 63.4 us
+# for this one). Other shapes take DEFAULT.
 CONFIGS: dict[tuple[int, int], TileConfig] = {
     (4096, 4096): TileConfig(32, 256, 2, 5),
     (4096, 11008): TileConfig(32, 256, 2, 5),
@@ -44,9 +46,11 @@ CONFIGS: dict[tuple[int, int], TileConfig] = {
 
 
 # (rows N, columns K) -> the tile for MAX_ROWS < rows <= WIDE_ROWS, where benchmarks/skinny.py measured the Triton GEMM
-# faster than cuBLASLt at 64 rows by more than 2 % (one H200, fp16, an exploratory run at deff2f3 with the split-K grid;
-# docs/benchmarks/skinny.json holds the record): LLaMA 7B's w1/w3 (47.3 against 48.6 us) and output projection (66.6
-# against 70.3). Elsewhere cuBLASLt stayed ahead, split-K or not (4096 x 11008: 27.4 against 25.8): torch.mm.
+# faster than cuBLASLt at 64 rows by more than 2 % (one H200, fp16, an exploratory run at deff2f3 with the split-K
+# grid; the record, commit e3e8a5d, docs/benchmarks/skinny.json: LLaMA 7B's w1/w3 47.6 against 48.6 us, output
+# projection 67.0 against 69.9). Elsewhere cuBLASLt stayed ahead, split-K or not (4096 x 11008: 27.4 against 25.6):
+# torch.mm. wqkv's 12288 x 4096 (27.9 against 29.1 in the record, 2 % or less in the exploratory run) is not taken:
+# not measured in the engine.
 WIDE_CONFIGS: dict[tuple[int, int], TileConfig] = {
     (22016, 4096): TileConfig(64, 64, 4, 4),
     (32000, 4096): TileConfig(64, 64, 4, 3),
