@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -12,6 +14,8 @@ from tiny import TINY, prompts_of
 
 pytestmark = pytest.mark.gpu
 LENGTHS, LIMITS = [3, 12, 7, 1, 9], [5, 20, 3, 9, 1]
+# names of cuBLAS/cuBLASLt kernels on Hopper (nvjet_sm90_..., sm90_xmma_gemm_..., cutlass's gemm kernels)
+LIBRARY_GEMMS = ("nvjet", "gemm", "cutlass")
 
 
 def generate(model, name: str, sampling: Sampling, seed: int = 0):
@@ -265,12 +269,13 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
                 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                     engine.step(batch, engine.span_for(batch, 1))
                     torch.cuda.synchronize(device)
-                gemms = sum(1 for e in prof.events()
-                            if "_skinny" in e.name and e.device_type == torch.autograd.DeviceType.CUDA)
-                # one a product (TINY's shapes are not WIDE_CONFIGS': w1 and w3's product, then SwiGLU apart). At
-                # 2625b1b this counted 14 at batch 4 on an H200 and was loosened to >=; a listing of the step's kernels
-                # at e3e8a5d (one step per profile, as here) counted 8 at batch 4 and 16
-                assert gemms == 4 * TINY.n_layers, (batch, gemms)
+                kernels = Counter(e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+                gemms = sum(n for name, n in kernels.items() if "_skinny" in name)
+                library = {name: n for name, n in kernels.items() if any(s in name.lower() for s in LIBRARY_GEMMS)}
+                # every product through the Triton GEMM (TINY's shapes are not WIDE_CONFIGS': w1 and w3's product,
+                # then SwiGLU apart), none through a library's. How many launches the profiler lists for one graph
+                # replay is not fixed: 8 (one a product) at e3e8a5d, 14 at 2625b1b and 97742a7 on other cards.
+                assert gemms >= 4 * TINY.n_layers and not library, (batch, gemms, dict(kernels))
             out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
             assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
         finally:
