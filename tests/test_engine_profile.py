@@ -24,6 +24,12 @@ from engine_profile import category, split_profile  # noqa: E402
     ("fmha_cutlassF_f16_aligned_64x64_rf_sm80", "attention"),
     ("ncclDevKernel_AllReduce_Sum_f16_RING_LL(ncclDevKernelArgsStorage<4096ul>)", "allreduce"),
     ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0", "other"),
+    ("_gemv", "matmul"), ("_skinny", "matmul"),  # energybench's Triton GEMV and GEMM (model/gemv.py, skinny.py)
+    ("_decode_attention_partial", "attention"), ("_decode_attention_combine", "attention"),
+    # inductor's elementwise kernels named after the op that reads what they write: not that op's category
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_skinny_2", "other"),
+    ("triton_poi_fused__to_copy_add_arange_decode_attention_index_3", "other"),
+    ("triton_tem_fused_mm_0", "matmul"), ("triton_tem_fused_flex_attention_0", "attention"),  # inductor templates
     ("aten::mm", "matmul"), ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
 ])
 def test_kernel_names_sort_into_the_step_categories(name: str, expected: str) -> None:
