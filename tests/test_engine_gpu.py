@@ -272,10 +272,11 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
                 kernels = Counter(e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
                 gemms = sum(n for name, n in kernels.items() if "_skinny" in name)
                 library = {name: n for name, n in kernels.items() if any(s in name.lower() for s in LIBRARY_GEMMS)}
-                # every product through the Triton GEMM (TINY's shapes are not WIDE_CONFIGS': w1 and w3's product,
-                # then SwiGLU apart), none through a library's. How many launches the profiler lists for one graph
-                # replay is not fixed: 8 (one a product) at e3e8a5d, 14 at 2625b1b and 97742a7 on other cards.
-                assert gemms >= 4 * TINY.n_layers and not library, (batch, gemms, dict(kernels))
+                # every product through the Triton GEMM, the output projection's too (TINY's shapes are not
+                # WIDE_CONFIGS': w1 and w3's product, then SwiGLU apart), none through a library's. How many launches
+                # the profiler lists for one graph replay is not fixed: one a product in a script of one engine
+                # (59be6f1), 14 for the layers' 8 in this test (2625b1b, 97742a7, 59be6f1).
+                assert gemms >= 4 * TINY.n_layers + 1 and not library, (batch, gemms, dict(kernels))
             out = engine.generate(prompts_of(LENGTHS, TINY.vocab_size, seed=4), LIMITS, NoHooks())
             assert [o[:2] for o in out.outputs] == [o[:2] for o in ref.outputs]
         finally:

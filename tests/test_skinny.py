@@ -75,11 +75,12 @@ def test_which_widths_fit_it_and_where_it_runs(monkeypatch) -> None:
 def test_fast_engine_with_skinny_gives_the_reference_tokens_and_runs_the_kernel_up_to_max_rows(monkeypatch) -> None:
     from energybench.engine.fast import FastEngine
 
-    rows_seen = []
+    rows_seen, outputs = [], []
     real = skinny_kernel.launch
 
     def counting(x, weight, out, *tile, swiglu=False):
         rows_seen.append(x.shape[0])
+        outputs.append(weight.shape[0] == TINY.vocab_size)
         return real(x, weight, out, *tile, swiglu=swiglu)
 
     monkeypatch.setattr(skinny_kernel, "launch", counting)
@@ -94,9 +95,11 @@ def test_fast_engine_with_skinny_gives_the_reference_tokens_and_runs_the_kernel_
         engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), skinny=True)
         assert engine.skinny and engine.decoder.skinny and not engine.eager.skinny  # decode steps only
         assert engine.generate(prompts, limits, NoHooks()).outputs == expected
-    # the steps of batch buckets 2 and 1 (4 matmuls a layer; without gemv=True batch 1 takes it too) launch the
-    # kernel; bucket 4 (past MAX_ROWS) does not, nor does the prefill (the engine's prefill runs the plain fused model)
-    assert set(rows_seen) == {1, 2} and len(rows_seen) % (4 * TINY.n_layers) == 0
+    # the steps of batch buckets 2 and 1 (4 matmuls a layer and the output projection; without gemv=True batch 1
+    # takes it too) launch the kernel; bucket 4 (past MAX_ROWS) does not, nor does the prefill (the engine's prefill
+    # runs the plain fused model)
+    assert set(rows_seen) == {1, 2} and len(rows_seen) % (4 * TINY.n_layers + 1) == 0
+    assert sum(outputs) * (4 * TINY.n_layers + 1) == len(rows_seen)  # one output projection a step
 
 
 def test_skinny_where_it_cannot_run_is_refused_in_one_line(monkeypatch) -> None:

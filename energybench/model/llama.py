@@ -413,4 +413,7 @@ class Transformer(nn.Module):
             # kernel, then its logits gathered as fairscale's layer does
             logits = gemv_op(h, self.output.weight, self.norm.weight, self.norm.eps)
             return gather_from_model_parallel_region(logits).float()
+        if self.skinny:  # the output projection's local matmul through model/skinny.py's op, as the layers' are
+            logits = matmul(self.norm(h), self.output.weight, skinny=True)
+            return gather_from_model_parallel_region(logits).float()
         return self.output(self.norm(h)).float()
