@@ -19,8 +19,9 @@ M of --rows it times, over copies of that weight that together far exceed the L2
                `triton_pdl_best`: the same tiles as programmatic dependent launches, each kernel's first tile of W
                loaded before it waits for the one before (the products here are independent, so this is the
                most that overlap can give a chain of products in a step); and `op`: model/skinny.py's op as
-               fast_tuned's decode steps run it (its own tiles: CONFIGS up to MAX_ROWS, WIDE_CONFIGS to WIDE_ROWS,
-               torch.mm through cuBLASLt for the other shapes; its tiles' errors are in the shape rows)
+               fast_tuned's decode steps call it (its own tiles: CONFIGS up to MAX_ROWS, WIDE_CONFIGS to WIDE_ROWS,
+               torch.mm through cuBLASLt for the other shapes; its tiles' errors are in the shape rows), but w1/w3
+               as the plain product where the model asks for its SwiGLU form
 Records (commit, card, versions, command): <out>/skinny.json, a table to stdout and <out>/skinny.md.
 """
 
