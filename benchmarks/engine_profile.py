@@ -75,9 +75,10 @@ CATEGORIES = (
     ("matmul", ("gemm", "gemv", "nvjet", "xmma", "cutlass", "cublas", "splitk", "_skinny", "triton_tem_", "aten::mm",
                 "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
 )
-# inductor's pointwise and reduction kernels, named after the ops whose inputs they make (…_decode_attention_index_,
-# …_rsqrt_skinny_2: the norm before the GEMM): "other" whatever op names they carry. Records made before this rule
-# (through commit 97742a7) count those named after attention as attention (0.04-0.08 ms a step), `_skinny` as other.
+# inductor's pointwise and reduction kernels, named after the ops whose inputs they make
+# (…_decode_attention_index_put_…: rotary and the cache write; …_rsqrt_skinny_2: the norm before the GEMM): "other"
+# whatever op names they carry. Records made before this rule (through commit 97742a7) count those named after
+# attention as attention (0.04-0.08 ms a step), `_skinny` as other.
 ELEMENTWISE = ("triton_poi_", "triton_red_", "triton_per_")
 
 

@@ -28,7 +28,7 @@ from engine_profile import category, split_profile  # noqa: E402
     ("_decode_attention_partial", "attention"), ("_decode_attention_combine", "attention"),
     # inductor's elementwise kernels named after the op that reads what they write: not that op's category
     ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_skinny_2", "other"),
-    ("triton_poi_fused__to_copy_add_arange_decode_attention_index_3", "other"),
+    ("triton_poi_fused__to_copy_add_arange_decode_attention_index_put_mul_select_stack_1", "other"),
     ("triton_tem_fused_mm_0", "matmul"), ("triton_tem_fused_flex_attention_0", "attention"),  # inductor templates
     ("aten::mm", "matmul"), ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
 ])
