@@ -36,7 +36,7 @@ def matmul(x: torch.Tensor, weight: torch.Tensor, gemv: bool = False, skinny: bo
     """x @ weight.T; with `gemv`, an x of one row goes to the Triton kernel of model/gemv.py (batch-1 decode); with
     `skinny`, the others to model/skinny.py's op (its Triton GEMM for 2 to skinny.MAX_ROWS rows, batch 2-16 decode, and
     up to skinny.WIDE_ROWS for the shapes of skinny.WIDE_CONFIGS)."""
-    if gemv and x.numel() == x.shape[-1]:
+    if gemv and one_row(x):
         return gemv_op(x, weight)
     if skinny and skinny_gemm.fits(x):
         return skinny_gemm.skinny(x, weight)
@@ -71,6 +71,15 @@ def _row_parallel_gemv(x: torch.Tensor, weight: torch.Tensor, residual: torch.Te
     y = gemv_op(x, weight, swiglu=swiglu, residual=residual if dist.get_rank(group) == 0 else None)
     dist.all_reduce(y, group=group)
     return y
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def one_row(x: torch.Tensor) -> bool:
+    """Whether activations x [..., width] are one row (a batch-1 decode step): with gemv, the fused variant's path
+    through model/gemv.py's kernel, the norms and residual adds folded into its matmuls (TransformerBlock._one_row)."""
+    return x.numel() == x.shape[-1]
 
 
 class RMSNorm(nn.Module):
@@ -247,7 +256,7 @@ class FeedForward(nn.Module):
         proj = functools.partial(fused_linear, gemv=gemv, skinny=skinny) if fused else _call
         if fused and self.w13 is not None:
             if (skinny and skinny_gemm.fits(x) and skinny_gemm.swiglu_covers(*self.w13.shape)
-                    and not (gemv and x.numel() == x.shape[-1])):  # SwiGLU in the Triton GEMM's epilogue
+                    and not (gemv and one_row(x))):  # SwiGLU in the Triton GEMM's epilogue
                 return proj(self.w2, skinny_gemm.skinny(x, self.w13, swiglu=True))
             gate, up = matmul(x, self.w13, gemv, skinny).chunk(2, dim=-1)
             return proj(self.w2, F.silu(gate) * up)
@@ -277,12 +286,18 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs_cis: torch.Tensor,
                 mask: torch.Tensor | None, fused: bool = False, rows: torch.Tensor | None = None,
                 kv_lens: torch.Tensor | None = None, gemv: bool = False, kv_together: bool = False,
-                skinny: bool = False) -> torch.Tensor:
-        if gemv and x.numel() == x.shape[-1] and self.attention.wqkv is not None and self.feed_forward.w13 is not None:
+                skinny: bool = False, pending: torch.Tensor | None = None) -> torch.Tensor | Pair:
+        """The layer: x + attention, then + feed-forward. pending (the fused variant's deferred residual add): the
+        layer before's feed-forward output, not yet added to x; this layer adds it first (with its norm, one
+        compiled kernel) and returns (h, its own feed-forward output) for the next layer to add in turn."""
+        if pending is not None:
+            x = x + pending
+        elif gemv and one_row(x) and self.attention.wqkv is not None and self.feed_forward.w13 is not None:
             return self._one_row(x, positions, n_slots, freqs_cis, mask, rows, kv_lens, kv_together)
         h = x + self.attention(self.attention_norm(x), positions, n_slots, freqs_cis, mask, fused, rows, kv_lens,
                                gemv, kv_together, skinny)
-        return h + self.feed_forward(self.ffn_norm(h), fused, gemv, skinny)
+        out = self.feed_forward(self.ffn_norm(h), fused, gemv, skinny)
+        return (h, out) if pending is not None else h + out
 
     def _one_row(self, x: torch.Tensor, positions: torch.Tensor, n_slots: int, freqs: torch.Tensor,
                  mask: torch.Tensor | None, rows: torch.Tensor | None, kv_lens: torch.Tensor | None,
@@ -402,14 +417,24 @@ class Transformer(nn.Module):
         assert tokens.shape[0] <= self.max_batch, (tokens.shape[0], self.max_batch)
         h = self.tok_embeddings(tokens)  # [B, S, dim]
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
-        for layer in self.layers if self.run_layers is None else self.run_layers:
-            h = layer(h, positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv, self.kv_together,
-                      self.skinny)
+        args = (positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv, self.kv_together, self.skinny)
+        layers = self.layers if self.run_layers is None else self.run_layers
+        if fused and not (self.gemv and one_row(h)):
+            # each layer's last residual add deferred into the next layer's first kernel (with its norm; compiled
+            # layers cannot fuse across each other): one elementwise kernel a layer fewer. Zeros for the first, so
+            # every layer is the same compiled code.
+            pending = torch.zeros_like(h)
+            for layer in layers:
+                h, pending = layer(h, *args, pending=pending)
+            h = h + pending
+        else:
+            for layer in layers:
+                h = layer(h, *args)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at]  # [B, dim]
         elif last_only:
             h = h[:, -1, :]
-        if self.gemv and h.numel() == h.shape[-1]:  # the norm and the output projection's local matmul in one
+        if self.gemv and one_row(h):  # the norm and the output projection's local matmul in one
             # kernel, then its logits gathered as fairscale's layer does
             logits = gemv_op(h, self.output.weight, self.norm.weight, self.norm.eps)
             return gather_from_model_parallel_region(logits).float()
