@@ -538,7 +538,7 @@ class _Rows:
 # where it can run (a CUDA card of compute capability 8.0+, fp16/bf16; elsewhere it is `fast`), with the layer's
 # norms, SwiGLU and residual adds folded into it (model.llama's one-row layer); its batch 2-16 matmuls through
 # energybench's Triton GEMM (model/skinny.py, compute capability 9.0+, fp16), and up to 64 rows for the weight shapes
-# the GEMM was measured faster on (skinny.WIDE_CONFIGS: 7B's w1/w3, with SwiGLU in its epilogue, and output
+# the GEMM was measured faster on (skinny.WIDE_CONFIGS: 7B's wqkv, w1/w3, with SwiGLU in its epilogue, and output
 # projection); its other decode matmuls captured through cuBLASLt (blas="cublaslt" on a CUDA card); its prefill
 # compiled (compile_prefill); its decode attention loading K and V at once (kv_together). On an H200 (docs/engine.md,
 # docs/benchmarks/engine.md, 7B at commit 1920656 against `fast` at 10be8d6, another card) batch-1 tokens are 23-25 %

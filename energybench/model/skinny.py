@@ -4,8 +4,8 @@ At batch 2-16 a decode step still reads every weight once, now for a few rows: t
 bytes. On an H200 cuBLAS and cuBLASLt read 7B's packed fp16 weights at 16 rows at 3.4 TB/s; the Triton GEMM of
 model/skinny_kernel.py (each program streaming a block of W's rows through the tensor cores, both operands loaded by
 the tensor memory accelerator) reads them at 3.8 TB/s, 5-14 % faster on every shape (docs/benchmarks/skinny.md). At
-64 rows it is faster than cuBLASLt only on the wide shapes (WIDE_CONFIGS: 7B's w1/w3, with SwiGLU in its epilogue,
-and output projection); past MAX_ROWS the op hands the others to the library. `skinny(x, weight)`
+64 rows it is faster than cuBLASLt only on the wide shapes (WIDE_CONFIGS: 7B's wqkv, w1/w3, with SwiGLU in its
+epilogue, and output projection); past MAX_ROWS the op hands the others to the library. `skinny(x, weight)`
 is a torch custom op (`energybench::skinny`): torch.compile keeps it as one call and a CUDA graph captures it. The fused
 model calls it where `usable` (a CUDA card of compute capability 9.0+, for the tensor memory accelerator; Triton;
 fp16) and its variant asks for it (`fast_tuned`).
@@ -46,12 +46,13 @@ CONFIGS: dict[tuple[int, int], TileConfig] = {
 
 
 # (rows N, columns K) -> the tile for MAX_ROWS < rows <= WIDE_ROWS, where benchmarks/skinny.py measured the Triton GEMM
-# faster than cuBLASLt at 64 rows by more than 2 % (one H200, fp16, an exploratory run at deff2f3 with the split-K
-# grid; the record, commit e3e8a5d, docs/benchmarks/skinny.json: LLaMA 7B's w1/w3 47.6 against 48.6 us, output
-# projection 67.0 against 69.9). Elsewhere cuBLASLt stayed ahead, split-K or not (4096 x 11008: 27.4 against 25.6):
-# torch.mm. wqkv's 12288 x 4096 (27.9 against 29.1 in the record, 2 % or less in the exploratory run) is not taken:
-# not measured in the engine.
+# faster than cuBLASLt at 64 rows (one H200, fp16; the record, commit e3e8a5d, docs/benchmarks/skinny.json: LLaMA 7B's
+# w1/w3 47.6 against 48.6 us, output projection 67.0 against 69.9, wqkv 27.9 against 29.1; an exploratory run at
+# deff2f3 with the split-K grid found the first two more than 2 % faster, wqkv 2 % or less). Elsewhere cuBLASLt stayed
+# ahead, split-K or not (4096 x 11008: 27.4 against 25.6): torch.mm. docs/engine.md has the engine's steps with
+# and without wqkv's tile.
 WIDE_CONFIGS: dict[tuple[int, int], TileConfig] = {
+    (12288, 4096): TileConfig(64, 128, 4, 3),
     (22016, 4096): TileConfig(64, 64, 4, 4),
     (32000, 4096): TileConfig(64, 64, 4, 3),
 }
