@@ -31,7 +31,7 @@ def inductor_options(pairs: list[str]) -> dict[str, object]:
 
 def variant_name(pack: bool, options: dict[str, object], attention: str | None = None, gemv: bool = False,
                  span_budget: float | None = None, blas: str | None = None, compile_prefill: bool = False,
-                 kv_together: bool = False, skinny: bool = False) -> str:
+                 kv_together: bool = False, skinny: bool = False, defer_residual: bool = False) -> str:
     """The row's `variant`: what was asked beyond the fast engine's defaults (an attention named on the command
     line is part of it; the attention the engine ran is the row's `attention` column either way)."""
     parts = (["apart"] if not pack else []) + (["gemv"] if gemv else [])
@@ -41,6 +41,7 @@ def variant_name(pack: bool, options: dict[str, object], attention: str | None =
     parts += ["compile_prefill"] if compile_prefill else []
     parts += ["kv_together"] if kv_together else []
     parts += ["skinny"] if skinny else []
+    parts += ["defer_residual"] if defer_residual else []
     parts += [f"{k}={v}" for k, v in sorted(options.items())]
     return "+".join(parts) or "default"
 
@@ -48,14 +49,14 @@ def variant_name(pack: bool, options: dict[str, object], attention: str | None =
 def variant_of(args, options: dict[str, object]) -> str:
     """variant_name of the fast engine experiments parsed by add_variant_args (and --inductor's options)."""
     return variant_name(args.pack, options, args.attention, args.gemv, args.span_budget, args.blas,
-                        args.compile_prefill, args.kv_together, args.skinny)
+                        args.compile_prefill, args.kv_together, args.skinny, args.defer_residual)
 
 
 def engine_options(args) -> dict[str, object]:
     """FastEngine's keyword arguments for the experiments parsed by add_variant_args."""
     return {"pack": args.pack, "attention": args.attention, "gemv": args.gemv, "span_budget": args.span_budget,
             "blas": args.blas, "compile_prefill": args.compile_prefill, "kv_together": args.kv_together,
-            "skinny": args.skinny}
+            "skinny": args.skinny, "defer_residual": args.defer_residual}
 
 
 def variant_argv(args) -> list[str]:
@@ -67,6 +68,7 @@ def variant_argv(args) -> list[str]:
     argv += ["--compile-prefill"] if args.compile_prefill else []
     argv += ["--kv-together"] if args.kv_together else []
     argv += ["--skinny"] if args.skinny else []
+    argv += ["--defer-residual"] if args.defer_residual else []
     argv += ["--span-budget", str(args.span_budget)] if args.span_budget is not None else []
     return argv + [a for pair in args.inductor for a in ("--inductor", pair)]
 
@@ -114,6 +116,9 @@ def add_variant_args(ap) -> None:
     ap.add_argument("--skinny", action="store_true",
                     help="batch 2-16 matmuls through energybench's Triton GEMM (FastEngine skinny=True; "
                          "model/skinny.py)")
+    ap.add_argument("--defer-residual", action="store_true",
+                    help="each layer's last residual add made in the next layer's first kernel (FastEngine "
+                         "defer_residual=True)")
     ap.add_argument("--attention", choices=("lens", "mask"), default=None,
                     help="the fast engine's decode attention (FastEngine attention=; default: lens on a GPU with "
                          "Triton, mask elsewhere)")

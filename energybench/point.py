@@ -191,7 +191,8 @@ def load_engine(cfg: PointConfig, env: DistEnv, device: torch.device, dtype: tor
 # means something else: only a value of the type is recorded)
 ENGINE_CHOICES = (("decode_attention", "attention", str), ("top_p_kernel", "top_p_kernel", bool), ("pdl", "pdl", bool),
                   ("blas", "blas", str), ("compile_prefill", "compile_prefill", bool),
-                  ("kv_together", "kv_together", bool), ("skinny", "skinny", bool))
+                  ("kv_together", "kv_together", bool), ("skinny", "skinny", bool),
+                  ("defer_residual", "defer_residual", bool))
 
 
 def engine_columns(engine: object) -> dict:
@@ -202,7 +203,8 @@ def engine_columns(engine: object) -> dict:
     setting), `compile_prefill` (its prefill through compiled layers, or eager), `kv_together` (its decode
     attention kernel loading K and V at once: fast_tuned's on a GPU) and `skinny` (its decode matmuls through
     model/skinny.py's op: the Triton GEMM at 2-16 rows, and up to 64 for the shapes of skinny.WIDE_CONFIGS, w1/w3's
-    with SwiGLU in its epilogue; fast_tuned's on a compute capability 9.0+ card). None for an engine without these
+    with SwiGLU in its epilogue; fast_tuned's on a compute capability 9.0+ card) and `defer_residual` (each layer's
+    last residual add made in the next layer's first kernel: fast_tuned's on a GPU). None for an engine without these
     choices (`reference`, a site's)."""
     return {column: value if isinstance(value := getattr(engine, attribute, None), kind) else None
             for column, attribute, kind in ENGINE_CHOICES}

@@ -38,6 +38,7 @@ def test_engine_py_records_each_engine_and_variant(tmp_path: Path) -> None:
         assert r["blas"] is None and r["compile_prefill"] == (False if fast else None)
         assert r["kv_together"] == (False if fast else None)  # a CPU: no split kernel
         assert r["skinny"] == (False if fast else None)  # nor the batch 2-16 GEMM
+        assert r["defer_residual"] == (False if fast else None)  # fast_tuned on a CPU is fast: nor the deferred add
     assert all(r["roofline_frac"] is None and r["git_commit"] and r["command"].startswith("python benchmarks/engine.py")
                for r in records)  # no card on CPU: no roofline
     assert "| fast_tuned | default | 1 |" in (tmp_path / "engine.md").read_text()
@@ -122,12 +123,14 @@ def test_the_fast_engine_experiments_round_trip_through_a_workers_command_line()
 
     ap = argparse.ArgumentParser()
     add_variant_args(ap)
-    args = ap.parse_args(["--gemv", "--blas", "cublaslt", "--compile-prefill", "--kv-together", "--skinny", "--attention", "mask",
-                          "--span-budget", "0.25", "--inductor", "max_autotune=False", "--apart"])
+    args = ap.parse_args(["--gemv", "--blas", "cublaslt", "--compile-prefill", "--kv-together", "--skinny",
+                          "--defer-residual", "--attention", "mask", "--span-budget", "0.25", "--inductor",
+                          "max_autotune=False", "--apart"])
     assert vars(ap.parse_args(variant_argv(args))) == vars(args)
     assert variant_of(args, {"max_autotune": False}) == \
-        "apart+gemv+attention=mask+span_budget=0.25+blas=cublaslt+compile_prefill+kv_together+skinny+max_autotune=False"
+        "apart+gemv+attention=mask+span_budget=0.25+blas=cublaslt+compile_prefill+kv_together+skinny+defer_residual" \
+        "+max_autotune=False"
     assert engine_options(args) == {"pack": False, "attention": "mask", "gemv": True, "span_budget": 0.25,
                                     "blas": "cublaslt", "compile_prefill": True, "kv_together": True,
-                                    "skinny": True}
+                                    "skinny": True, "defer_residual": True}
     assert variant_of(ap.parse_args([]), {}) == "default" and variant_argv(ap.parse_args([])) == []

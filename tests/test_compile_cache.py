@@ -176,6 +176,7 @@ def test_a_point_records_its_engine_ready_time_and_cache_columns(tmp_path: Path)
     assert pd.isna(row["top_p_kernel"]) and pd.isna(row["pdl"])  # nor of draw or launch
     assert pd.isna(row["blas"]) and pd.isna(row["compile_prefill"])  # nor of BLAS library or prefill
     assert pd.isna(row["kv_together"]) and pd.isna(row["skinny"])  # nor of attention or matmul kernel
+    assert pd.isna(row["defer_residual"])  # nor of where the residual adds are made
     assert pd.isna(row["compile_cache_dir"])
     for value, shown in (("", "compile_cache=''"), ("cache", "compile_cache='cache'")):
         bad = subprocess.run([sys.executable, "-m", "energybench.sweep", "experiment=quickstart",

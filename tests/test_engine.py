@@ -38,10 +38,11 @@ def test_kv_cache_decoding_equals_full_recomputation(model, fused: bool) -> None
         assert (step - full[:, cur]).abs().max().item() <= 1e-5, cur
 
 
-def test_the_fused_variant_defers_each_layers_last_residual_add_into_the_next(model) -> None:
+def test_defer_residual_hands_each_layers_last_residual_add_to_the_next(model) -> None:
     """A layer given `pending` (the layer before's feed-forward output, not yet added) returns (h, its own) whose sum
-    is the plain layer's output for x + pending; the fused forward hands every layer one (zeros to the first), so
-    compiled layers add it in their first kernel; Meta's arithmetic is called as before."""
+    is the plain layer's output for x + pending; the fused variant with defer_residual hands every layer one (zeros to
+    the first), so compiled layers add it in their first kernel, to the same logits; without it (the `fast` engine)
+    and in Meta's arithmetic the layers are called as before."""
     x, pending = torch.randn(2, 2, 3, TINY.dim, generator=torch.Generator().manual_seed(5)).unbind(0)
     positions = torch.arange(3).expand(2, 3)
     freqs, layer = model.freqs_real[positions], model.layers[0]
@@ -49,18 +50,23 @@ def test_the_fused_variant_defers_each_layers_last_residual_add_into_the_next(mo
         h, out = layer(x, positions, 3, freqs, causal(3), True, pending=pending)
         assert torch.equal(h + out, layer(x + pending, positions, 3, freqs, causal(3), True))
     tokens = torch.tensor(prompts_of([3, 3], TINY.vocab_size, seed=4))
-    for fused in (True, False):
+    logits = {}
+    for fused, defer in ((True, True), (True, False), (False, False)):
         seen: list[torch.Tensor | None] = []
         hooks = [lay.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs.get("pending")),
                                                with_kwargs=True) for lay in model.layers]
-        model.variant(fused=fused)(tokens, positions, n_slots=3, mask=causal(3))
+        logits[fused, defer] = model.variant(fused=fused, defer_residual=defer)(tokens, positions, n_slots=3,
+                                                                               mask=causal(3), last_only=False)
         for hook in hooks:
             hook.remove()
         assert len(seen) == TINY.n_layers
-        if fused:
+        if defer:
             assert not seen[0].any() and all(p is not None and p.shape == (2, 3, TINY.dim) for p in seen)
         else:
             assert seen == [None] * TINY.n_layers
+    assert (logits[True, True] - logits[True, False]).abs().max().item() <= 1e-5
+    with pytest.raises(AssertionError, match="choices of the fused variant"):
+        model.variant(fused=False, defer_residual=True)
 
 
 def test_decode_with_per_row_lengths_equals_full_recomputation(model) -> None:

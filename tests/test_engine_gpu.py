@@ -256,6 +256,7 @@ def test_fast_tuned_on_gpu_runs_its_decode_matmuls_through_the_triton_kernel() -
             assert engine.gemv and engine.decoder.gemv and model.packed
             assert engine.kv_together and engine.decoder.kv_together  # its attention loads K and V at once
             assert engine.skinny and engine.decoder.skinny  # batch 2-16 matmuls through the Triton GEMM (Hopper)
+            assert engine.defer_residual and engine.decoder.defer_residual and engine.prefiller.defer_residual
             assert engine.blas == "cublaslt"  # its graphs of batch > 1 were captured through cuBLASLt ...
             assert torch.backends.cuda.preferred_blas_library() == before  # ... and PyTorch's setting is as it was
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

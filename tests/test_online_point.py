@@ -83,6 +83,7 @@ def test_online_run_metrics(online) -> None:
     assert row["blas"] is None and row["compile_prefill"] == False  # noqa: E712  PyTorch's BLAS; eager prefill
     assert row["kv_together"] == False  # noqa: E712  no split kernel off the GPU
     assert row["skinny"] == False  # noqa: E712  nor the batch 2-16 GEMM
+    assert row["defer_residual"] == False  # noqa: E712  the `fast` engine's layers add their own residuals
     assert row["responses"] == len(mine) > 0
     window = [s for s in steps if s["window"] == "generation"]
     assert row["tokens"] == sum(s["new_tokens"] for s in window)

@@ -138,7 +138,7 @@ class FastEngine:
                  compile: bool | None = None, graphs: bool | None = None, pack: bool = True,
                  attention: str | None = None, gemv: bool = False, span_budget: float | None = None,
                  top_p_kernel: bool | None = None, blas: str | None = None, compile_prefill: bool = False,
-                 kv_together: bool = False, skinny: bool = False) -> None:
+                 kv_together: bool = False, skinny: bool = False, defer_residual: bool = False) -> None:
         """compile / graphs: None is on for GPU, off for CPU. pack: one matmul for wq/wk/wv and one for w1/w3
         (`model.pack_projections()`, in place; same values; False leaves the model as it is: five matmuls on a
         model nobody packed). attention: see the class. gemv: the decode step's batch-1 matmuls through
@@ -156,7 +156,9 @@ class FastEngine:
         the choice changes nothing. skinny: the decode steps' matmuls of 2 to 16 rows through energybench's Triton
         GEMM (model/skinny.py) instead of cuBLAS, and of up to 64 rows for the weight shapes it was measured faster
         on (skinny.WIDE_CONFIGS), w1/w3's product with SwiGLU in its epilogue (`fast_tuned` on a compute capability
-        9.0+ card, fp16)."""
+        9.0+ card, fp16). defer_residual: each layer's last residual add made by the next layer, in its first kernel
+        with its norm (Transformer.variant; prefill and decode, not the batch-1 steps through gemv; `fast_tuned` on a
+        CUDA card)."""
         t_start = time.perf_counter()
         cuda = model.output.weight.device.type == "cuda"
         compiling = cuda if compile is None else compile
@@ -185,6 +187,7 @@ class FastEngine:
             raise ValueError(f"kv_together=True is a form of the attention=lens kernel; this engine has "
                              f"attention={self.attention!r}: use kv_together=False")
         self.kv_together = kv_together
+        self.defer_residual = defer_residual
         if blas not in (None, *BLAS_LIBRARIES):
             raise ValueError(f"blas={blas!r} is not a BLAS library the engine knows; use one of {BLAS_LIBRARIES} "
                              f"or None (PyTorch's setting)")
@@ -217,10 +220,11 @@ class FastEngine:
         self.tok = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
         self.pos = torch.zeros((self.max_batch, 1), dtype=torch.long, device=self.device)
         self.slot_ids = torch.arange(self.max_seq, device=self.device)
-        self.eager = model.variant(fused=True)  # prefill, and decode without compile
+        self.eager = model.variant(fused=True, defer_residual=defer_residual)  # prefill, and decode without compile
         self.decoder = self.eager  # decode without compile
+        choices = {"gemv": gemv, "kv_together": kv_together, "skinny": skinny, "defer_residual": defer_residual}
         if gemv or kv_together or skinny:
-            self.decoder = model.variant(fused=True, gemv=gemv, kv_together=kv_together, skinny=skinny)
+            self.decoder = model.variant(fused=True, **choices)
         self.prefiller = self.eager  # prompts' forward
         self.compile_prefill = compile_prefill and compiling
         if compiling:
@@ -229,9 +233,9 @@ class FastEngine:
             # entries until recompile_limit (8) made the 4th point's layers run eagerly: decode step 9.4 ->
             # 12.8 ms on an H100 (docs/engine.md). Start each engine from an empty code cache.
             torch.compiler.reset()
-            self.decoder = model.variant(fused=True, compile=True, gemv=gemv, kv_together=kv_together, skinny=skinny)
+            self.decoder = model.variant(fused=True, compile=True, **choices)
             if self.compile_prefill:  # its own compiled wrappers: prefill's guards apart from decode's
-                self.prefiller = model.variant(fused=True, compile=True)
+                self.prefiller = model.variant(fused=True, compile=True, defer_residual=defer_residual)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # logits [b, vocab]
         self.draws: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # next tokens [b]
         # where building the engine went (GPU): setting up (packing, compiled wrappers), first calls of each step
@@ -540,7 +544,8 @@ class _Rows:
 # energybench's Triton GEMM (model/skinny.py, compute capability 9.0+, fp16), and up to 64 rows for the weight shapes
 # the GEMM was measured faster on (skinny.WIDE_CONFIGS: 7B's wqkv, w1/w3, with SwiGLU in its epilogue, and output
 # projection); its other decode matmuls captured through cuBLASLt (blas="cublaslt" on a CUDA card); its prefill
-# compiled (compile_prefill); its decode attention loading K and V at once (kv_together). On an H200 (docs/engine.md,
+# compiled (compile_prefill); its decode attention loading K and V at once (kv_together); each layer's last residual
+# add made in the next layer's first kernel (defer_residual: one elementwise kernel a layer fewer). On an H200 (docs/engine.md,
 # docs/benchmarks/engine.md, 7B at commit 1920656 against `fast` at 10be8d6, another card) batch-1 tokens are 23-25 %
 # faster than `fast`'s, batch-16 steps 11-12 %, batch-64 tokens 13-14 % faster and 13 % cheaper: cuBLASLt's kernel for
 # w2's shape (4096 x 11008) takes 26 us where cuBLAS's split-K kernel and its reduction take 30, the Triton GEMM reads
@@ -551,10 +556,11 @@ TUNED_BLAS = "cublaslt"
 
 def tuned_engine(model: Transformer, sampling: Sampling, generator: torch.Generator) -> FastEngine:
     """FastEngine(gemv=True) where model.gemv.usable, with blas=TUNED_BLAS, compile_prefill, (where the split-KV
-    kernel runs) kv_together and (where model.skinny.usable) skinny on a CUDA card; else the plain fast engine."""
+    kernel runs) kv_together, (where model.skinny.usable) skinny and defer_residual on a CUDA card; else the plain fast
+    engine."""
     device, dtype = model.output.weight.device, model.output.weight.dtype
     gemv = gemv_kernel.usable(device, dtype)
     cuda = gemv and device.type == "cuda"
     return FastEngine(model, sampling, generator, gemv=gemv, blas=TUNED_BLAS if cuda else None, compile_prefill=cuda,
                       kv_together=cuda and split_usable(device, dtype, model.cfg.head_dim),
-                      skinny=cuda and skinny_gemm.usable(device, dtype))
+                      skinny=cuda and skinny_gemm.usable(device, dtype), defer_residual=cuda)

@@ -340,10 +340,12 @@ class Transformer(nn.Module):
         self.kv_together = False  # the fused variant's decode attention loading K and V at once (attend_split)
         self.skinny = False  # the fused variant's matmuls through model/skinny.py's op (its Triton GEMM: 2-16 rows,
         # 17-64 on WIDE_CONFIGS' shapes)
+        self.defer_residual = False  # the fused variant's last residual add of a layer made in the next layer's
+        # first kernel (TransformerBlock.forward's pending)
         self.run_layers: list[nn.Module] | None = None  # compiled copies of self.layers (None: the layers)
 
     def variant(self, fused: bool, compile: bool = False, gemv: bool = False, kv_together: bool = False,
-                skinny: bool = False) -> Transformer:
+                skinny: bool = False, defer_residual: bool = False) -> Transformer:
         """This model computed as `fused` says, its layers torch.compiled when `compile`; shares weights and
         KV cache with `self` (a shallow view: nothing is copied). fused=True computes the same function as
         Meta's arithmetic with real-valued rotary embeddings and scaled_dot_product_attention; with `gemv`
@@ -351,13 +353,17 @@ class Transformer(nn.Module):
         `kv_together` (fused only) its decode attention over kv_lens loads each tile's K and V at once
         (decode_attention.attend_split); with `skinny` (fused only; where model.skinny.usable) its matmuls of 2 to
         skinny.MAX_ROWS rows (to skinny.WIDE_ROWS for the shapes of skinny.WIDE_CONFIGS, w1/w3's with SwiGLU in the
-        kernel's epilogue) run the Triton GEMM of model/skinny.py."""
-        assert fused or not (gemv or kv_together or skinny), "gemv, kv_together, skinny: choices of the fused variant"
+        kernel's epilogue) run the Triton GEMM of model/skinny.py; with `defer_residual` (fused only) each layer's last
+        residual add is made by the next layer, in its first kernel with its norm (TransformerBlock.forward's pending;
+        not in a batch-1 step through `gemv`, whose layer folds its residual adds into its matmuls)."""
+        assert fused or not (gemv or kv_together or skinny or defer_residual), \
+            "gemv, kv_together, skinny, defer_residual: choices of the fused variant"
         view = copy.copy(self)  # own __dict__, the same parameter, buffer and module dicts
         view.fused = fused
         view.gemv = gemv
         view.kv_together = kv_together
         view.skinny = skinny
+        view.defer_residual = defer_residual
         view.run_layers = [torch.compile(layer, dynamic=True) for layer in self.layers] if compile else None
         return view
 
@@ -419,7 +425,7 @@ class Transformer(nn.Module):
         freqs = (self.freqs_real if fused else self.freqs_cis)[positions]  # [B, S, D/2] (complex) or [.., 2]
         args = (positions, n_slots, freqs, mask, fused, rows, kv_lens, self.gemv, self.kv_together, self.skinny)
         layers = self.layers if self.run_layers is None else self.run_layers
-        if fused and not (self.gemv and one_row(h)):
+        if self.defer_residual and not (self.gemv and one_row(h)):
             # each layer's last residual add deferred into the next layer's first kernel (with its norm; compiled
             # layers cannot fuse across each other): one elementwise kernel a layer fewer. Zeros for the first, so
             # every layer is the same compiled code.

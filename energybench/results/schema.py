@@ -17,7 +17,7 @@ RUN = pa.schema([
     ("gpu_name", STR), ("gpus", I64), ("nodes", I64), ("hostnames", STR), ("slurm_job_id", STR),
     ("attempt", I64), ("started_at", TS), ("finished_at", TS), ("load_s", F64), ("engine_ready_s", F64),
     ("decode_attention", STR), ("top_p_kernel", BOOL), ("pdl", BOOL), ("blas", STR), ("compile_prefill", BOOL),
-    ("kv_together", BOOL), ("skinny", BOOL),
+    ("kv_together", BOOL), ("skinny", BOOL), ("defer_residual", BOOL),
     ("torch_threads", I64), ("samples_with_replacement", BOOL),
     ("responses", I64), ("prompt_tokens", I64), ("tokens", I64), ("wasted_tokens", I64), ("batches", I64),
     ("duration_s", F64), ("prefill_s", F64), ("decode_s", F64), ("tokens_per_s", F64),
