@@ -545,12 +545,12 @@ class _Rows:
 # the GEMM was measured faster on (skinny.WIDE_CONFIGS: 7B's wqkv, w1/w3, with SwiGLU in its epilogue, and output
 # projection); its other decode matmuls captured through cuBLASLt (blas="cublaslt" on a CUDA card); its prefill
 # compiled (compile_prefill); its decode attention loading K and V at once (kv_together); each layer's last residual
-# add made in the next layer's first kernel (defer_residual: one elementwise kernel a layer fewer). On an H200 (docs/engine.md,
-# docs/benchmarks/engine.md, 7B at commit 1920656 against `fast` at 10be8d6, another card) batch-1 tokens are 23-25 %
-# faster than `fast`'s, batch-16 steps 11-12 %, batch-64 tokens 13-14 % faster and 13 % cheaper: cuBLASLt's kernel for
-# w2's shape (4096 x 11008) takes 26 us where cuBLAS's split-K kernel and its reduction take 30, the Triton GEMM reads
-# the wide shapes faster still (docs/benchmarks/skinny.md), and the compiled prefill fuses what eager runs apart. Its
-# own engine (and point ids).
+# add made in the next layer's first kernel (defer_residual: one elementwise kernel a layer fewer, batch-64 steps 2 %
+# shorter on one card). On an H200 (docs/engine.md, docs/benchmarks/engine.md, 7B at commit e66d440 against `fast` at
+# 10be8d6, another card) batch-1 tokens are 20-21 % faster than `fast`'s, batch-16 steps 12 %, batch-64 tokens 12-13 %
+# faster and 12 % cheaper: cuBLASLt's kernel for w2's shape (4096 x 11008) takes 26 us where cuBLAS's split-K kernel
+# and its reduction take 30, the Triton GEMM reads the wide shapes faster still (docs/benchmarks/skinny.md), and the
+# compiled prefill fuses what eager runs apart. Its own engine (and point ids).
 TUNED_BLAS = "cublaslt"
 
 
