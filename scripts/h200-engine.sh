@@ -15,13 +15,15 @@
 #   scripts/h200-engine.sh build OUT  # GPU 0: the 7B build step by step (benchmarks/engine_build.py, cold then warm),
 #                                     #   the batch-16/64 matmuls alone (benchmarks/skinny.py);
 #                                     #   then both GPUs: 65B's fast_tuned batch-1 profile at shards=2
+#   scripts/h200-engine.sh tuned OUT  # one GPU: fast_tuned's rows (7B and 13B engine.py, cold then warm), its fp16
+#                                     #   logits at batch 4 and 32, the 7B profile (cold, then warm), the GPU tests
 # (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
 # the later ones load). Power limits are only read. Needs .carry/wheels in the checkout (hydra-core, omegaconf,
 # antlr4, fairscale, submitit).
 set -uo pipefail
-phase=${1:?one or two}
+phase=${1:?one, two, profiles, build or tuned}
 out=${2:?output folder}
 deadline_s=${DEADLINE_S:-560}
 cd "$(dirname "$0")/.."
@@ -45,6 +47,20 @@ profile() {  # profile MODEL: decode profile of the fast engine on this process'
 }
 
 case $phase in
+  tuned)
+    export CUDA_VISIBLE_DEVICES=0
+    tuned="--blas cublaslt --compile-prefill --kv-together --skinny --defer-residual"  # fast_tuned's choices past batch 1
+    run e.log python3 benchmarks/engine.py --models 7b,13b --engines fast_tuned --compile-cache "$cache" --out "$out/e"
+    run e.log python3 benchmarks/engine.py --models 7b,13b --engines fast_tuned --compile-cache "$cache" --out "$out/e"
+    for batch in 4 32; do
+      run logits.log python3 benchmarks/engine_logits.py --model 7b --dtypes float16 --batch $batch $tuned --out "$out/l1"
+    done
+    run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1,16,64 --gemv $tuned --compile-cache "$cache-p" \
+        --out "$out/pt-7b"
+    run prof-7b.log python3 benchmarks/engine_profile.py --model 7b --batches 1,16,64 --gemv $tuned --compile-cache "$cache-p" \
+        --out "$out/pt-7b"
+    run tests.log python3 -m pytest -q -m gpu tests/test_engine_gpu.py tests/test_energy_gpu.py -p no:cacheprovider
+    ;;
   build)
     CUDA_VISIBLE_DEVICES=0 run build.log python3 benchmarks/engine_build.py --model 7b --out "$out/b"
     CUDA_VISIBLE_DEVICES=0 run skinny.log python3 benchmarks/skinny.py --models 7b --rows 16,64 --out "$out/sk"
