@@ -69,6 +69,24 @@ def test_defer_residual_hands_each_layers_last_residual_add_to_the_next(model) -
         model.variant(fused=False, defer_residual=True)
 
 
+def test_a_fast_engine_with_defer_residual_gives_the_reference_tokens() -> None:
+    """FastEngine(defer_residual=True): prefill and decode through layers that hand their last residual add on, to
+    the reference's greedy tokens; `fast` (the default) leaves every layer as it was."""
+    from energybench.engine.fast import FastEngine
+
+    with one_process():
+        model = build_model(TINY, CPU, torch.float32, seed=7)
+        model.setup_caches(4, 64)
+        prompts, limits = prompts_of([5, 9, 3], TINY.vocab_size, seed=4), [4, 12, 7]
+        expected = make_engine("reference", model, GREEDY, torch.Generator().manual_seed(0)).generate(
+            prompts, limits, NoHooks()).outputs
+        engine = FastEngine(model, GREEDY, torch.Generator().manual_seed(0), defer_residual=True)
+        assert engine.defer_residual and engine.decoder.defer_residual and engine.prefiller.defer_residual
+        assert engine.generate(prompts, limits, NoHooks()).outputs == expected
+        plain = make_engine("fast", model, GREEDY, torch.Generator().manual_seed(0))
+        assert not (plain.defer_residual or plain.decoder.defer_residual or plain.prefiller.defer_residual)
+
+
 def test_decode_with_per_row_lengths_equals_full_recomputation(model) -> None:
     """kv_lens: each row attends to its own slots [0, pos] (rows at different positions in one step), the
     decode path of attention=lens; the same logits as recomputing every sequence whole."""
