@@ -17,6 +17,8 @@
 #                                     #   then both GPUs: 65B's fast_tuned batch-1 profile at shards=2
 #   scripts/h200-engine.sh tuned OUT  # one GPU: fast_tuned's rows (7B and 13B engine.py, cold then warm), its fp16
 #                                     #   logits at batch 4 and 32, the 7B profile (cold, then warm), the GPU tests
+#                                     #   (on e66d440's host the call's 570 s cut the last two GPU tests: run them
+#                                     #   alone if tests.log shows fewer than 16 passed)
 # (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
