@@ -300,9 +300,10 @@ def test_a_new_fast_engine_starts_from_an_empty_compiled_code_cache() -> None:
 
 
 def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() -> None:
-    """compile_prefill: the prompts' forward through compiled layers, compiled while the engine is built (one call
-    per batch class: 1, between, max_batch), after which no batch or prompt width compiles anything; its logits are
-    the eager prefill's. One-token prompts stay eager."""
+    """compile_prefill: the prompts' forward through compiled layers, compiled while the engine is built, after which
+    no batch or prompt width compiles anything; its logits are the eager prefill's. One compiled forward serves every
+    batch: a batch of one runs as two rows (unless the engine's max_batch is 1: then that forward is for one row).
+    One-token prompts stay eager."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     from energybench.engine.fast import FastEngine, pack_prompts
@@ -318,7 +319,7 @@ def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() ->
                             compile_prefill=True)
         assert engine.compile_prefill and engine.build_s["prefill_compile_s"] > 0
         built = compiled_entries()
-        assert built > 0
+        assert built == 1  # not one for a batch of one besides
         for seed, lengths in enumerate(([5, 9], [12, 3, 7, 2], [30], [1, 1], [2, 17, 4])):
             prompts = prompts_of(lengths, TINY.vocab_size, seed=seed)
             with torch.inference_mode():  # as generate() calls it
@@ -328,6 +329,16 @@ def test_a_compiled_prefill_is_built_with_the_engine_and_serves_every_width() ->
             assert got.shape == (len(lengths), TINY.vocab_size)
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), lengths
         assert compiled_entries() == built  # every batch and width ran the code compiled at build
+    with cpu_model(max_batch=1, max_seq=48) as m:  # no second cache row: the forward is compiled for one
+        engine = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=True, graphs=False,
+                            compile_prefill=True)
+        eager = FastEngine(m, GREEDY, torch.Generator().manual_seed(0), compile=False)
+        built = compiled_entries()
+        assert built == 1
+        tokens = pack_prompts(prompts_of([11], TINY.vocab_size, seed=9), 11)
+        with torch.inference_mode():
+            got, want = engine.prefill_logits(tokens, [11]), eager.prefill_logits(tokens, [11])
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4) and compiled_entries() == built
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -26,6 +26,29 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
+def test_after_the_imports_the_thread_computes_the_cache_keys_and_a_failing_one_does_not_stop_it() -> None:
+    code = """
+import threading
+import torch._inductor.codecache as codecache
+from energybench.engine import prewarm
+called = []
+def key(name, fail=False):
+    def f():
+        called.append((name, threading.current_thread().name))
+        if fail:
+            raise RuntimeError(name)
+    return f
+codecache.torch_key, codecache.triton_key = key("torch", fail=True), key("triton")
+prewarm.start()
+prewarm.wait()
+assert [n for n, _ in called][:2] == ["torch", "triton"], called
+assert {t for _, t in called} == {"energybench-compiler-imports"}, called
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_the_engines_that_compile_say_so(monkeypatch) -> None:
     monkeypatch.setattr(registry, "_ENGINES", dict(registry._ENGINES))  # the registration below stays here
     assert engine_entry("fast").compiles and engine_entry("fast_tuned").compiles
