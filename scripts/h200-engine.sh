@@ -19,17 +19,22 @@
 #                                     #   logits at batch 4 and 32, the 7B profile (cold, then warm), the GPU tests
 #                                     #   (on e66d440's host the call's 570 s cut the last two GPU tests: run them
 #                                     #   alone if tests.log shows fewer than 16 passed)
+#   scripts/h200-engine.sh ab OUT     # one GPU: the 7B fast_tuned profile (batch 1 and 64) of each tree under
+#                                     #   .carry/trees/<commit> (make them with `git archive <commit> energybench
+#                                     #   benchmarks conf pyproject.toml | tar x -C .carry/trees/<commit>`; COMMITS="a b",
+#                                     #   full hashes), each on its own compile cache: cold, then two warm starts, the
+#                                     #   commits interleaved (docs/benchmarks/engine-warmstart.md, 1677e94 against 8efb6b2)
 # (benchmarks/gemv.py, the matmuls alone, ran in a call of its own.)
 #
 # Compile cache: /tmp/eb-compile (cold in a fresh machine: the first process of each model and engine compiles,
 # the later ones load). Power limits are only read. Needs .carry/wheels in the checkout (hydra-core, omegaconf,
 # antlr4, fairscale, submitit).
 set -uo pipefail
-phase=${1:?one, two, profiles, build or tuned}
+phase=${1:?one, two, profiles, build, tuned or ab}
 out=${2:?output folder}
 deadline_s=${DEADLINE_S:-560}
 cd "$(dirname "$0")/.."
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: the ab phase runs from the trees
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 cache=/tmp/eb-compile
@@ -49,6 +54,20 @@ profile() {  # profile MODEL: decode profile of the fast engine on this process'
 }
 
 case $phase in
+  ab)
+    export CUDA_VISIBLE_DEVICES=0
+    read -r -a commits <<<"${COMMITS:?COMMITS=\"<full hash> <full hash>\": the trees under .carry/trees to compare}"
+    ab() {  # ab COMMIT RUN: the profile of one tree, on that tree's own compile cache and XDG cache
+      local c=$1
+      (cd ".carry/trees/$c" && ENERGYBENCH_SOURCE_COMMIT=$c ENERGYBENCH_SOURCE_DIRTY=0 XDG_CACHE_HOME=/tmp/xdg-$c \
+        PYTHONPATH=/tmp/site:$PWD run "ab-${c:0:7}.log" python3 benchmarks/engine_profile.py --model 7b --batches 1,64 \
+        --gemv --blas cublaslt --compile-prefill --kv-together --skinny --defer-residual --compile-cache "/tmp/cc-$c" \
+        --out "$out/${c:0:7}-$2")
+    }
+    ab "${commits[0]}" cold; ab "${commits[1]}" cold
+    ab "${commits[0]}" warm1; ab "${commits[1]}" warm1
+    ab "${commits[1]}" warm2; ab "${commits[0]}" warm2
+    ;;
   tuned)
     export CUDA_VISIBLE_DEVICES=0
     tuned="--blas cublaslt --compile-prefill --kv-together --skinny --defer-residual"  # fast_tuned's choices past batch 1
